@@ -1,0 +1,21 @@
+"""advgen: exact one-pixel robustness, GAN-made adversarial and augmentation data, before/after reports.
+
+The command line is a thin layer over this API::
+
+    import advgen
+    train, test = advgen.data.load("mnist-sample", "train"), advgen.data.load("mnist-sample", "test")
+    ckpt = advgen.train_classifier(train, test)
+"""
+
+__version__ = "0.1.0"
+
+from . import data, models  # noqa: E402
+from .data import Dataset  # noqa: E402
+from .errors import InputError  # noqa: E402
+from .models import Checkpoint, build, load_checkpoint, save_checkpoint  # noqa: E402
+from .train import TrainConfig, accuracy, fit, predict, train_classifier  # noqa: E402
+
+__all__ = [
+    "__version__", "data", "models", "Dataset", "InputError", "Checkpoint", "build", "load_checkpoint",
+    "save_checkpoint", "TrainConfig", "accuracy", "fit", "predict", "train_classifier",
+]

@@ -1,0 +1,62 @@
+"""The `advgen` command: a thin click layer over the Python API.
+
+Bad input ends with one line on stderr and exit code 2; a bug ends with one line and exit code 1
+(``advgen --debug ...`` shows its traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import InputError
+from .train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="advgen")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Find how easily an image classifier is fooled, make data that hardens it, and prove it."""
+
+
+cli.add_command(train)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns (and exits with) the command's exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        rv = cli.main(args=args, prog_name="advgen", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        name = exc.ctx.command_path if exc.ctx else "advgen"
+        click.echo(f"advgen: error: {exc.format_message()} (see '{name} --help')", err=True)
+        code = 2
+    except InputError as exc:
+        if debug:
+            raise
+        click.echo(f"advgen: error: {exc}", err=True)
+        code = 2
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("advgen: interrupted", err=True)
+        code = 130
+    except click.ClickException as exc:
+        click.echo(f"advgen: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except Exception as exc:  # a bug in advgen, not the user's fault
+        if debug:
+            raise
+        click.echo(f"advgen: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        code = 1
+    else:
+        code = rv if isinstance(rv, int) else 0
+    return code
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Options every command shares, so flags are spelled and validated the same way everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from ..data import EMBEDDED, TORCHVISION
+from ..errors import InputError
+from ..models import ARCHITECTURES
+from ..runtime import DEVICES
+
+
+def common(f: Callable) -> Callable:
+    """--seed, --device, --quiet: reproducibility, placement and noise."""
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter; results only.")(f)
+    f = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="Where to compute; auto picks CUDA when present.")(f)
+    f = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                     help="Random seed; the same seed gives the same results.")(f)
+    return f
+
+
+def data_option(f: Callable) -> Callable:
+    return click.option("--data", "data_source", default=EMBEDDED, show_default=True, metavar="NAME|FILE",
+                        help=f"{EMBEDDED} (embedded, offline), {', '.join(TORCHVISION)} (downloaded), "
+                             f"or a .npz/.pt file with images and labels.")(f)
+
+
+def model_options(f: Callable) -> Callable:
+    f = click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Trained weights (an advgen checkpoint, or a state_dict with --model "
+                          "package.module:factory).")(f)
+    f = click.option("--model", "arch", default=None, metavar="NAME|MODULE:FACTORY",
+                     help=f"Architecture: {', '.join(ARCHITECTURES)} or package.module:factory "
+                          f"[default: cnn, or the checkpoint's].")(f)
+    return f
+
+
+def overwrite_option(f: Callable) -> Callable:
+    return click.option("--overwrite", is_flag=True, help="Replace existing outputs instead of refusing.")(f)
+
+
+def refuse_clobber(path: Path, overwrite: bool) -> Path:
+    """Stop before replacing an existing output unless the user said --overwrite."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; pass --overwrite to replace it")
+    return path

@@ -1,0 +1,41 @@
+"""`advgen train`: fit the target classifier and save a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import data as datasets
+from ..models import save_checkpoint
+from ..train import TrainConfig, train_classifier
+from .options import common, data_option, overwrite_option, refuse_clobber
+
+
+@click.command()
+@data_option
+@click.option("--model", "arch", default="cnn", show_default=True, metavar="NAME|MODULE:FACTORY",
+              help="Architecture to train: cnn, mlp, lenet5 or package.module:factory.")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 65_536), default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--extra-data", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="More labelled training data (.npz/.pt), e.g. from `advgen augment`. Repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("checkpoints/model.pt"),
+              show_default=True, help="Where to write the checkpoint.")
+@overwrite_option
+@common
+def train(data_source: str, arch: str, epochs: int, batch_size: int, lr: float, extra_data: tuple[Path, ...],
+          out: Path, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
+    """Train the target classifier and print its test accuracy."""
+    refuse_clobber(out, overwrite)
+    train_set = datasets.load(data_source, "train")
+    test_set = datasets.load(data_source, "test") if data_source in (datasets.EMBEDDED, *datasets.TORCHVISION) else None
+    extra = [datasets.load_file(p) for p in extra_data]
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    ckpt = train_classifier(train_set, test_set, arch, config, device=device, quiet=quiet, extra=extra)
+    save_checkpoint(out, ckpt)
+    acc = ckpt.meta.get("test_accuracy")
+    shown = f"test accuracy {acc:.4f}" if acc is not None else "no test split"
+    click.echo(f"{arch} trained on {ckpt.meta['train_images']} images in {ckpt.meta['train_seconds']:.1f}s; "
+               f"{shown}; saved {out}")

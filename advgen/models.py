@@ -1,0 +1,152 @@
+"""Classifier architectures by name, user models by ``package.module:factory``, and safe checkpoints.
+
+Built-in models are plain ``nn.Sequential`` stacks so that the one-pixel bound propagation can walk them
+layer by layer. A checkpoint records the architecture name, input shape, class count and training
+metadata next to the weights and is always read with ``weights_only=True``: loading one never runs code,
+and a checkpoint naming a user factory only loads when the caller names the same factory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .files import atomic_torch_save, safe_torch_load
+
+CHECKPOINT_FORMAT = "advgen.checkpoint"
+CHECKPOINT_VERSION = 1
+DEFAULT_ARCH = "cnn"
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *input_shape)).numel())
+
+
+def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """The default target: two 3x3 conv blocks and a small dense head (about 1.1M MACs on 28x28)."""
+    c = input_shape[0]
+    features = nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    return nn.Sequential(*features, nn.Linear(_flat_size(features, input_shape), 64), nn.ReLU(),
+                         nn.Linear(64, num_classes))
+
+
+def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """A two-hidden-layer perceptron on flattened pixels."""
+    n = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Linear(128, num_classes))
+
+
+def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """LeCun et al. 1998, with ReLU and average pooling, padded so 28x28 inputs work."""
+    c = input_shape[0]
+    features = nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(),
+    )
+    return nn.Sequential(*features, nn.Linear(_flat_size(features, input_shape), 120), nn.ReLU(),
+                         nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes))
+
+
+ARCHITECTURES: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
+    "cnn": small_cnn,
+    "mlp": mlp,
+    "lenet5": lenet5,
+}
+
+
+def build(arch: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """A fresh, untrained model: a built-in name (``cnn``, ``mlp``, ``lenet5``) or ``package.module:factory``.
+
+    A user factory is called with no arguments and must return an ``nn.Module``.
+    """
+    if arch in ARCHITECTURES:
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise InputError(f"input shape must be (C, H, W), got {tuple(input_shape)}")
+        try:
+            return ARCHITECTURES[arch](tuple(input_shape), num_classes)
+        except RuntimeError as exc:
+            raise InputError(f"model {arch!r} does not fit input shape {tuple(input_shape)}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    if _FACTORY_RE.match(arch):
+        return _call_factory(arch)
+    raise InputError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)} "
+                     f"or give package.module:factory")
+
+
+def _call_factory(spec: str) -> nn.Module:
+    module_name, attr = spec.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import model factory {spec!r}: {exc}") from exc
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+@dataclass
+class Checkpoint:
+    """A model together with what it was built for and how it was trained."""
+
+    model: nn.Module
+    arch: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    meta: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write weights plus metadata atomically; metadata must be JSON-like (str, int, float, bool, list, dict)."""
+    state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
+    return atomic_torch_save(path, {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": ckpt.arch,
+        "input_shape": list(ckpt.input_shape), "num_classes": int(ckpt.num_classes),
+        "meta": ckpt.meta, "state_dict": state,
+    })
+
+
+def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`, or a bare state_dict for ``factory``.
+
+    The file is read with ``weights_only=True``. A checkpoint whose architecture is a user factory is
+    only rebuilt when ``factory`` names that same factory: a file alone never decides what code runs.
+    """
+    raw = safe_torch_load(path, what="checkpoint")
+    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
+        arch = str(raw["arch"])
+        if arch not in ARCHITECTURES and arch != factory:
+            raise InputError(f"checkpoint {path} was made with model {arch!r}; pass --model {arch} "
+                             f"to allow importing that code")
+        input_shape = tuple(int(s) for s in raw["input_shape"])
+        num_classes = int(raw["num_classes"])
+        state, meta = raw["state_dict"], dict(raw.get("meta") or {})
+    elif isinstance(raw, dict) and factory is not None and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        arch, state, meta = factory, raw, {}
+        input_shape, num_classes = (), 0
+    else:
+        raise InputError(f"{path} is not an advgen checkpoint (give --model package.module:factory "
+                         f"to load a bare state_dict)")
+    model = build(arch, input_shape or (1, 28, 28), num_classes or 10)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise InputError(f"checkpoint {path} does not match model {arch!r}: "
+                         f"{str(exc).splitlines()[0][:200]}") from exc
+    model.eval()
+    return Checkpoint(model, arch, input_shape, num_classes, meta)

@@ -1,0 +1,122 @@
+"""Supervised training and accuracy for a target classifier."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import Dataset
+from .errors import InputError
+from .models import Checkpoint, build
+from .runtime import progress, resolve_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train`; the defaults reach >= 97% on the embedded MNIST split."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 0.0
+    shift: int = 2
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    final_loss: float
+    seconds: float
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted class per image, computed in eval mode on the model's device, returned on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, data: Dataset, batch_size: int = 1024) -> float:
+    """Share of ``data`` the model classifies correctly."""
+    return float((predict(model, data.images, batch_size) == data.labels).float().mean())
+
+
+def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels in each direction, filling with zeros."""
+    if max_shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None],
+                  rows, cols]
+
+
+def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, device: str = "auto",
+          quiet: bool = False, desc: str = "train") -> TrainResult:
+    """Train ``model`` in place with Adam and cross-entropy; deterministic for a given seed on CPU."""
+    config = config or TrainConfig()
+    dev = resolve_device(device)
+    gen = seed_everything(config.seed)
+    model.to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
+                                                steps_per_epoch=steps_per_epoch)
+    start, loss = time.perf_counter(), torch.tensor(0.0)
+    for _ in progress(range(config.epochs), desc=desc, quiet=quiet, unit="epoch"):
+        order = torch.randperm(len(data), generator=gen)
+        for i in range(0, len(data), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            x, y = random_shift(data.images[idx], config.shift, gen).to(dev), data.labels[idx].to(dev)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
+
+
+def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",
+                     config: TrainConfig | None = None, device: str = "auto", quiet: bool = False,
+                     extra: list[Dataset] | None = None) -> Checkpoint:
+    """Build ``arch`` for ``train_data``, train it (on ``extra`` data too), and return a checkpoint.
+
+    The checkpoint's metadata records the data, the configuration, the training time and, when
+    ``test_data`` is given, the test accuracy.
+    """
+    config = config or TrainConfig()
+    combined = concat([train_data, *(extra or [])])
+    seed_everything(config.seed)
+    model = build(arch, train_data.input_shape, train_data.num_classes)
+    result = fit(model, combined, config, device=device, quiet=quiet)
+    meta = {"data": train_data.name, "train_images": len(combined), "config": asdict(config),
+            "train_seconds": round(result.seconds, 3), "final_loss": result.final_loss,
+            "extra_data": [d.name for d in extra or []]}
+    if test_data is not None:
+        meta["test_accuracy"] = accuracy(model, test_data)
+    return Checkpoint(model.cpu(), arch, train_data.input_shape, train_data.num_classes, meta)
+
+
+def concat(parts: list[Dataset]) -> Dataset:
+    """One dataset from several with the same image shape (the first one's name and levels are kept)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    for p in parts[1:]:
+        if p.input_shape != first.input_shape:
+            raise InputError(f"dataset {p.name!r} has image shape {p.input_shape}, "
+                             f"but {first.name!r} has {first.input_shape}")
+    return Dataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), first.name,
+                   first.levels, max(p.num_classes for p in parts), dict(first.meta))

@@ -1,0 +1,88 @@
+import os
+import pickle
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from advgen import models
+from advgen.errors import InputError
+from advgen.models import Checkpoint, build, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_builtin_architectures_are_sequential_and_fit_shapes(arch, shape):
+    model = build(arch, shape, 10)
+    assert isinstance(model, torch.nn.Sequential)
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_checkpoint_round_trip(tmp_path, trained_cnn):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, trained_cnn)
+    back = load_checkpoint(path)
+    assert back.arch == "cnn" and back.input_shape == (1, 28, 28) and back.num_classes == 10
+    assert back.meta == trained_cnn.meta
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(back.model(x), trained_cnn.model.eval()(x))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_code_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "arch": "cnn", "state_dict": _Payload(marker)}, path)
+    with pytest.raises(InputError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_naming_user_factory_needs_explicit_consent(tmp_path, monkeypatch):
+    pkg = tmp_path / "usermodels.py"
+    pkg.write_text(textwrap.dedent("""
+        import torch
+        def tiny():
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build("usermodels:tiny")
+    path = tmp_path / "u.pt"
+    save_checkpoint(path, Checkpoint(model, "usermodels:tiny", (1, 28, 28), 10))
+    with pytest.raises(InputError, match="--model usermodels:tiny"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, factory="usermodels:tiny").arch == "usermodels:tiny"
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    assert isinstance(load_checkpoint(bare, factory="usermodels:tiny").model, torch.nn.Sequential)
+
+
+def test_bad_names_and_mismatched_weights(tmp_path, trained_cnn):
+    with pytest.raises(InputError, match="unknown model"):
+        build("resnet9000")
+    with pytest.raises(InputError, match="cannot import"):
+        build("no_such_pkg.mod:factory")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, trained_cnn)
+    raw = torch.load(path, weights_only=True)
+    raw["arch"] = "mlp"
+    torch.save(raw, path)
+    with pytest.raises(InputError, match="does not match"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path, trained_cnn):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, trained_cnn)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputError, match="corrupted"):
+        load_checkpoint(path)

@@ -1,0 +1,34 @@
+import torch
+
+from advgen.models import build
+from advgen.train import TrainConfig, accuracy, fit, random_shift, train_classifier
+
+
+def test_training_learns_and_is_deterministic(small_train, mnist_test):
+    test = mnist_test.head(300)
+    torch.manual_seed(0)
+    a = build("mlp")
+    torch.manual_seed(0)
+    b = build("mlp")
+    cfg = TrainConfig(epochs=3, seed=3, shift=0)
+    before = accuracy(a, test)
+    fit(a, small_train, cfg, device="cpu", quiet=True)
+    fit(b, small_train, cfg, device="cpu", quiet=True)
+    assert accuracy(a, test) > max(0.8, before + 0.5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_random_shift_moves_content_without_scaling():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 4, 4] = 1.0
+    moved = random_shift(x.repeat(50, 1, 1, 1), 2, torch.Generator().manual_seed(0))
+    assert torch.equal(moved.sum((1, 2, 3)), torch.ones(50))
+    assert len({tuple(torch.nonzero(m[0])[0].tolist()) for m in moved}) > 5
+
+
+def test_train_classifier_records_metadata(small_train, mnist_test):
+    ckpt = train_classifier(small_train.head(200), mnist_test.head(100), "mlp", TrainConfig(epochs=1), "cpu",
+                            quiet=True, extra=[small_train.subset(slice(200, 300))])
+    assert ckpt.meta["train_images"] == 300 and 0 <= ckpt.meta["test_accuracy"] <= 1
+    assert ckpt.meta["config"]["epochs"] == 1
