@@ -1,0 +1,110 @@
+"""Pass/fail gates: ``--fail-under clean=0.97`` turns a report into a CI verdict.
+
+A spec is ``[STAGE.]NAME=THRESHOLD``: NAME is a user-facing gate name (see :data:`GATE_METRICS`),
+STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate passes when the
+measured value is at least the threshold; a metric that was not measured fails the gate, because a
+CI check must not pass on a number nobody computed.
+
+Exit codes of commands that gate: 0 all gates pass, 1 any gate fails, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..errors import InputError
+from .schema import STAGES, Gate, Report
+
+#: User-facing gate name -> the :class:`~advgen.report.schema.StageMetrics` field it reads.
+GATE_METRICS: dict[str, str] = {
+    "clean": "clean_accuracy",
+    "onepixel": "onepixel_robust_accuracy",
+    "pgd": "pgd_robust_accuracy",
+    "advgan": "advgan_robust_accuracy",
+}
+
+#: Float noise allowed when comparing a value to its threshold (97/100 vs 0.97 must pass).
+TOLERANCE = 1e-9
+
+EXIT_PASS, EXIT_FAIL = 0, 1
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A parsed ``[stage.]name=threshold`` request, not yet evaluated."""
+
+    name: str
+    threshold: float
+    stage: str = "after"
+
+    @property
+    def metric(self) -> str:
+        return GATE_METRICS[self.name]
+
+    def __str__(self) -> str:
+        return f"{self.stage}.{self.name}={self.threshold:g}"
+
+
+def parse_gate_spec(text: str) -> GateSpec:
+    """Parse ``clean=0.97`` or ``before.clean=0.9``; anything else is an :class:`InputError` saying why."""
+    raw = text.strip()
+    if raw.count("=") != 1:
+        raise InputError(f"gate {text!r} must look like NAME=THRESHOLD, e.g. clean=0.97")
+    key, value = (part.strip() for part in raw.split("="))
+    stage = "after"
+    if "." in key:
+        stage, key = (part.strip() for part in key.split(".", 1))
+        if stage not in STAGES:
+            raise InputError(f"gate {text!r}: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if key not in GATE_METRICS:
+        raise InputError(f"gate {text!r}: unknown name {key!r}; choose one of {', '.join(GATE_METRICS)}")
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise InputError(f"gate {text!r}: threshold {value!r} is not a number") from None
+    if not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise InputError(f"gate {text!r}: threshold must be in [0, 1], got {value}")
+    return GateSpec(name=key, threshold=threshold, stage=stage)
+
+
+def parse_gate_specs(texts: Iterable[str | GateSpec]) -> list[GateSpec]:
+    """Parse several specs; the same stage and name twice is refused rather than silently overridden."""
+    specs = [t if isinstance(t, GateSpec) else parse_gate_spec(t) for t in texts]
+    seen: dict[tuple[str, str], GateSpec] = {}
+    for s in specs:
+        prior = seen.setdefault((s.stage, s.name), s)
+        if prior is not s:
+            raise InputError(f"gate {s.stage}.{s.name} given twice ({prior} and {s}); give it once")
+    return specs
+
+
+def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate]:
+    """Judge ``report`` against each spec; one :class:`Gate` per spec, in order, with a reason in words."""
+    gates = []
+    for spec in parse_gate_specs(specs):
+        stage = report.stage(spec.stage)
+        value = None if stage is None else stage.get(spec.metric)
+        if stage is None:
+            passed, reason = False, f"not measured: the report has no {spec.stage!r} stage (no retraining)"
+        elif value is None:
+            passed, reason = False, f"not measured: {spec.metric} is null in the {spec.stage!r} stage " \
+                                    f"(was the {spec.name} attack switched off?)"
+        elif value >= spec.threshold - TOLERANCE:
+            passed, reason = True, f"{value:.4f} >= {spec.threshold:g}"
+        else:
+            passed, reason = False, f"{value:.4f} < {spec.threshold:g} (short by {spec.threshold - value:.4f})"
+        gates.append(Gate(name=spec.name, metric=spec.metric, threshold=spec.threshold, stage=spec.stage,
+                          value=value, passed=passed, reason=reason))
+    return gates
+
+
+def gate_exit_code(gates: Iterable[Gate]) -> int:
+    """0 when every gate passed (or there are none), 1 when any failed."""
+    return EXIT_PASS if all(g.passed for g in gates) else EXIT_FAIL
+
+
+def format_gate(gate: Gate) -> str:
+    """One line per gate for terminals and logs: ``PASS after.clean >= 0.97: 0.9812 >= 0.97``."""
+    return f"{'PASS' if gate.passed else 'FAIL'} {gate.label}: {gate.reason}"
