@@ -48,3 +48,26 @@ def refuse_clobber(path: Path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass --overwrite to replace it")
     return path
+
+
+def _parse_fail_under(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list:
+    """Turn each ``--fail-under`` into a :class:`~advgen.report.gates.GateSpec` at parse time, so a typo
+    stops the command before any work is done."""
+    from ..report.gates import parse_gate_specs
+
+    try:
+        return parse_gate_specs(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def fail_under_option(f: Callable) -> Callable:
+    """--fail-under [STAGE.]NAME=X (repeatable): the command exits 1 unless every gated metric is >= X.
+
+    The parameter arrives as ``fail_under: list[GateSpec]`` (already validated).
+    """
+    return click.option("--fail-under", "fail_under", multiple=True, metavar="[STAGE.]NAME=X",
+                        callback=_parse_fail_under,
+                        help="Exit 1 unless the metric is at least X, a fraction in [0, 1]. NAME is clean, "
+                             "onepixel, pgd or advgan; the 'after' stage is gated unless prefixed 'before.'. "
+                             "Repeatable, e.g. --fail-under clean=0.97 --fail-under onepixel=0.99.")(f)

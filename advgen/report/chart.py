@@ -33,6 +33,7 @@ def before_after_chart_png(report: Report) -> bytes:
     ax.set_xticklabels([m.label.replace(" ", "\n", 1) + ("\n(lower better)" if not m.higher_is_better else "")
                         for m in shown], fontsize=7)
     ax.set_ylim(0, 1.22)
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("fraction")
     ax.legend(fontsize=8, loc="upper right", ncol=2, frameon=False)
     ax.set_title("advgen: before vs after retraining" if report.after is not None else "advgen: metrics", fontsize=9)
