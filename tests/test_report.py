@@ -367,3 +367,17 @@ def test_compare_refuses_bad_max_drop(bad):
 def test_gate_dataclass_label():
     g = Gate(name="clean", metric="clean_accuracy", threshold=0.97)
     assert g.label == "after.clean >= 0.97" and not g.passed
+
+
+def test_to_json_writes_odd_config_types_and_names_nan_fields(tmp_path):
+    import numpy as np
+    import torch
+
+    report = make_report(config={"out": tmp_path / "run", "device": torch.device("cpu"), "eps": np.float32(0.25),
+                                 "steps": torch.tensor(10), "attacks": {"pgd"}})
+    data = json.loads(report.to_json())
+    assert data["config"] == {"out": str(tmp_path / "run"), "device": "cpu", "eps": 0.25, "steps": 10,
+                              "attacks": ["pgd"]}
+    report.after.pgd_robust_accuracy = float("nan")
+    with pytest.raises(ValueError, match=r"report\.after\.pgd_robust_accuracy is nan"):
+        report.to_json()

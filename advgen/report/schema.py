@@ -19,6 +19,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -231,8 +232,17 @@ class Report:
         }
 
     def to_json(self) -> str:
-        """Indented JSON text ending in a newline (what ``report.json`` holds)."""
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        """Indented JSON text ending in a newline (what ``report.json`` holds).
+
+        Paths, devices, enums and NumPy/torch scalars in ``config``/``machine`` are written as plain
+        values, so a run is never lost to a stray type at the very end; NaN and infinity are refused
+        with the field's name, because ``None`` is how a report says "not measured".
+        """
+        data = self.to_dict()
+        bad = _first_non_finite(data, "report")
+        if bad is not None:
+            raise ValueError(f"{bad[0]} is {bad[1]}; a report holds finite numbers (None = not measured)")
+        return json.dumps(data, indent=2, allow_nan=False, default=_json_default) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "report") -> "Report":
@@ -336,6 +346,36 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _json_default(value: Any) -> Any:
+    """Plain JSON for the odd types a run's settings carry (Path, torch.device, Enum, scalars, sets)."""
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        return value.item()  # NumPy / torch scalar
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    return str(value)  # Path, torch.device, anything else with a sensible str()
+
+
+def _first_non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN/infinity inside ``value``, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for w, v in items:
+        found = _first_non_finite(v, w)
+        if found is not None:
+            return found
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
