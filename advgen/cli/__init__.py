@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from .attack import attack
 from .train import train
 
 
@@ -23,6 +24,7 @@ def cli(debug: bool) -> None:
 
 
 cli.add_command(train)
+cli.add_command(attack)
 
 
 def main(argv: list[str] | None = None) -> int:
