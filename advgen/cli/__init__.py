@@ -13,6 +13,7 @@ import click
 from .. import __version__
 from ..errors import InputError
 from .attack import attack
+from .bench import bench
 from .train import train
 
 
@@ -25,6 +26,7 @@ def cli(debug: bool) -> None:
 
 cli.add_command(train)
 cli.add_command(attack)
+cli.add_command(bench)
 
 
 def main(argv: list[str] | None = None) -> int:
