@@ -119,9 +119,9 @@ def save_heatmaps(path: Path, records: list[AttackRecord], images: dict[int, tor
         ax.axis("off")
     for ax, r in zip(axes.flat, picks):
         img = images[r.index]
-        ax.imshow(img.mean(0), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
         heat = vulnerability_map(r, img)
-        im = ax.imshow(heat.masked_fill(heat == 0, float("nan")), cmap="hot", alpha=0.8)
+        im = ax.imshow(heat.masked_fill(heat == 0, float("nan")).numpy(), cmap="hot", alpha=0.8)
         fig.colorbar(im, ax=ax, fraction=0.046)
         ax.set_title(f"#{r.index}: {r.label} -> {r.adv_pred}", fontsize=9)
     fig.tight_layout()

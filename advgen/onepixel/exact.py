@@ -160,7 +160,10 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
         clock = _Clock(stats, dev)
         if len(leaves["img"]):
             cand = expand_levels(leaves, own)
-            preds = predict_candidates(model, x, cand, levels, batch_size)
+            if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
+                cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
+            else:
+                preds = predict_candidates(model, x, cand, levels, batch_size)
             hit = flips_mask(preds, y[cand["img"]], None if t is None else t[cand["img"]])
             evaluated += torch.bincount(cand["img"], minlength=n)
             rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], preds], 1)[hit]
@@ -197,6 +200,36 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
                                   seconds, exhaustive=mode is Mode.FULL or status != "vulnerable"))
     return out
+
+
+def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torch.Tensor], y: torch.Tensor,
+                         t: torch.Tensor | None, done: torch.Tensor, levels: int,
+                         batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Mode ``first``: evaluate chunk by chunk, skipping images that already have a flip.
+
+    Returns the candidates actually evaluated and their predictions. One host sync per chunk, which
+    is acceptable for an attack-only mode.
+    """
+    done = done.clone()
+    kept: list[dict[str, torch.Tensor]] = []
+    preds: list[torch.Tensor] = []
+    start = 0
+    n = len(cand["img"])
+    while start < n:
+        part = {k: v[start:start + batch_size] for k, v in cand.items()}
+        start += batch_size
+        part = {k: v[~done[part["img"]]] for k, v in part.items()}
+        if not len(part["img"]):
+            continue
+        p = predict_candidates(model, x, part, levels, batch_size)
+        hit = flips_mask(p, y[part["img"]], None if t is None else t[part["img"]])
+        done[part["img"][hit]] = True
+        kept.append(part)
+        preds.append(p)
+    if not kept:
+        empty = cand["img"][:0]
+        return {k: empty for k in cand}, empty
+    return {k: torch.cat([c[k] for c in kept]) for k in cand}, torch.cat(preds)
 
 
 def own_at(own: torch.Tensor, boxes: dict[str, torch.Tensor]) -> torch.Tensor:
