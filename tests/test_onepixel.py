@@ -295,3 +295,35 @@ def test_wrong_shape_and_target_equal_label_are_input_errors():
         onepixel.attack(model, torch.zeros(2, 1, 5, 7), y[:2], levels=16, device="cpu")
     with pytest.raises(InputError, match="own label"):
         onepixel.attack(model, x, y, levels=16, targets=y, device="cpu")
+
+
+def test_window_bounds_equal_full_map_bounds():
+    """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding)."""
+    from advgen.onepixel.bounds import certificate, margin_bound
+    from advgen.onepixel.local import LocalBounds
+
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(4, 5, 3, dilation=2, padding=2), nn.ELU(),
+        nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(5 * 3 * 4, 4),
+    ).eval()
+    x = torch.rand(3, 2, 9, 11)
+    assert model(x).shape == (3, 4)
+    plan = compile_plan(model)
+    local = LocalBounds(plan.body, (2, 9, 11), torch.device("cpu"))
+    assert local.useful
+    acts = local.prepare(x)
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
+    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
+    ref = torch.randint(0, 4, (n,), generator=g)
+    windowed = margin_bound(plan, *local.propagate(acts, img, ch, row, col, mid, half), ref, False)
+    center = x[img].clone()
+    center[torch.arange(n), ch, row, col] = mid
+    radius = torch.zeros_like(center)
+    radius[torch.arange(n), ch, row, col] = half
+    full = certificate(plan, center, radius, ref, False)
+    assert torch.allclose(windowed, full, atol=1e-5, rtol=1e-5)

@@ -30,6 +30,7 @@ class BoundPlan:
     body: list[nn.Module]
     head: nn.Linear | None
     abs_diff: torch.Tensor | None = None  # (K, K, F): |W_a - W_b|, built lazily on the head's device
+    local: object | None = None  # a LocalBounds for the spatial prefix, set by the attack when it applies
 
     def head_abs_diff(self) -> torch.Tensor:
         if self.abs_diff is None:
@@ -108,6 +109,13 @@ def certificate(plan: BoundPlan, center: torch.Tensor, radius: torch.Tensor, ref
     Targeted (``ref`` = target t): ``max_{j != t} LB(z_j - z_t)`` -- some class always beats t.
     """
     c, r = propagate(plan.body, center, radius)
+    return margin_bound(plan, c, r, ref, targeted)
+
+
+@torch.no_grad()
+def margin_bound(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.Tensor,
+                 targeted: bool) -> torch.Tensor:
+    """:func:`certificate` from a box on the input of the head (the output of ``plan.body``)."""
     b = len(ref)
     rows = torch.arange(b, device=ref.device)
     if plan.head is not None:

@@ -19,7 +19,8 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, certificate, compile_plan
+from .bounds import BoundPlan, certificate, compile_plan, margin_bound
+from .local import LocalBounds
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
 
@@ -41,13 +42,14 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
            batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 8,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
-           stats: dict | None = None) -> list[OnePixelResult]:
+           stats: dict | None = None, locality: bool = True) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
     equals the target). ``bounds=False`` evaluates every candidate densely (same answer, slower);
     models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
-    mode on ``device`` for the attack. ``callback`` receives each result as its group finishes (for
+    mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
+    layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster). ``callback`` receives each result as its group finishes (for
     streaming records); ``indices`` names the images in the results (default 0..N-1). A ``stats`` dict
     accumulates where time goes (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for
     it synchronises the device at each step, so leave it out when timing matters on a GPU.
@@ -78,6 +80,9 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         num_classes = _num_classes(model, images[:1].to(dev))
         tgt = _parse_targets(targets, labels, n, num_classes)
         plan = compile_plan(model) if bounds else None
+        if plan is not None and locality:
+            local = LocalBounds(plan.body, tuple(images.shape[1:]), dev)
+            plan.local = local if local.useful else None
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
@@ -151,6 +156,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     found: list[torch.Tensor] = []  # rows (img, ch, row, col, level, new_class)
     done = ~active  # images that need no more work
 
+    acts = plan.local.prepare(x) if plan is not None and plan.local is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
     while len(boxes["img"]):
         size = boxes["hi"] - boxes["lo"] + 1
@@ -176,7 +182,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
             rest = {k: v[~done[rest["img"]]] for k, v in rest.items()}
         if not len(rest["img"]):
             break
-        cert = _bound_boxes(plan, x, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
+        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
         clock.add("bound_seconds", boxes=len(cert), passes=1)
         count = rest["hi"] - rest["lo"] + 1 - ((own_at(own, rest) >= rest["lo"]) & (own_at(own, rest) <= rest["hi"])).long()
         pruned += torch.bincount(rest["img"][cert], weights=count[cert].double(), minlength=n).long()
@@ -255,19 +261,25 @@ def _bisect(boxes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: torch.cat([left[k], right[k]]) for k in boxes}
 
 
-def _bound_boxes(plan: BoundPlan, x: torch.Tensor, boxes: dict[str, torch.Tensor], values: torch.Tensor,
-                 ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
+def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: dict[str, torch.Tensor],
+                 values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
     """The certificate value of every box (> tol means no candidate in it can succeed), in chunks."""
     out = torch.empty(len(boxes["img"]), device=x.device)
     for s in range(0, len(out), batch_size):
         b = {k: v[s:s + batch_size] for k, v in boxes.items()}
         lo, hi = values[b["lo"]], values[b["hi"]]
+        mid = (lo + hi) / 2
+        # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
+        half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
+        if acts is not None:
+            c, r = plan.local.propagate(acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
+            out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
+            continue
         rows = torch.arange(len(lo), device=x.device)
         center = x[b["img"]].clone()
-        center[rows, b["ch"], b["row"], b["col"]] = (lo + hi) / 2
+        center[rows, b["ch"], b["row"], b["col"]] = mid
         radius = torch.zeros_like(center)
-        # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
-        radius[rows, b["ch"], b["row"], b["col"]] = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
+        radius[rows, b["ch"], b["row"], b["col"]] = half
         out[s:s + batch_size] = certificate(plan, center, radius, ref[b["img"]], targeted)
     return out
 
