@@ -39,7 +39,7 @@ def default_batch_size(device: torch.device) -> int:
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
            targets: torch.Tensor | int | None = None, mode: str | Mode = "full", bounds: bool = True,
-           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 8,
+           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
            stats: dict | None = None, locality: bool = True) -> list[OnePixelResult]:
