@@ -87,17 +87,26 @@ class LocalBounds:
 
     @torch.no_grad()
     def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The clean activations a group's boxes need: the padded input of each spatial layer, the output."""
+        """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
+        read, (n, starts_h, starts_w, C, Th, Tw), cut once from the padded input; last, the prefix output."""
         acts, a = [], x
         for step in self.steps:
             if isinstance(step, _Spatial):
                 ph, pw = step.padding
-                acts.append(F.pad(a, (pw, pw, ph, ph), value=step.pad_value))
+                padded = F.pad(a, (pw, pw, ph, ph), value=step.pad_value)
+                th, tw = (self._tile(step, 0), self._tile(step, 1))
+                tiles = padded.unfold(2, th, step.stride[0]).unfold(3, tw, step.stride[1])
+                acts.append(tiles.permute(0, 2, 3, 1, 4, 5).contiguous())
                 a = step.layer(a)
             else:
                 a = step(a)
         acts.append(a)
         return acts
+
+    @staticmethod
+    def _tile(step: _Spatial, axis: int) -> int:
+        """Input extent that one output window of the layer reads along ``axis``."""
+        return (step.size[axis] - 1) * step.stride[axis] + step.dilation[axis] * (step.kernel[axis] - 1) + 1
 
     @torch.no_grad()
     def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
@@ -105,14 +114,16 @@ class LocalBounds:
         """Box (center, radius) on the output of the body for pixels (img, ch, row, col) in mid +- half."""
         b = len(img)
         rows_b = torch.arange(b, device=img.device)
-        c_in = acts[0].shape[1] if acts[:-1] else acts[-1].shape[1]
-        first = self.steps[0] if self.steps else None
-        # the window on the input: all channels of the one pixel, clean except the varying channel
-        if isinstance(first, _Spatial):
-            ph, pw = first.padding
-            wc = acts[0][img, :, row + ph, col + pw].reshape(b, c_in, 1, 1).clone()
-        else:
-            raise ValueError("the spatial prefix must start with a convolution or pooling layer")
+        first = self.steps[0]
+        c_in = acts[0].shape[3]
+        # the window on the input: all channels of the one pixel, clean except the varying channel;
+        # read from the tile of the first layer's output window that contains the pixel
+        top0, left0 = first.start[0][row], first.start[1][col]
+        ti = row + first.padding[0] - top0 * first.stride[0]
+        tj = col + first.padding[1] - left0 * first.stride[1]
+        # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
+        th, tw = acts[0].shape[4:]
+        wc = acts[0][img, top0, left0][rows_b, :, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
         wc[rows_b, ch, 0, 0] = mid
         wr = torch.zeros_like(wc)
         wr[rows_b, ch, 0, 0] = half
@@ -124,37 +135,35 @@ class LocalBounds:
                 continue
             wc, wr, top, left = self._tile_step(step, acts[k], img, wc, wr, top, left, row, col)
             k += 1
-        full_c = acts[-1][img].clone()
+        full_c = acts[-1][img]  # advanced indexing copies
         full_r = torch.zeros_like(full_c)
+        c_out, h, w = full_c.shape[1:]
         sh, sw = wc.shape[2:]
         rr = (top[:, None] + torch.arange(sh, device=img.device))[:, None, :, None]
         cc = (left[:, None] + torch.arange(sw, device=img.device))[:, None, None, :]
-        chs = torch.arange(full_c.shape[1], device=img.device)[None, :, None, None]
-        full_c[rows_b[:, None, None, None], chs, rr, cc] = wc
-        full_r[rows_b[:, None, None, None], chs, rr, cc] = wr
+        chs = torch.arange(c_out, device=img.device)[None, :, None, None]
+        flat = ((chs * h + rr) * w + cc).reshape(b, -1)
+        full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
+        full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
         return propagate(self.rest, full_c, full_r)
 
-    def _tile_step(self, step: _Spatial, padded: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
+    def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                    col: torch.Tensor):
         """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in."""
         dev = img.device
-        b, c = wc.shape[:2]
+        b, c, sh, sw = wc.shape
         out_top, out_left = step.start[0][row], step.start[1][col]
-        tiles = []
-        for a, out_start, win_start, size_in in ((0, out_top, top, wc.shape[2]), (1, out_left, left, wc.shape[3])):
-            t = (step.size[a] - 1) * step.stride[a] + step.dilation[a] * (step.kernel[a] - 1) + 1
-            pos = out_start[:, None] * step.stride[a] + torch.arange(t, device=dev)  # padded coordinates
-            rel = pos - step.padding[a] - win_start[:, None]                         # index into the window
-            inside = (rel >= 0) & (rel < size_in)
-            tiles.append((pos, rel.clamp(0, size_in - 1), inside))
-        (pr, rr, ir), (pc, rc, ic) = tiles
-        bi = torch.arange(b, device=dev)[:, None, None, None]
-        chs = torch.arange(c, device=dev)[None, :, None, None]
-        clean = padded[img[:, None, None, None], chs, pr[:, None, :, None], pc[:, None, None, :]]
-        mask = (ir[:, None, :, None] & ic[:, None, None, :])
-        tc = torch.where(mask, wc[bi, chs, rr[:, None, :, None], rc[:, None, None, :]], clean)
-        tr = torch.where(mask, wr[bi, chs, rr[:, None, :, None], rc[:, None, None, :]], torch.zeros((), device=dev))
+        clean = tiles[img, out_top, out_left]  # (B, C, Th, Tw)
+        th, tw = clean.shape[2:]
+        # where each tile row/col falls in the box's window (padded tile coordinates -> window index)
+        rel_r = out_top[:, None] * step.stride[0] + torch.arange(th, device=dev) - step.padding[0] - top[:, None]
+        rel_c = out_left[:, None] * step.stride[1] + torch.arange(tw, device=dev) - step.padding[1] - left[:, None]
+        mask = (((rel_r >= 0) & (rel_r < sh))[:, None, :, None] & ((rel_c >= 0) & (rel_c < sw))[:, None, None, :])
+        ir = rel_r.clamp(0, sh - 1)[:, None, :, None].expand(b, c, th, sw)
+        ic = rel_c.clamp(0, sw - 1)[:, None, None, :].expand(b, c, th, tw)
+        tc = torch.where(mask, wc.gather(2, ir).gather(3, ic), clean)
+        tr = torch.where(mask, wr.gather(2, ir).gather(3, ic), torch.zeros((), device=dev))
         m = step.layer
         if isinstance(m, nn.Conv2d):
             oc = F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
