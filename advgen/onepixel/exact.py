@@ -49,8 +49,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     equals the target). ``bounds=False`` evaluates every candidate densely (same answer, slower);
     models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
     mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
-    layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster). ``callback`` receives each result as its group finishes (for
-    streaming records); ``indices`` names the images in the results (default 0..N-1). A ``stats`` dict
+    layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster).
+    ``callback`` receives each result as its group finishes (for streaming records); ``indices`` names the images in the results (default 0..N-1). A ``stats`` dict
     accumulates where time goes (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for
     it synchronises the device at each step, so leave it out when timing matters on a GPU.
     """
@@ -184,7 +184,8 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
             break
         cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
         clock.add("bound_seconds", boxes=len(cert), passes=1)
-        count = rest["hi"] - rest["lo"] + 1 - ((own_at(own, rest) >= rest["lo"]) & (own_at(own, rest) <= rest["hi"])).long()
+        mine = own_at(own, rest)  # the pixel's own level is not a candidate
+        count = rest["hi"] - rest["lo"] + 1 - ((mine >= rest["lo"]) & (mine <= rest["hi"])).long()
         pruned += torch.bincount(rest["img"][cert], weights=count[cert].double(), minlength=n).long()
         boxes = _bisect({k: v[~cert] for k, v in rest.items()})
 
