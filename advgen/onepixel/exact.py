@@ -50,9 +50,11 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
     mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
     layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster).
-    ``callback`` receives each result as its group finishes (for streaming records); ``indices`` names the images in the results (default 0..N-1). A ``stats`` dict
-    accumulates where time goes (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for
-    it synchronises the device at each step, so leave it out when timing matters on a GPU.
+    ``callback`` receives each result as its group finishes (for streaming records); ``indices``
+    names the images in the results (default 0..N-1). A ``stats`` dict accumulates where time goes
+    (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
+    device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
+    this small go to the model instead of being bisected; ``group_size``: images attacked together.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
