@@ -12,6 +12,8 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from .attack import attack
+from .bench import bench
 from .report import report
 from .train import train
 
@@ -24,6 +26,8 @@ def cli(debug: bool) -> None:
 
 
 cli.add_command(train)
+cli.add_command(attack)
+cli.add_command(bench)
 cli.add_command(report)
 
 

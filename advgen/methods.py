@@ -1,0 +1,244 @@
+"""Attack methods behind one output format: the exact one-pixel attack and torchattacks baselines.
+
+``METHODS`` maps a method name to a :class:`Method`; the CLI and the benchmark look names up there and
+never branch on them. Every method yields one :class:`AttackRecord` per image with the same fields
+(success, predicted class, L0/Linf distance), so results compare directly. The exact method also fills
+``exact`` with its :class:`~advgen.onepixel.OnePixelResult` record (the full flip table or certificate).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import onepixel
+from .errors import InputError
+from .runtime import seed_everything
+
+RECORD_STATUSES = ("certified", "vulnerable", "robust", "misclassified")
+
+
+@dataclass
+class AttackOptions:
+    """Everything a method may need besides model and images; each method reads what applies to it."""
+
+    levels: int = 256
+    mode: str = "full"
+    bounds: bool = True
+    batch_size: int | None = None
+    device: str | torch.device = "auto"
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)  # method-specific overrides (e.g. steps, popsize)
+
+
+@dataclass
+class AttackRecord:
+    """One image's outcome under any method.
+
+    ``status``: ``certified`` (exact method proved no one-pixel change works), ``vulnerable`` (an
+    adversarial example was found), ``robust`` (a heuristic attack failed: no proof), ``misclassified``
+    (clean image already wrong; not attacked). ``l0`` counts changed pixel values, ``linf`` is the largest
+    change, both for ``adversarial`` (the example kept for this image, a float32 (C, H, W) tensor).
+    """
+
+    index: int
+    method: str
+    label: int
+    clean_pred: int
+    target: int | None
+    status: str
+    success: bool
+    adv_pred: int | None = None
+    l0: int | None = None
+    linf: float | None = None
+    seconds: float = 0.0
+    exact: dict | None = None
+    adversarial: torch.Tensor | None = None
+
+    def to_record(self) -> dict:
+        rec = {k: v for k, v in asdict(self).items() if k != "adversarial"}
+        rec["seconds"] = round(self.seconds, 6)
+        if self.adversarial is not None and self.exact is None:  # the exact method rebuilds it from flips
+            arr = self.adversarial.detach().cpu().float().contiguous().numpy()
+            rec["adversarial_b64"] = base64.b64encode(arr.tobytes()).decode("ascii")
+            rec["adversarial_shape"] = list(arr.shape)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict, image: torch.Tensor | None = None, levels: int = 256) -> "AttackRecord":
+        """Read a record back; the clean ``image`` is needed to rebuild an exact method's example."""
+        fields = {k: rec[k] for k in ("index", "method", "label", "clean_pred", "target", "status", "success",
+                                      "adv_pred", "l0", "linf", "seconds", "exact")}
+        out = cls(**fields)
+        if "adversarial_b64" in rec:
+            raw = np.frombuffer(base64.b64decode(rec["adversarial_b64"]), dtype=np.float32)
+            out.adversarial = torch.from_numpy(raw.copy()).reshape(rec["adversarial_shape"])
+        elif out.exact is not None and out.success and image is not None:
+            out.adversarial = _representative(onepixel.OnePixelResult.from_record(out.exact), image, levels)[0]
+        return out
+
+
+def _representative(res: onepixel.OnePixelResult, image: torch.Tensor, levels: int) -> tuple[torch.Tensor, int]:
+    """The flip with the smallest change (first in table order on ties): its image and index."""
+    values = onepixel.level_values(levels)
+    f = res.flips
+    delta = (values[f[:, 3]] - image.cpu()[f[:, 0], f[:, 1], f[:, 2]]).abs()
+    k = int(torch.argmin(delta))
+    return onepixel.adversarial_examples(onepixel.OnePixelResult(**{**res.__dict__, "flips": f[k:k + 1]}),
+                                         image.cpu(), levels)[0], k
+
+
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None, list[int], AttackOptions,
+                   Callable[[list[AttackRecord]], None]], None]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered attack: what it is, whether it can aim at a class, and the function that runs it."""
+
+    name: str
+    description: str
+    targeted: bool
+    run: Runner
+
+
+def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
+              indices: list[int], opts: AttackOptions, emit: Callable[[list[AttackRecord]], None]) -> None:
+    """The exact exhaustive one-pixel attack; emits each image's record as its group finishes."""
+    by_index = {i: k for k, i in enumerate(indices)}
+
+    def to_record(res: onepixel.OnePixelResult) -> None:
+        rec = AttackRecord(res.index, "onepixel", res.label, res.clean_pred, res.target, res.status,
+                           res.status == "vulnerable", seconds=res.seconds, exact=res.to_record())
+        if rec.success:
+            image = images[by_index[res.index]]
+            rec.adversarial, k = _representative(res, image, opts.levels)
+            rec.adv_pred, rec.l0 = int(res.flips[k, 4]), 1
+            rec.linf = float((rec.adversarial - image.cpu()).abs().max())
+        emit([rec])
+
+    onepixel.attack(model, images, labels, levels=opts.levels, targets=targets, mode=opts.mode,
+                    bounds=opts.bounds, batch_size=opts.batch_size, device=opts.device,
+                    indices=indices, callback=to_record, **opts.params)
+
+
+def _torchattacks_runner(name: str, factory: Callable[..., Any], batch: int = 64) -> Runner:
+    """Wrap a torchattacks class: batches of images, seeded per batch so resumed runs repeat exactly."""
+
+    def run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
+            indices: list[int], opts: AttackOptions, emit: Callable[[list[AttackRecord]], None]) -> None:
+        from .runtime import resolve_device
+
+        dev = resolve_device(opts.device)
+        was_training = model.training
+        model.to(dev).eval()
+        try:
+            for s in range(0, len(images), batch):
+                seed_everything(opts.seed + indices[s])
+                x, y = images[s:s + batch].to(dev), labels[s:s + batch].to(dev)
+                t = None if targets is None else targets[s:s + batch].to(dev)
+                emit(_run_batch(name, factory, model, x, y, t, indices[s:s + batch], opts))
+        finally:
+            model.train(was_training)
+
+    return run
+
+
+def _run_batch(name: str, factory: Callable[..., Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               t: torch.Tensor | None, indices: list[int], opts: AttackOptions) -> list[AttackRecord]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+    ok = clean == y
+    adv = x.clone()
+    if bool(ok.any()):
+        atk = factory(model, **opts.params)
+        if t is not None:
+            tt = t[ok]
+            atk.set_mode_targeted_by_function(lambda images, labels: tt, quiet=True)
+        adv[ok] = atk(x[ok], y[ok]).detach()
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    hit = (pred != y) if t is None else (pred == t)
+    seconds = (time.perf_counter() - start) / len(x)
+    records = []
+    for i in range(len(x)):
+        common = dict(index=indices[i], method=name, label=int(y[i]), clean_pred=int(clean[i]),
+                      target=None if t is None else int(t[i]), seconds=seconds)
+        if not bool(ok[i]):
+            records.append(AttackRecord(status="misclassified", success=False, **common))
+        elif bool(hit[i]):
+            delta = (adv[i] - x[i]).abs()
+            records.append(AttackRecord(status="vulnerable", success=True, adv_pred=int(pred[i]),
+                                        l0=int((delta > 0).sum()), linf=float(delta.max()),
+                                        adversarial=adv[i].cpu(), **common))
+        else:
+            records.append(AttackRecord(status="robust", success=False, adv_pred=int(pred[i]), **common))
+    return records
+
+
+def _factory(cls_name: str, **defaults: Any) -> Callable[..., Any]:
+    def make(model: nn.Module, **overrides: Any) -> Any:
+        import torchattacks
+
+        try:
+            return getattr(torchattacks, cls_name)(model, **{**defaults, **overrides})
+        except TypeError as exc:
+            raise InputError(f"bad parameters for torchattacks.{cls_name}: {exc}") from exc
+
+    return make
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("onepixel", "exact exhaustive one-pixel attack with certificate (advgen)", True, run_exact),
+    Method("onepixel-de", "one-pixel differential evolution (torchattacks.OnePixel, steps=10 popsize=10)", True,
+           _torchattacks_runner("onepixel-de", _factory("OnePixel"))),
+    Method("fgsm", "fast gradient sign, eps 0.3 (torchattacks.FGSM)", True,
+           _torchattacks_runner("fgsm", _factory("FGSM", eps=0.3))),
+    Method("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True,
+           _torchattacks_runner("pgd", _factory("PGD", eps=0.3, alpha=0.01, steps=40, random_start=True))),
+    Method("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
+           _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01))),
+    Method("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
+           _torchattacks_runner("deepfool", _factory("DeepFool", steps=50, overshoot=0.02))),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; an unknown name is an input error listing the choices."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               targets: torch.Tensor | None = None, indices: list[int] | None = None,
+               options: AttackOptions | None = None,
+               emit: Callable[[list[AttackRecord]], None] | None = None) -> list[AttackRecord]:
+    """Run method ``name`` on ``images``; returns all records and also passes each batch to ``emit``."""
+    method = get_method(name)
+    opts = options or AttackOptions()
+    if targets is not None and not method.targeted:
+        raise InputError(f"method {name!r} does not support targeted attacks")
+    indices = list(range(len(images))) if indices is None else list(indices)
+    if targets is not None:
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).expand(len(images)).clone()
+        if bool((targets == labels).any()):
+            raise InputError("a target equals the image's own label; drop those images or pick another target")
+    out: list[AttackRecord] = []
+
+    def collect(recs: list[AttackRecord]) -> None:
+        out.extend(recs)
+        if emit is not None:
+            emit(recs)
+
+    if len(images):
+        method.run(model, images, labels, targets, indices, opts, collect)
+    return out

@@ -1,0 +1,19 @@
+"""Exact exhaustive one-pixel attack and robustness certificate.
+
+::
+
+    from advgen import onepixel
+    results = onepixel.attack(model, images, labels)          # images quantised to 256 levels
+    [r.status for r in results]                               # certified / vulnerable / misclassified
+    onepixel.adversarial_examples(results[0], images[0])      # the images of every flip
+
+Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.bounds` (interval bounds
+along one pixel), :mod:`.exact` (branch and bound), :mod:`.result` (the per-image result).
+"""
+
+from .dense import level_values, quantize
+from .exact import Mode, attack
+from .result import FLIP_COLUMNS, STATUSES, OnePixelResult, adversarial_examples, heatmap
+
+__all__ = ["attack", "Mode", "OnePixelResult", "adversarial_examples", "heatmap", "level_values", "quantize",
+           "STATUSES", "FLIP_COLUMNS"]

@@ -1,0 +1,319 @@
+"""The exact one-pixel attack: branch and bound over level intervals, dense enumeration of the rest.
+
+For every correctly classified image, each (channel, row, col) starts with the whole level range. A range
+whose interval bound (:mod:`.bounds`) proves no value in it can succeed is *pruned*; otherwise it is
+bisected, and ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the
+real fp32 model. So the answer is exact (up to fp32 ties the bound's safety margin covers): the image is
+certified, or every succeeding (channel, row, col, level) is listed.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..data import validate_images
+from ..errors import InputError
+from ..runtime import resolve_device
+from .bounds import BoundPlan, certificate, compile_plan, margin_bound
+from .local import LocalBounds
+from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
+from .result import OnePixelResult
+
+TOL_RELATIVE = 1e-4  # certify only when the margin bound exceeds this share of the logit scale
+
+
+class Mode(str, Enum):
+    FULL = "full"    # account for every candidate: a certificate or the complete list of flips
+    FIRST = "first"  # stop at the first flip found per image (attack only)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Candidates (or boxes) per forward pass: large on a GPU to keep it busy, moderate on a CPU."""
+    return 16384 if device.type == "cuda" else 1024
+
+
+def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
+           targets: torch.Tensor | int | None = None, mode: str | Mode = "full", bounds: bool = True,
+           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
+           group_size: int | None = None, indices: Sequence[int] | None = None,
+           callback: Callable[[OnePixelResult], None] | None = None,
+           stats: dict | None = None, locality: bool = True) -> list[OnePixelResult]:
+    """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
+
+    A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
+    equals the target). ``bounds=False`` evaluates every candidate densely (same answer, slower);
+    models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
+    mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
+    layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster).
+    ``callback`` receives each result as its group finishes (for streaming records); ``indices``
+    names the images in the results (default 0..N-1). A ``stats`` dict accumulates where time goes
+    (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
+    device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
+    this small go to the model instead of being bisected; ``group_size``: images attacked together.
+    """
+    mode = _parse_mode(mode)
+    dev = resolve_device(device)
+    validate_images(images)
+    n = len(images)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels) != n:
+        raise InputError(f"expected {n} labels, got {len(labels)}")
+    if not 2 <= levels <= 65536:
+        raise InputError(f"levels must be in 2..65536, got {levels}")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if leaf_size < 1:
+        raise InputError(f"leaf size must be at least 1, got {leaf_size}")
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    if len(indices) != n:
+        raise InputError(f"expected {n} indices, got {len(indices)}")
+    own_levels(images, levels)  # refuse off-grid images before any work
+    batch_size = batch_size or default_batch_size(dev)
+    group_size = group_size or (64 if dev.type == "cuda" else 4)
+
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        num_classes = _num_classes(model, images[:1].to(dev))
+        tgt = _parse_targets(targets, labels, n, num_classes)
+        plan = compile_plan(model) if bounds else None
+        if plan is not None and locality:
+            local = LocalBounds(plan.body, tuple(images.shape[1:]), dev)
+            plan.local = local if local.useful else None
+        results: list[OnePixelResult] = []
+        for start in range(0, n, group_size):
+            sl = slice(start, start + group_size)
+            group = _attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
+                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
+                                  indices[sl], stats)
+            for res in group:
+                results.append(res)
+                if callback is not None:
+                    callback(res)
+        return results
+    finally:
+        model.train(was_training)
+
+
+def _parse_mode(mode: str | Mode) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(m.value for m in Mode)}") from None
+
+
+@torch.no_grad()
+def _num_classes(model: nn.Module, probe: torch.Tensor) -> int:
+    try:
+        out = model(probe)
+    except RuntimeError as exc:
+        raise InputError(f"images of shape {tuple(probe.shape[1:])} do not fit the model: "
+                         f"{str(exc).splitlines()[0][:160]}") from exc
+    if out.ndim != 2:
+        raise InputError(f"the model must return (N, classes) logits, got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def _parse_targets(targets: torch.Tensor | int | None, labels: torch.Tensor, n: int,
+                   num_classes: int) -> torch.Tensor | None:
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise InputError(f"labels must lie in 0..{num_classes - 1}")
+    if targets is None:
+        return None
+    tgt = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if len(tgt) == 1:
+        tgt = tgt.expand(n)
+    if len(tgt) != n:
+        raise InputError(f"expected one target or {n}, got {len(tgt)}")
+    if int(tgt.min()) < 0 or int(tgt.max()) >= num_classes:
+        raise InputError(f"target classes must lie in 0..{num_classes - 1}")
+    if bool((tgt == labels).any()):
+        raise InputError("a target equals the image's own label; drop those images or pick another target")
+    return tgt.clone()
+
+
+@torch.no_grad()
+def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: torch.Tensor,
+                  t: torch.Tensor | None, levels: int, mode: Mode, batch_size: int, leaf_size: int,
+                  indices: list[int], stats: dict | None = None) -> list[OnePixelResult]:
+    """Attack a few images together; each image's outcome does not depend on its group-mates."""
+    start = time.perf_counter()
+    dev = x.device
+    n, c, h, w = x.shape
+    own = own_levels(x, levels)
+    values = level_values(levels, dev)
+    logits = model(x)
+    clean = logits.argmax(1)
+    active = clean == y
+    tol = TOL_RELATIVE * logits.abs().amax(1).clamp_min(1.0)
+    ref = y if t is None else t
+
+    evaluated = torch.zeros(n, dtype=torch.long, device=dev)
+    pruned = torch.zeros(n, dtype=torch.long, device=dev)
+    found: list[torch.Tensor] = []  # rows (img, ch, row, col, level, new_class)
+    done = ~active  # images that need no more work
+
+    acts = plan.local.prepare(x) if plan is not None and plan.local is not None else None
+    boxes = _initial_boxes(active, (c, h, w), levels)
+    while len(boxes["img"]):
+        size = boxes["hi"] - boxes["lo"] + 1
+        leaf = size <= leaf_size if plan is not None else torch.ones_like(size, dtype=torch.bool)
+        leaves = {k: v[leaf] for k, v in boxes.items()}
+        rest = {k: v[~leaf] for k, v in boxes.items()}
+        clock = _Clock(stats, dev)
+        if len(leaves["img"]):
+            cand = expand_levels(leaves, own)
+            if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
+                cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
+            else:
+                preds = predict_candidates(model, x, cand, levels, batch_size)
+            hit = flips_mask(preds, y[cand["img"]], None if t is None else t[cand["img"]])
+            evaluated += torch.bincount(cand["img"], minlength=n)
+            rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], preds], 1)[hit]
+            if mode is Mode.FIRST and len(rows):
+                rows = _first_per_image(rows, (c, h, w, levels))
+                done[rows[:, 0]] = True
+            found.append(rows)
+            clock.add("dense_seconds", candidates=len(cand["img"]))
+        if len(rest["img"]) and mode is Mode.FIRST:
+            rest = {k: v[~done[rest["img"]]] for k, v in rest.items()}
+        if not len(rest["img"]):
+            break
+        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
+        clock.add("bound_seconds", boxes=len(cert), passes=1)
+        mine = own_at(own, rest)  # the pixel's own level is not a candidate
+        count = rest["hi"] - rest["lo"] + 1 - ((mine >= rest["lo"]) & (mine <= rest["hi"])).long()
+        pruned += torch.bincount(rest["img"][cert], weights=count[cert].double(), minlength=n).long()
+        boxes = _bisect({k: v[~cert] for k, v in rest.items()})
+
+    flips = torch.cat(found) if found else torch.zeros(0, 6, dtype=torch.long, device=dev)
+    flips = flips[torch.argsort(_key(flips, (c, h, w, levels)))].cpu()
+    seconds = (time.perf_counter() - start) / n
+    per_image = (levels - 1) * c * h * w
+    ev, pr, cl, yy = evaluated.tolist(), pruned.tolist(), clean.tolist(), y.tolist()
+    tt = t.tolist() if t is not None else [None] * n
+    vuln = torch.zeros(n, dtype=torch.bool)
+    vuln[flips[:, 0]] = True
+    out = []
+    for i in range(n):
+        if cl[i] != yy[i]:
+            status = "misclassified"
+        else:
+            status = "vulnerable" if bool(vuln[i]) else "certified"
+        mine = flips[flips[:, 0] == i, 1:]
+        out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
+                                  seconds, exhaustive=mode is Mode.FULL or status != "vulnerable"))
+    return out
+
+
+def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torch.Tensor], y: torch.Tensor,
+                         t: torch.Tensor | None, done: torch.Tensor, levels: int,
+                         batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Mode ``first``: evaluate chunk by chunk, skipping images that already have a flip.
+
+    Returns the candidates actually evaluated and their predictions. One host sync per chunk, which
+    is acceptable for an attack-only mode.
+    """
+    done = done.clone()
+    kept: list[dict[str, torch.Tensor]] = []
+    preds: list[torch.Tensor] = []
+    start = 0
+    n = len(cand["img"])
+    while start < n:
+        part = {k: v[start:start + batch_size] for k, v in cand.items()}
+        start += batch_size
+        part = {k: v[~done[part["img"]]] for k, v in part.items()}
+        if not len(part["img"]):
+            continue
+        p = predict_candidates(model, x, part, levels, batch_size)
+        hit = flips_mask(p, y[part["img"]], None if t is None else t[part["img"]])
+        done[part["img"][hit]] = True
+        kept.append(part)
+        preds.append(p)
+    if not kept:
+        empty = cand["img"][:0]
+        return {k: empty for k in cand}, empty
+    return {k: torch.cat([c[k] for c in kept]) for k in cand}, torch.cat(preds)
+
+
+def own_at(own: torch.Tensor, boxes: dict[str, torch.Tensor]) -> torch.Tensor:
+    return own[boxes["img"], boxes["ch"], boxes["row"], boxes["col"]]
+
+
+def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: int) -> dict[str, torch.Tensor]:
+    """One box per (active image, channel, row, col) spanning every level."""
+    c, h, w = shape
+    img = torch.nonzero(active).flatten()
+    pos = torch.arange(c * h * w, device=active.device)
+    img_r = img.repeat_interleave(len(pos))
+    pos_r = pos.repeat(len(img))
+    zeros = torch.zeros_like(img_r)
+    return {"img": img_r, "ch": pos_r // (h * w), "row": (pos_r // w) % h, "col": pos_r % w,
+            "lo": zeros, "hi": zeros + (levels - 1)}
+
+
+def _bisect(boxes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    mid = (boxes["lo"] + boxes["hi"]) // 2
+    left = dict(boxes, hi=mid)
+    right = dict(boxes, lo=mid + 1)
+    return {k: torch.cat([left[k], right[k]]) for k in boxes}
+
+
+def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: dict[str, torch.Tensor],
+                 values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
+    """The certificate value of every box (> tol means no candidate in it can succeed), in chunks."""
+    out = torch.empty(len(boxes["img"]), device=x.device)
+    for s in range(0, len(out), batch_size):
+        b = {k: v[s:s + batch_size] for k, v in boxes.items()}
+        lo, hi = values[b["lo"]], values[b["hi"]]
+        mid = (lo + hi) / 2
+        # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
+        half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
+        if acts is not None:
+            c, r = plan.local.propagate(acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
+            out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
+            continue
+        rows = torch.arange(len(lo), device=x.device)
+        center = x[b["img"]].clone()
+        center[rows, b["ch"], b["row"], b["col"]] = mid
+        radius = torch.zeros_like(center)
+        radius[rows, b["ch"], b["row"], b["col"]] = half
+        out[s:s + batch_size] = certificate(plan, center, radius, ref[b["img"]], targeted)
+    return out
+
+
+def _key(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:
+    c, h, w, levels = dims
+    return ((rows[:, 0] * c + rows[:, 1]) * h + rows[:, 2]) * w * levels + rows[:, 3] * levels + rows[:, 4]
+
+
+def _first_per_image(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:
+    """Of the flips found in one pass, keep each image's first in (channel, row, col, level) order."""
+    rows = rows[torch.argsort(_key(rows, dims))]
+    first = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+    first[1:] = rows[1:, 0] != rows[:-1, 0]
+    return rows[first]
+
+
+class _Clock:
+    """Adds elapsed time and counts to a stats dict, if the caller asked for one (synchronising the device)."""
+
+    def __init__(self, stats: dict | None, device: torch.device) -> None:
+        self.stats, self.device = stats, device
+        self.last = time.perf_counter()
+
+    def add(self, key: str, **counts: int) -> None:
+        if self.stats is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.stats[key] = self.stats.get(key, 0.0) + now - self.last
+        for k, v in counts.items():
+            self.stats[k] = self.stats.get(k, 0) + int(v)
+        self.last = now

@@ -1,0 +1,132 @@
+"""What `advgen attack` leaves behind: the JSON summary, the adversarial images, and two pictures."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .files import atomic_torch_save, atomic_write_json
+from .methods import AttackRecord
+from .onepixel import OnePixelResult, adversarial_examples, heatmap
+
+SCHEMA_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    import torchattacks
+
+    return {"advgen": __version__, "torch": torch.__version__, "torchattacks": torchattacks.__version__,
+            "python": platform.python_version()}
+
+
+def summarize(records: list[AttackRecord], method: str, seed: int, extra: dict | None = None) -> dict:
+    """Counts per status, robust accuracy, the exact method's candidate accounting, and the time spent."""
+    count = {s: sum(r.status == s for r in records) for s in ("certified", "vulnerable", "robust", "misclassified")}
+    n = len(records)
+    exact = [r.exact for r in records if r.exact is not None]
+    return {
+        "schema_version": SCHEMA_VERSION, "method": method, "images": n, **count,
+        "robust_accuracy": (n - count["vulnerable"] - count["misclassified"]) / n if n else 0.0,
+        "candidates_total": sum(e["candidates"] for e in exact if e["status"] != "misclassified"),
+        "evaluated": sum(e["evaluated"] for e in exact), "pruned": sum(e["pruned"] for e in exact),
+        "flips_total": sum(len(e["flips"]) for e in exact),
+        "seconds": round(sum(r.seconds for r in records), 4),
+        "seconds_per_image": round(sum(r.seconds for r in records) / n, 6) if n else 0.0,
+        "seed": seed, **(extra or {}), "versions": versions(),
+    }
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    atomic_write_json(path, summary)
+
+
+def adversarial_set(records: list[AttackRecord], images: dict[int, torch.Tensor], levels: int,
+                    max_per_image: int) -> dict:
+    """The adversarial images with labels, new classes and source indices.
+
+    For the exact method every flip (up to ``max_per_image`` per image, smallest changes first) is an
+    image whose values lie exactly on the level grid; other methods give one float image per success.
+    """
+    xs, labels, new, src = [], [], [], []
+    for r in records:
+        if not r.success:
+            continue
+        if r.exact is not None:
+            res = OnePixelResult.from_record(r.exact)
+            img = images[r.index]
+            values = torch.arange(levels, dtype=torch.float32) / float(levels - 1)
+            delta = (values[res.flips[:, 3]] - img[res.flips[:, 0], res.flips[:, 1], res.flips[:, 2]]).abs()
+            order = torch.sort(delta, stable=True).indices[:max_per_image]
+            res.flips = res.flips[order]
+            xs.append(adversarial_examples(res, img, levels))
+            new.extend(res.flips[:, 4].tolist())
+            labels.extend([r.label] * len(order))
+            src.extend([r.index] * len(order))
+        elif r.adversarial is not None:
+            xs.append(r.adversarial.unsqueeze(0))
+            new.append(r.adv_pred)
+            labels.append(r.label)
+            src.append(r.index)
+    shape = next(iter(images.values())).shape if images else (1, 1, 1)
+    return {"images": torch.cat(xs) if xs else torch.zeros(0, *shape), "labels": torch.tensor(labels, dtype=torch.long),
+            "new_class": torch.tensor(new, dtype=torch.long), "source_index": torch.tensor(src, dtype=torch.long),
+            "levels": levels}
+
+
+def save_adversarial(path: Path, adv: dict, method: str) -> None:
+    atomic_torch_save(path, {**adv, "method": method})
+
+
+def save_examples(path: Path, records: list[AttackRecord], limit: int = 64) -> bool:
+    """A grid of one adversarial example per vulnerable image (PNG); False when there is none."""
+    from torchvision.utils import save_image
+
+    picks = [r.adversarial for r in records if r.success and r.adversarial is not None][:limit]
+    if not picks:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    save_image(torch.stack(picks), tmp, nrow=8, padding=2, pad_value=0.5)
+    tmp.replace(path)
+    return True
+
+
+def vulnerability_map(record: AttackRecord, image: torch.Tensor) -> torch.Tensor:
+    """(H, W) map: flipping values per pixel (exact method) or the size of the change (other methods)."""
+    if record.exact is not None:
+        return heatmap(OnePixelResult.from_record(record.exact), tuple(image.shape)).sum(0).float()
+    if record.adversarial is None:
+        return torch.zeros(image.shape[1:])
+    return (record.adversarial - image).abs().sum(0)
+
+
+def save_heatmaps(path: Path, records: list[AttackRecord], images: dict[int, torch.Tensor], limit: int = 16) -> bool:
+    """Per-image vulnerability heatmaps over the clean image (matplotlib, Agg); False when none is vulnerable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [r for r in records if r.success][:limit]
+    if not picks:
+        return False
+    cols = min(4, len(picks))
+    rows = (len(picks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, picks):
+        img = images[r.index]
+        ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
+        heat = vulnerability_map(r, img)
+        im = ax.imshow(heat.masked_fill(heat == 0, float("nan")).numpy(), cmap="hot", alpha=0.8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(f"#{r.index}: {r.label} -> {r.adv_pred}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,46 @@
+"""`advgen bench onepixel`: rows agree with each other and the command writes its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from advgen.bench import bench_onepixel, missed_by_exact, table
+from advgen.cli import main
+from advgen.models import save_checkpoint
+
+
+def test_bench_rows_agree_on_a_tiny_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(4)
+    x = torch.randint(0, 16, (4, 1, 8, 8)).float() / 15
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    rows = bench_onepixel(model, x, y, levels=16, dense_limit=4, slow_limit=1, device="cpu")
+    assert [r.name.split(" (")[0] for r in rows] == ["advgen exact", "advgen exact", "torchattacks OnePixel",
+                                                      "torchattacks OnePixel"]
+    pruned, dense = rows[0], rows[1]
+    assert pruned.vulnerable_indices == dense.vulnerable_indices
+    assert dense.evaluated == 4 * 15 * 64 and dense.candidates_per_second > 0
+    assert pruned.evaluated + pruned.pruned == dense.evaluated
+    assert "bound_seconds" in pruned.breakdown or pruned.evaluated == dense.evaluated
+    assert missed_by_exact(rows) == [] or all(i not in pruned.vulnerable_indices for i in missed_by_exact(rows))
+    assert "advgen exact (pruned)" in table(rows)
+
+
+def test_bench_cli_writes_json(tmp_path, trained_mlp, capsys):
+    ckpt = tmp_path / "mlp.pt"
+    save_checkpoint(ckpt, trained_mlp)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "onepixel", "--checkpoint", str(ckpt), "--limit", "1", "--dense-limit", "0",
+                 "--slow-limit", "0", "--out", str(out), "--quiet", "--device", "cpu"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["schema_version"] == 1 and [r["images"] for r in result["rows"]] == [1, 1]
+    assert "advgen exact (pruned)" in capsys.readouterr().out
+    assert main(["bench", "onepixel", "--checkpoint", str(ckpt), "--out", str(out), "--quiet"]) == 2

@@ -1,0 +1,329 @@
+"""The exact one-pixel attack against an independent brute force, on tiny models where that is cheap."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from advgen import InputError, onepixel
+from advgen.onepixel.bounds import compile_plan
+
+
+def brute_force(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
+                targets: torch.Tensor | None = None) -> list[set[tuple[int, int, int, int, int]]]:
+    """Every (channel, row, col, level, new_class) that succeeds, by trying each one; a plain loop per image."""
+    model.eval()
+    out = []
+    for i in range(len(images)):
+        x = images[i]
+        c, h, w = x.shape
+        variants, keys = [], []
+        for ch in range(c):
+            for r in range(h):
+                for col in range(w):
+                    for lv in range(levels):
+                        v = torch.tensor(lv, dtype=torch.float32) / float(levels - 1)
+                        if v == x[ch, r, col]:
+                            continue
+                        xx = x.clone()
+                        xx[ch, r, col] = v
+                        variants.append(xx)
+                        keys.append((ch, r, col, lv))
+        with torch.no_grad():
+            pred = torch.cat([model(torch.stack(variants[s:s + 997])).argmax(1)
+                              for s in range(0, len(variants), 997)])
+        with torch.no_grad():
+            clean = int(model(x[None]).argmax(1))
+        if clean != int(labels[i]):
+            out.append(None)
+            continue
+        ok = pred != labels[i] if targets is None else pred == targets[i]
+        out.append({(*k, int(p)) for k, p, hit in zip(keys, pred.tolist(), ok.tolist()) if hit})
+    return out
+
+
+def flip_set(result: onepixel.OnePixelResult) -> set[tuple[int, ...]]:
+    return {tuple(row) for row in result.flips.tolist()}
+
+
+def tiny_cnn(channels: int = 1, classes: int = 4, seed: int = 0) -> nn.Sequential:
+    """Conv, batch norm, max and average pooling, dropout, two linear layers: every supported kind."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.LeakyReLU(0.1)), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(6 * 2 * 2, 16), nn.BatchNorm1d(16), nn.Tanh(),
+        nn.Linear(16, classes),
+    )
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)  # default init is too gentle for single pixels to matter
+    return model.eval()
+
+
+def tiny_mlp(seed: int = 0, classes: int = 3) -> nn.Sequential:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 24), nn.ReLU(), nn.Linear(24, 12), nn.Sigmoid(),
+                          nn.Linear(12, classes)).eval()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4.0)
+        model[-1].bias.sub_(model(torch.rand(256, 1, 6, 6)).mean(0))  # no class wins everywhere
+    return model
+
+
+def images_for(model: nn.Module, shape: tuple[int, int, int], levels: int, n: int, seed: int = 0):
+    """Random images on the level grid, labelled with the model's own prediction so all are attacked:
+    half picked near a decision boundary (small top-2 margin, likely to have flips), half far from one
+    (likely certified); the last one's label is wrong on purpose (a misclassified image)."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.randint(0, levels, (40 * n, *shape), generator=gen).float() / float(levels - 1)
+    with torch.no_grad():
+        logits = model(pool)
+    top = logits.topk(2, 1).values
+    order = torch.argsort(top[:, 0] - top[:, 1])
+    pick = torch.cat([order[: n // 2], order[-(n - n // 2):]])
+    x = pool[pick]
+    y = logits[pick].argmax(1)
+    y[-1] = (y[-1] + 1) % logits.shape[1]
+    return x, y
+
+
+def assert_matches_brute_force(results, expected, images):
+    assert len(results) == len(expected)
+    for res, exp, x in zip(results, expected, images):
+        if exp is None:
+            assert res.status == "misclassified" and len(res.flips) == 0
+            continue
+        assert res.status == ("vulnerable" if exp else "certified")
+        assert flip_set(res) == exp
+        assert res.evaluated + res.pruned == res.candidates == (16 - 1) * x.numel() or res.candidates > 0
+
+
+@pytest.mark.parametrize("bounds", [True, False])
+def test_cnn_matches_brute_force_including_flips(bounds):
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, bounds=bounds, device="cpu", batch_size=300)
+    assert_matches_brute_force(results, expected, x)
+    assert sum(r.status == "vulnerable" for r in results) >= 2, "test needs images with flips"
+    assert any(r.status == "certified" for r in results), "test needs certified images"
+    for r in results:
+        if r.status != "misclassified":
+            assert r.evaluated + r.pruned == r.candidates == 15 * 64
+            if not bounds:
+                assert r.pruned == 0
+
+
+def test_mlp_matches_brute_force():
+    model = tiny_mlp()
+    x, y = images_for(model, (1, 6, 6), 16, 8, seed=1)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert any(r.status == "vulnerable" for r in results)
+
+
+def test_three_channels_match_brute_force():
+    model = tiny_cnn(channels=3, seed=2)
+    x, y = images_for(model, (3, 8, 8), 8, 6, seed=2)
+    expected = brute_force(model, x, y, 8)
+    results = onepixel.attack(model, x, y, levels=8, device="cpu")
+    for res, exp in zip(results, expected):
+        assert (res.status == "misclassified") == (exp is None)
+        if exp is not None:
+            assert flip_set(res) == exp
+            assert res.candidates == 7 * 3 * 64
+    assert any(len(r.flips) and (r.flips[:, 0] > 0).any() for r in results), "flips in channels 1 and 2"
+
+
+def test_targeted_matches_brute_force():
+    model = tiny_cnn(seed=3)
+    x, y = images_for(model, (1, 8, 8), 16, 8, seed=3)
+    t = (y + 1) % 4
+    expected = brute_force(model, x, y, 16, targets=t)
+    results = onepixel.attack(model, x, y, levels=16, targets=t, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert all(r.target == int(tt) for r, tt in zip(results, t))
+    hits = [r for r in results if r.status == "vulnerable"]
+    assert hits and all((r.flips[:, 4] == r.target).all() for r in hits)
+
+
+def test_unsupported_model_falls_back_to_dense():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_mlp(seed=4)
+
+        def forward(self, x):
+            return self.inner(x) * 2.0
+
+    model = Custom().eval()
+    assert compile_plan(model) is None
+    x, y = images_for(model.inner, (1, 6, 6), 8, 4, seed=4)
+    expected = brute_force(model, x, y, 8)
+    results = onepixel.attack(model, x, y, levels=8, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert all(r.pruned == 0 for r in results)
+
+
+def test_mode_first_stops_at_one_flip_of_the_full_set():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    full = onepixel.attack(model, x, y, levels=16, device="cpu")
+    first = onepixel.attack(model, x, y, levels=16, mode="first", device="cpu")
+    for f, g in zip(full, first):
+        assert f.status == g.status
+        if g.status == "vulnerable":
+            assert len(g.flips) == 1 and flip_set(g) <= flip_set(f)
+            assert g.evaluated + g.pruned <= f.evaluated + f.pruned and not g.exhaustive
+        elif g.status == "certified":
+            assert g.evaluated + g.pruned == g.candidates and g.exhaustive
+
+
+def test_grouping_and_batching_do_not_change_results():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    x, y = x[3:9], y[3:9]
+    a = onepixel.attack(model, x, y, levels=16, device="cpu", group_size=1, batch_size=64, leaf_size=2)
+    b = onepixel.attack(model, x, y, levels=16, device="cpu", group_size=6, batch_size=5000, leaf_size=16)
+    assert [flip_set(r) for r in a] == [flip_set(r) for r in b]
+    assert [r.status for r in a] == [r.status for r in b]
+
+
+def test_trained_cnn_on_mnist_matches_brute_force(trained_cnn, mnist_test):
+    levels = 16
+    x = onepixel.quantize(mnist_test.images[:200], levels)
+    y = mnist_test.labels[:200]
+    with torch.no_grad():
+        logits = trained_cnn.model(x)
+    top = logits.topk(2, 1).values
+    margin = (top[:, 0] - top[:, 1]).masked_fill(logits.argmax(1) != y, float("inf"))
+    order = torch.argsort(margin)
+    pick = torch.cat([order[:4], order[100:102]])  # closest to a decision boundary, and typical ones
+    x, y = x[pick], y[pick]
+    found = onepixel.attack(trained_cnn.model, x, y, levels=levels, device="cpu")
+    vulnerable = [i for i, r in enumerate(found) if r.status == "vulnerable"]
+    certified = [i for i, r in enumerate(found) if r.status == "certified"]
+    assert vulnerable and certified, "need both kinds among the first MNIST images"
+    pick = [vulnerable[0], certified[0]]
+    expected = brute_force(trained_cnn.model, x[pick], y[pick], levels)
+    for i, exp in zip(pick, expected):
+        assert flip_set(found[i]) == exp
+    # on a trained model the bounds settle most candidates without the model
+    safe = [r for r in found if r.status == "certified"]
+    assert sum(r.pruned for r in safe) > 0.8 * sum(r.candidates for r in safe)
+
+
+def test_every_onepixel_de_success_is_found_by_the_exact_attack():
+    torchattacks = pytest.importorskip("torchattacks")
+    model = tiny_cnn(seed=5)
+    x, y = images_for(model, (1, 8, 8), 256, 8, seed=5)
+    x, y = x[:-1], y[:-1]
+    exact = onepixel.attack(model, x, y, levels=256, device="cpu")
+    torch.manual_seed(0)
+    import numpy as np
+
+    np.random.seed(0)
+    adv = torchattacks.OnePixel(model, steps=10, popsize=10)(x, y)
+    with torch.no_grad():
+        broken = model(adv).argmax(1) != y
+    confirmed = 0
+    for i in torch.nonzero(broken).flatten().tolist():
+        changed = torch.nonzero(adv[i] != x[i])
+        assert len(changed) == 1
+        ch, r, c = changed[0].tolist()
+        level = int(torch.round(adv[i, ch, r, c] * 255))
+        snapped = x[i].clone()
+        snapped[ch, r, c] = level / 255.0
+        with torch.no_grad():
+            new = int(model(snapped[None]).argmax(1))
+        if new != int(y[i]) and level != int(torch.round(x[i, ch, r, c] * 255)):
+            confirmed += 1
+            assert exact[i].status == "vulnerable"
+            assert (ch, r, c, level, new) in flip_set(exact[i])
+    assert confirmed >= 1, "DE found no grid-valued flip to check"
+
+
+def test_records_round_trip_and_helpers():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu", indices=list(range(100, 110)))
+    assert [r.index for r in results] == list(range(100, 110))
+    for r, img in zip(results, x):
+        back = onepixel.OnePixelResult.from_record(json.loads(json.dumps(r.to_record())))
+        assert back.status == r.status and torch.equal(back.flips, r.flips)
+        assert (back.candidates, back.evaluated, back.pruned) == (r.candidates, r.evaluated, r.pruned)
+        heat = onepixel.heatmap(r, tuple(img.shape))
+        assert heat.shape == img.shape and int(heat.sum()) == len(r.flips)
+        if len(r.flips):
+            adv = onepixel.adversarial_examples(r, img, 16)
+            assert ((adv != img).flatten(1).sum(1) == 1).all()
+            with torch.no_grad():
+                assert torch.equal(model(adv).argmax(1), r.flips[:, 4])
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"levels": 1}, "levels"),
+    ({"levels": 7}, "not quantised"),
+    ({"targets": 9}, "target classes"),
+    ({"mode": "fast"}, "unknown mode"),
+    ({"batch_size": 0}, "batch size"),
+])
+def test_bad_input_raises_input_error(kwargs, needle):
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 3)
+    with pytest.raises(InputError, match=needle):
+        onepixel.attack(model, x, y, **{"levels": 16, **kwargs, "device": "cpu"})
+
+
+def test_wrong_shape_and_target_equal_label_are_input_errors():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 3)
+    with pytest.raises(InputError, match="do not fit"):
+        onepixel.attack(model, torch.zeros(2, 1, 5, 7), y[:2], levels=16, device="cpu")
+    with pytest.raises(InputError, match="own label"):
+        onepixel.attack(model, x, y, levels=16, targets=y, device="cpu")
+
+
+def test_window_bounds_equal_full_map_bounds():
+    """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding)."""
+    from advgen.onepixel.bounds import certificate, margin_bound
+    from advgen.onepixel.local import LocalBounds
+
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(4, 5, 3, dilation=2, padding=2), nn.ELU(),
+        nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(5 * 3 * 4, 4),
+    ).eval()
+    x = torch.rand(3, 2, 9, 11)
+    assert model(x).shape == (3, 4)
+    plan = compile_plan(model)
+    local = LocalBounds(plan.body, (2, 9, 11), torch.device("cpu"))
+    assert local.useful
+    acts = local.prepare(x)
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
+    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
+    ref = torch.randint(0, 4, (n,), generator=g)
+    windowed = margin_bound(plan, *local.propagate(acts, img, ch, row, col, mid, half), ref, False)
+    center = x[img].clone()
+    center[torch.arange(n), ch, row, col] = mid
+    radius = torch.zeros_like(center)
+    radius[torch.arange(n), ch, row, col] = half
+    full = certificate(plan, center, radius, ref, False)
+    assert torch.allclose(windowed, full, atol=1e-5, rtol=1e-5)
