@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from .augment import augment
 from .train import train
 
 
@@ -23,6 +24,7 @@ def cli(debug: bool) -> None:
 
 
 cli.add_command(train)
+cli.add_command(augment)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,7 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
                              f"it or --overwrite to start over")
         state_path(state_dir, kind).unlink()
 
+    loaded = load_generator(generator_path, kind=kind).to(dev) if generator_path is not None else None
     train_set = datasets.load(data_source, "train")
     named = data_source in (datasets.EMBEDDED, *datasets.TORCHVISION)
     eval_set = datasets.load(data_source, "test") if named else train_set
@@ -82,8 +83,8 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
                      "target": {"arch": target.arch, "checkpoint": str(checkpoint) if checkpoint else None,
                                 "clean_accuracy": round(accuracy(target.model, eval_set), 5)}}
 
-    if generator_path is not None:
-        model = load_generator(generator_path, kind=kind).to(dev)
+    if loaded is not None:
+        model = loaded
         if tuple(model.input_shape) != train_set.input_shape:
             raise InputError(f"generator {generator_path} makes images shaped {tuple(model.input_shape)}, "
                              f"but the data has {train_set.input_shape}")
