@@ -53,18 +53,20 @@ def test_cw_margin_matches_brute_force():
 
 def test_advgan_learns_to_fool_and_leaves_target_as_found(trained_cnn, small_train, mnist_test):
     target, test = trained_cnn.model, mnist_test.head(300)
-    target.train()  # the trainer must attack the eval-mode network and then restore this
-    before = params(target)
     base = attack_success_rate(target, untrained(), test)
-    adv = train_advgan(target, small_train.head(512), AdvGANConfig(epochs=2, batch_size=32, g_width=4, d_width=8),
-                       device="cpu", quiet=True, test_data=test)
-    assert adv.metrics["success_rate"] == attack_success_rate(target, adv, test)
-    assert adv.metrics["success_rate"] > max(0.5, base + 0.3), (base, adv.metrics)
+    before = params(target)
+    target.train()  # the trainer must attack the eval-mode network and then restore this
+    cfg = AdvGANConfig(epochs=2, batch_size=32, g_width=4, d_width=8)
+    adv = train_advgan(target, small_train.head(512), cfg, device="cpu", quiet=True)
     assert target.training and all(p.requires_grad for p in target.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, params(target)))
+    target.eval()
+    rate = attack_success_rate(target, adv, test)
+    assert rate > max(0.5, base + 0.3), (base, rate, adv.metrics)
     assert [h["epoch"] for h in adv.metrics["history"]] == [1, 2]
     assert all(0 <= h["d_accuracy"] <= 1 for h in adv.metrics["history"])
-    target.eval()
+    again = train_advgan(target, small_train.head(64), AdvGANConfig(**TINY_ADV), "cpu", True, test_data=test)
+    assert again.metrics["success_rate"] == attack_success_rate(target, again, test)
 
 
 def test_gan_term_reaches_the_generator(trained_cnn, small_train):
