@@ -107,7 +107,7 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
     else:
         samples = sample(model, num_samples, seed=seed)
         summary["gan_test"] = round(gan_test(target.model, model, max(num_samples, 1000), seed=seed), 5)
-        summary["gan_train"] = round(gan_train(model, eval_set, num_samples, seed=seed, device=str(dev)), 5)
+        summary["gan_train"] = round(gan_train(model, eval_set, num_samples, seed=seed, device=str(dev), quiet=quiet), 5)
         shown = f"GAN-test {summary['gan_test']:.4f}, GAN-train {summary['gan_train']:.4f}"
     summary["num_samples"] = len(samples)
 

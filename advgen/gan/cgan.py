@@ -39,7 +39,7 @@ KIND = "cgan"
 class CGANConfig:
     """Hyper-parameters; the defaults train on the embedded MNIST sample in about a minute on 2 CPU cores."""
 
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 64
     z_dim: int = 32
     g_width: int = 8

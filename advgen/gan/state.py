@@ -62,14 +62,17 @@ def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module
 
 
 @contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with no parameter gradients for the block, then restore both.
+def frozen(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with no parameter gradients (on ``device``) for the block, then restore all.
 
     Eval mode matters for targets with dropout or batch norm (a common AdvGAN bug is to attack the
     train-mode network); switching gradients off saves the backward pass into the target's weights.
     """
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
+    home = next(model.parameters()).device
+    if device is not None:
+        model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -79,3 +82,4 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
         model.train(was_training)
+        model.to(home)
