@@ -12,7 +12,10 @@ image is ``clip(x + G(x), 0, 1)``, so one forward pass attacks a whole batch. G 
 
 D is trained with LSGAN losses and one-sided label smoothing (real target 0.9) so it cannot drive its
 loss to zero and starve G of gradient; its accuracy per epoch is recorded so a collapse is visible.
-The target is kept in eval mode with frozen weights throughout.
+Measured on MNIST at eps 0.3: D still tells x from x + G(x) almost perfectly from epoch 3 on (gray
+noise on a black background is easy to spot), and LSGAN keeps G's GAN gradient alive. Weighting the
+GAN term up (alpha 1, lr_d 2e-4) left D at 0.99 and cut the success rate to 94%, so the defaults favour
+success. The target is kept in eval mode with frozen weights throughout.
 
 Example::
 
@@ -42,7 +45,7 @@ KIND = "advgan"
 
 @dataclass
 class AdvGANConfig:
-    """Hyper-parameters; the defaults fool the default MNIST CNN on >= 98% of its test images in ~1 min on CPU."""
+    """Hyper-parameters; the defaults fool the default MNIST CNN on ~99% of its test images (~25 s of one core)."""
 
     eps: float = 0.3
     epochs: int = 5
