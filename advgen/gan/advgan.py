@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import InputError
-from ..runtime import progress, resolve_device, seed_everything
+from ..runtime import cpu_threads, progress, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
 from .state import frozen, load_state, save_state, state_path
 
@@ -119,13 +119,20 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, kappa: float) -> torch
 
 def train_advgan(target: nn.Module, data: Dataset, config: AdvGANConfig | None = None, device: str = "auto",
                  quiet: bool = False, state_dir: str | Path | None = None,
-                 test_data: Dataset | None = None) -> AdvGAN:
+                 test_data: Dataset | None = None, threads: int | None = 1) -> AdvGAN:
     """Train an AdvGAN generator against ``target`` on ``data`` (images and their true labels).
 
     With ``state_dir`` the full training state is saved atomically after every epoch and a later call with
     the same directory and settings resumes from it; on CPU the result equals an uninterrupted run.
-    With ``test_data`` the returned metrics include the attack success rate on it.
+    With ``test_data`` the returned metrics include the attack success rate on it. ``threads`` sets torch's
+    CPU threads while training (None leaves them alone); one is fastest for these small nets on shared cores.
     """
+    with cpu_threads(threads):
+        return _train(target, data, config, device, quiet, state_dir, test_data)
+
+
+def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device: str, quiet: bool,
+           state_dir: str | Path | None, test_data: Dataset | None) -> AdvGAN:
     config = (config or AdvGANConfig()).validate()
     dev = resolve_device(device)
     shape = data.input_shape
