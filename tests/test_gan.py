@@ -57,14 +57,14 @@ def test_advgan_learns_to_fool_and_leaves_target_as_found(trained_cnn, small_tra
     before = params(target)
     target.train()  # the trainer must attack the eval-mode network and then restore this
     threads = torch.get_num_threads()
-    cfg = AdvGANConfig(epochs=2, batch_size=32, g_width=4, d_width=8)
-    adv = train_advgan(target, small_train.head(512), cfg, device="cpu", quiet=True)
+    cfg = AdvGANConfig(epochs=2, batch_size=32, g_width=8, d_width=8)  # 0.85-0.94 over seeds 0-3
+    adv = train_advgan(target, small_train, cfg, device="cpu", quiet=True)
     assert target.training and all(p.requires_grad for p in target.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, params(target)))
     assert torch.get_num_threads() == threads
     target.eval()
     rate = attack_success_rate(target, adv, test)
-    assert rate > max(0.5, base + 0.3), (base, rate, adv.metrics)
+    assert rate > max(0.6, base + 0.4), (base, rate, adv.metrics)
     assert [h["epoch"] for h in adv.metrics["history"]] == [1, 2]
     assert all(0 <= h["d_accuracy"] <= 1 for h in adv.metrics["history"])
     again = train_advgan(target, small_train.head(64), AdvGANConfig(**TINY_ADV), "cpu", True, test_data=test)
