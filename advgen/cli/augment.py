@@ -69,8 +69,8 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
     state_dir = out / "state"
     if state_path(state_dir, kind).exists() and not resume and generator_path is None:
         if not overwrite:
-            raise InputError(f"{state_path(state_dir, kind)} holds an unfinished run; pass --resume to continue "
-                             f"it or --overwrite to start over")
+            raise InputError(f"{state_path(state_dir, kind)} holds the training state of an earlier run; "
+                             f"pass --resume to continue it or --overwrite to start over")
         state_path(state_dir, kind).unlink()
 
     loaded = load_generator(generator_path, kind=kind).to(dev) if generator_path is not None else None
@@ -107,7 +107,8 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
     else:
         samples = sample(model, num_samples, seed=seed)
         summary["gan_test"] = round(gan_test(target.model, model, max(num_samples, 1000), seed=seed), 5)
-        summary["gan_train"] = round(gan_train(model, eval_set, num_samples, seed=seed, device=str(dev), quiet=quiet), 5)
+        trained = gan_train(model, eval_set, num_samples, seed=seed, device=str(dev), quiet=quiet)
+        summary["gan_train"] = round(trained, 5)
         shown = f"GAN-test {summary['gan_test']:.4f}, GAN-train {summary['gan_train']:.4f}"
     summary["num_samples"] = len(samples)
 

@@ -203,7 +203,8 @@ def _epoch(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torc
         totals["g_gan"] += float(g_gan.detach())
         totals["g_hinge"] += float(g_hinge.detach())
         totals["train_fooled"] += float((logits.argmax(1) != y).float().mean())
-        totals["d_accuracy"] += 0.5 * float((d_real.detach() > 0.5).float().mean() + (d_fake.detach() < 0.5).float().mean())
+        hits = (d_real.detach() > 0.5).float().mean() + (d_fake.detach() < 0.5).float().mean()
+        totals["d_accuracy"] += 0.5 * float(hits)
     return {k: round(v / batches, 5) for k, v in totals.items()}
 
 

@@ -152,7 +152,8 @@ def _epoch(G: ConditionalGenerator, D: ImageDiscriminator, opt_g: torch.optim.Op
         batches += 1
         totals["d_loss"] += float(d_loss.detach())
         totals["g_loss"] += float(g_loss.detach())
-        totals["d_accuracy"] += 0.5 * float((d_real.detach() > 0).float().mean() + (d_fake.detach() < 0).float().mean())
+        hits = (d_real.detach() > 0).float().mean() + (d_fake.detach() < 0).float().mean()
+        totals["d_accuracy"] += 0.5 * float(hits)
     return {k: round(v / batches, 5) for k, v in totals.items()}
 
 
