@@ -163,6 +163,8 @@ def test_advgan_resume_equals_uninterrupted(tmp_path, trained_cnn, small_train):
     resumed = train_advgan(trained_cnn.model, data, cfg, "cpu", True, state_dir=tmp_path / "b")
     assert all(torch.equal(p, q) for p, q in zip(params(whole.generator), params(resumed.generator)))
     assert resumed.metrics["history"] == whole.metrics["history"]
+    with pytest.raises(InputError, match="already holds 3 epochs"):
+        train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV), "cpu", True, state_dir=tmp_path / "b")
     with pytest.raises(InputError, match="different settings"):
         train_advgan(trained_cnn.model, data, AdvGANConfig(**{**TINY_ADV, "eps": 0.1}), "cpu", True,
                      state_dir=tmp_path / "b")

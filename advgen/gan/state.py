@@ -53,6 +53,9 @@ def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise InputError(f"cannot resume from {path}: it was trained with different settings "
                          f"({', '.join(diff)}); use another state directory or start over")
+    if int(raw["epoch"]) > int(config["epochs"]):
+        raise InputError(f"cannot resume from {path}: it already holds {raw['epoch']} epochs, more than the "
+                         f"{config['epochs']} asked for")
     for k, m in modules.items():
         m.load_state_dict(raw["modules"][k])
     for k, o in optimizers.items():
