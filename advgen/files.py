@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -55,7 +56,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError, TypeError, KeyError, IndexError) as exc:
+            AttributeError, TypeError, KeyError, IndexError, struct.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} {path} is corrupted or not a safe tensor file "
                          f"(loaded with weights_only=True): {first[:200]}") from exc

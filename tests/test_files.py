@@ -45,3 +45,16 @@ def test_jsonl_drops_torn_last_line(tmp_path):
     assert read_jsonl(path) == [{"i": 0}, {"i": 1}]
     append_jsonl(path, [{"i": 2}])
     assert read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_truncated_pickle_is_input_error(tmp_path):
+    """A 4-byte file makes torch's unpickler raise struct.error, which must still be an InputError."""
+    import pytest
+
+    from advgen.errors import InputError
+    from advgen.files import safe_torch_load
+
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"junk")
+    with pytest.raises(InputError, match="corrupted"):
+        safe_torch_load(bad)

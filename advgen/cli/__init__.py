@@ -15,6 +15,7 @@ from ..errors import InputError
 from .attack import attack
 from .bench import bench
 from .report import report
+from .augment import augment
 from .train import train
 
 
@@ -29,6 +30,7 @@ cli.add_command(train)
 cli.add_command(attack)
 cli.add_command(bench)
 cli.add_command(report)
+cli.add_command(augment)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,88 @@
+"""Resumable GAN training: one atomic checkpoint per epoch holding nets, optimizers, epoch and RNG state.
+
+All randomness of a GAN training run (batch order, noise) is drawn from one private ``torch.Generator``
+on the CPU, so saving its state next to the weights and the optimizer moments is enough for a resumed
+run to continue bit for bit where the interrupted one stopped (on CPU; CUDA kernels may differ slightly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..files import atomic_torch_save, safe_torch_load
+
+STATE_FORMAT = "advgen.gan-state"
+STATE_VERSION = 1
+
+
+def state_path(state_dir: str | Path, kind: str) -> Path:
+    """Where the training state of a ``kind`` ("advgan" or "cgan") GAN lives inside ``state_dir``."""
+    return Path(state_dir) / f"{kind}-state.pt"
+
+
+def save_state(path: Path, kind: str, config: dict, epoch: int, modules: dict[str, nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator, history: list[dict]) -> None:
+    """Write everything needed to continue after ``epoch`` completed epochs, atomically."""
+    atomic_torch_save(path, {
+        "format": STATE_FORMAT, "version": STATE_VERSION, "kind": kind, "config": config, "epoch": epoch,
+        "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in modules.items()},
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "rng": gen.get_state(), "history": history,
+    })
+
+
+def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator) -> tuple[int, list[dict]]:
+    """Restore a state saved by :func:`save_state` in place; return (epochs done, per-epoch history).
+
+    The saved configuration must equal ``config`` except for ``epochs`` (a run may be extended);
+    anything else would silently mix two different experiments, so it is refused.
+    """
+    raw = safe_torch_load(path, what="GAN training state")
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT or raw.get("kind") != kind:
+        raise InputError(f"{path} is not an advgen {kind} training state")
+    saved = {k: v for k, v in dict(raw["config"]).items() if k != "epochs"}
+    wanted = {k: v for k, v in config.items() if k != "epochs"}
+    if saved != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise InputError(f"cannot resume from {path}: it was trained with different settings "
+                         f"({', '.join(diff)}); use another state directory or start over")
+    if int(raw["epoch"]) > int(config["epochs"]):
+        raise InputError(f"cannot resume from {path}: it already holds {raw['epoch']} epochs, more than the "
+                         f"{config['epochs']} asked for")
+    for k, m in modules.items():
+        m.load_state_dict(raw["modules"][k])
+    for k, o in optimizers.items():
+        o.load_state_dict(raw["optimizers"][k])
+    gen.set_state(raw["rng"])
+    return int(raw["epoch"]), list(raw["history"])
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with no parameter gradients (on ``device``) for the block, then restore all.
+
+    Eval mode matters for targets with dropout or batch norm (a common AdvGAN bug is to attack the
+    train-mode network); switching gradients off saves the backward pass into the target's weights.
+    """
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    home = next(model.parameters()).device
+    if device is not None:
+        model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+        model.to(home)
