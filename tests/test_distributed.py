@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from advgen.cli import main
 from advgen.distributed import World, fingerprint
 from advgen.models import save_checkpoint
 from run_compare import PYTHON, assert_same_run, subprocess_env
@@ -104,3 +103,53 @@ def test_one_rank_world_is_plain_calls(trained_cnn):
     assert world.on_main(lambda: 7) == 7 and world.main_first(lambda: 8) == 8
     assert World(rank=1, size=3).shard(list(range(8))) == [1, 4, 7]
     assert fingerprint(trained_cnn.model) == fingerprint(trained_cnn.model)
+
+
+WORLD_SCRIPT = '''
+import json, sys
+from pathlib import Path
+from advgen.distributed import session
+from advgen.errors import InputError
+
+out = Path(sys.argv[1])
+
+
+def refuse():
+    raise InputError("bad input seen on rank 0")
+
+
+def make_then_read():
+    if world.is_main:
+        (out / "made.txt").write_text("made by rank 0")
+    return (out / "made.txt").read_text()
+
+
+with session("cpu") as world:
+    res = {"size": world.size, "shard": world.shard(list(range(5))), "first": world.main_first(make_then_read)}
+    try:
+        world.on_main(refuse)
+    except InputError as exc:
+        res["error"] = str(exc)
+    try:
+        world.check_same(world.rank, "the rank")
+    except InputError as exc:
+        res["same"] = str(exc)
+    world.check_same("equal", "a constant")
+    world.barrier()
+    (out / f"rank{world.rank}.json").write_text(json.dumps(res))
+'''
+
+
+def test_world_primitives_over_two_gloo_ranks(tmp_path):
+    """main_first orders the ranks, on_main hands rank 0's input error to all, check_same compares."""
+    script = tmp_path / "world.py"
+    script.write_text(WORLD_SCRIPT)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script),
+           str(tmp_path)]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["shard"] for r in ranks] == [[0, 2, 4], [1, 3]]
+    for r in ranks:
+        assert r["size"] == 2 and r["first"] == "made by rank 0" and r["error"] == "bad input seen on rank 0"
+        assert r["same"] == "the rank differs between rank 0 and rank(s) 1"
