@@ -15,6 +15,7 @@ and on resume), ``summary.json``, ``adversarial.pt``, ``examples.png``, ``heatma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -25,12 +26,12 @@ import torch
 from torch import nn
 
 from .data import Dataset
-from .distributed import World, fingerprint
+from .distributed import World, device_for_rank, fingerprint
 from .errors import InputError
 from .files import append_jsonl, atomic_write_json, atomic_write_text, check_writable_dir, read_jsonl
 from .methods import AttackOptions, AttackRecord, get_method, run_method
 from .outputs import adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize, write_summary
-from .runtime import progress
+from .runtime import progress, resolve_device
 
 RECORDS = "records.jsonl"
 RUN_FILE = "run.json"
@@ -91,7 +92,7 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     ranks in whole units of the method (see :class:`~advgen.methods.Method`), each rank appends records to
     its own file as images finish, and rank 0 alone prepares ``out``, merges the records and writes every
     output; every rank gets the summary. The result does not depend on the number of ranks, before or
-    after a resume.
+    after a resume. On CUDA each local rank attacks on its own GPU (``cuda:LOCAL_RANK``).
     """
     spec = get_method(method)
     world = world or World()
@@ -99,6 +100,8 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     opts = options or AttackOptions(levels=data.levels)
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other; pick one")
+    if world.size > 1:  # each local rank on its own GPU
+        opts = dataclasses.replace(opts, device=device_for_rank(resolve_device(opts.device)))
     if opts.levels != data.levels:
         raise InputError(f"options.levels ({opts.levels}) must match the data's levels ({data.levels})")
     if target is not None and not spec.targeted:
