@@ -100,12 +100,19 @@ Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None, l
 
 @dataclass(frozen=True)
 class Method:
-    """A registered attack: what it is, whether it can aim at a class, and the function that runs it."""
+    """A registered attack: what it is, whether it can aim at a class, and the function that runs it.
+
+    ``unit``: how many consecutive images must be attacked together for their results not to depend on
+    how the work was split. 1 when each image's result is its own (the exact method); a torchattacks
+    batch shares one random stream and one batched computation, so sharding over ranks and resuming
+    move whole units of ``unit`` images, which keeps results identical to a single uninterrupted run.
+    """
 
     name: str
     description: str
     targeted: bool
     run: Runner
+    unit: int = 1
 
 
 def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
@@ -128,8 +135,14 @@ def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targ
                     indices=indices, callback=to_record, **opts.params)
 
 
-def _torchattacks_runner(name: str, factory: Callable[..., Any], batch: int = 64) -> Runner:
-    """Wrap a torchattacks class: batches of images, seeded per batch so resumed runs repeat exactly."""
+TORCHATTACKS_BATCH = 64  # images per torchattacks call; also these methods' unit of work
+
+
+def _torchattacks_runner(name: str, factory: Callable[..., Any], batch: int = TORCHATTACKS_BATCH) -> Runner:
+    """Wrap a torchattacks class: batches of images, seeded per batch by its first image's index.
+
+    Given the same batches (whole units, see :class:`Method`), a resumed or sharded run repeats exactly.
+    """
 
     def run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
             indices: list[int], opts: AttackOptions, emit: Callable[[list[AttackRecord]], None]) -> None:
@@ -198,15 +211,16 @@ def _factory(cls_name: str, **defaults: Any) -> Callable[..., Any]:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("onepixel", "exact exhaustive one-pixel attack with certificate (advgen)", True, run_exact),
     Method("onepixel-de", "one-pixel differential evolution (torchattacks.OnePixel, steps=10 popsize=10)", True,
-           _torchattacks_runner("onepixel-de", _factory("OnePixel"))),
+           _torchattacks_runner("onepixel-de", _factory("OnePixel")), TORCHATTACKS_BATCH),
     Method("fgsm", "fast gradient sign, eps 0.3 (torchattacks.FGSM)", True,
-           _torchattacks_runner("fgsm", _factory("FGSM", eps=0.3))),
+           _torchattacks_runner("fgsm", _factory("FGSM", eps=0.3)), TORCHATTACKS_BATCH),
     Method("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True,
-           _torchattacks_runner("pgd", _factory("PGD", eps=0.3, alpha=0.01, steps=40, random_start=True))),
+           _torchattacks_runner("pgd", _factory("PGD", eps=0.3, alpha=0.01, steps=40, random_start=True)),
+           TORCHATTACKS_BATCH),
     Method("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
-           _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01))),
+           _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01)), TORCHATTACKS_BATCH),
     Method("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
-           _torchattacks_runner("deepfool", _factory("DeepFool", steps=50, overshoot=0.02))),
+           _torchattacks_runner("deepfool", _factory("DeepFool", steps=50, overshoot=0.02)), TORCHATTACKS_BATCH),
 )}
 
 

@@ -1,16 +1,19 @@
 """The `advgen` command: a thin click layer over the Python API.
 
 Bad input ends with one line on stderr and exit code 2; a bug ends with one line and exit code 1
-(``advgen --debug ...`` shows its traceback).
+(``advgen --debug ...`` shows its traceback). Under torchrun only rank 0 speaks: the other ranks meet the
+same bad input and exit the same way in silence, and report only their own internal errors.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from .. import __version__
+from ..distributed import PeerFailed, quiet_rank
 from ..errors import InputError
 from .attack import attack
 from .bench import bench
@@ -37,29 +40,39 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the command's exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
+    silent = quiet_rank()
+
+    def say(message: str) -> None:
+        if not silent:
+            click.echo(message, err=True)
+
     try:
         rv = cli.main(args=args, prog_name="advgen", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.UsageError as exc:
         name = exc.ctx.command_path if exc.ctx else "advgen"
-        click.echo(f"advgen: error: {exc.format_message()} (see '{name} --help')", err=True)
+        say(f"advgen: error: {exc.format_message()} (see '{name} --help')")
         code = 2
     except InputError as exc:
-        if debug:
+        if debug and not silent:
             raise
-        click.echo(f"advgen: error: {exc}", err=True)
+        say(f"advgen: error: {exc}")
         code = 2
+    except PeerFailed:  # rank 0 failed and reports why
+        code = 1
     except (click.Abort, KeyboardInterrupt):
-        click.echo("advgen: interrupted", err=True)
+        say("advgen: interrupted")
         code = 130
     except click.ClickException as exc:
-        click.echo(f"advgen: error: {exc.format_message()}", err=True)
+        say(f"advgen: error: {exc.format_message()}")
         code = exc.exit_code
     except Exception as exc:  # a bug in advgen, not the user's fault
         if debug:
             raise
-        click.echo(f"advgen: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        where = f"advgen[rank {os.environ.get('RANK')}]" if silent else "advgen"
+        click.echo(f"{where}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                   err=True)
         code = 1
     else:
         code = rv if isinstance(rv, int) else 0

@@ -1,25 +1,26 @@
-"""`advgen attack`: run an attack method over test images; write records, a summary, examples, heatmaps."""
+"""`advgen attack`: parse options, load the data and the model, and hand over to :func:`advgen.run_attack`.
+
+Under ``torchrun`` every rank runs this same command; :func:`advgen.distributed.session` joins them and
+rank 0 alone loads data first, trains a missing model, and prints the result.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 import torch
+from torch import nn
 
 from .. import data as datasets
+from .. import distributed
+from ..attack_run import run_attack
 from ..errors import InputError
-from ..files import append_jsonl, check_writable_dir, read_jsonl
-from ..methods import METHODS, AttackOptions, AttackRecord, get_method, run_method
-from ..outputs import adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize, write_summary
-from ..runtime import progress, resolve_device, seed_everything
+from ..methods import METHODS, AttackOptions, get_method
+from ..runtime import resolve_device, seed_everything
 from .model_source import checkpoint_or_train
 from .options import common, data_option, model_options, overwrite_option
-
-OUTPUT_FILES = ("summary.json", "records.jsonl", "run.json", "adversarial.pt", "examples.png", "heatmaps.png",
-                "model.pt")
 
 
 @click.command()
@@ -52,86 +53,39 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         raise InputError("--resume and --overwrite contradict each other; pick one")
     if target is not None and not spec.targeted:
         raise InputError(f"method {method!r} does not support --target")
-    resolve_device(device)
-    test = datasets.load(data_source, "test")
-    if target is not None and not 0 <= target < test.num_classes:
-        raise InputError(f"--target must be a class in 0..{test.num_classes - 1}, got {target}")
-    indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
-    indices = indices[:limit]
-    chosen = test.subset(indices)
-    config = {"method": method, "data": data_source, "limit": limit, "model": arch, "checkpoint": str(checkpoint),
-              "mode": mode, "target": target, "bounds": not no_bounds, "levels": test.levels, "seed": seed}
-    done = _prepare_out(out, config, resume, overwrite)
+    dev = resolve_device(device)
+    with distributed.session(dev) as world:
+        dev = distributed.device_for_rank(dev)
+        quiet = quiet or not world.is_main
+        test = world.main_first(lambda: datasets.load(data_source, "test"))  # one download, then the cache
+        if target is not None and not 0 <= target < test.num_classes:
+            raise InputError(f"--target must be a class in 0..{test.num_classes - 1}, got {target}")
+        indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
+        indices = indices[:limit]
+        config = {"method": method, "data": data_source, "limit": limit, "model": arch,
+                  "checkpoint": str(checkpoint), "mode": mode, "target": target, "bounds": not no_bounds,
+                  "levels": test.levels, "seed": seed}
 
-    seed_everything(seed)
-    ckpt = checkpoint_or_train(checkpoint, arch, data_source, seed, device, quiet,
-                               cache=out / "model.pt" if checkpoint is None else None)
-    if tuple(ckpt.input_shape or chosen.input_shape) != chosen.input_shape:
-        raise InputError(f"the model expects images of shape {tuple(ckpt.input_shape)}, "
-                         f"but {data_source} has {chosen.input_shape}")
-    todo = [k for k, i in enumerate(indices.tolist()) if i not in done]
-    opts = AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds, batch_size=batch_size,
-                         device=device, seed=seed)
-    bar = progress(range(len(todo)), desc=f"attack {method}", total=len(todo), quiet=quiet, unit="img")
-    bar_iter = iter(bar)
+        def load_model() -> nn.Module:
+            seed_everything(seed)
+            ckpt = checkpoint_or_train(checkpoint, arch, data_source, seed, str(dev), quiet,
+                                       cache=out / "model.pt" if checkpoint is None else None)
+            if tuple(ckpt.input_shape or test.input_shape) != test.input_shape:
+                raise InputError(f"the model expects images of shape {tuple(ckpt.input_shape)}, "
+                                 f"but {data_source} has {test.input_shape}")
+            return ckpt.model
 
-    def emit(recs: list[AttackRecord]) -> None:
-        append_jsonl(out / "records.jsonl", [r.to_record() for r in recs])
-        for _ in recs:
-            next(bar_iter, None)
-
-    if todo:
-        pick = torch.tensor(todo)
-        targets = None if target is None else torch.full((len(todo),), target, dtype=torch.long)
-        run_method(method, ckpt.model, chosen.images[pick], chosen.labels[pick], targets,
-                   indices[pick].tolist(), opts, emit)
-    if hasattr(bar, "close"):
-        bar.close()
-    _finish(out, method, seed, config, chosen, indices, max_examples, quiet)
+        opts = AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds, batch_size=batch_size,
+                             device=dev, seed=seed)
+        summary = run_attack(load_model, test, indices, out, method=method, options=opts, config=config,
+                             target=target, resume=resume, overwrite=overwrite, max_examples=max_examples,
+                             quiet=quiet, world=world)
+    if world.is_main:
+        _report(summary, method, out, quiet)
 
 
-def _prepare_out(out: Path, config: dict, resume: bool, overwrite: bool) -> set[int]:
-    """Refuse, clear, or resume the output directory; returns the image indices already recorded."""
-    existing = out.exists() and any(out.iterdir())
-    if existing and not (resume or overwrite):
-        raise InputError(f"{out} already holds results; pass --resume to continue or --overwrite to replace")
-    if existing and overwrite:
-        for name in OUTPUT_FILES:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
-    check_writable_dir(out)
-    run_file = out / "run.json"
-    if resume and run_file.exists():
-        before = json.loads(run_file.read_text())
-        if before != config:
-            changed = sorted(k for k in config if before.get(k) != config[k])
-            raise InputError(f"{out} was made with different settings ({', '.join(changed)}); "
-                             f"use the same options to --resume, or --overwrite")
-    elif not run_file.exists():
-        from ..files import atomic_write_json
-
-        atomic_write_json(run_file, config)
-    return {int(r["index"]) for r in read_jsonl(out / "records.jsonl")}
-
-
-def _finish(out: Path, method: str, seed: int, config: dict, chosen: datasets.Dataset, indices: torch.Tensor,
-            max_examples: int, quiet: bool) -> None:
-    """Rebuild every output from records.jsonl, so a resumed run ends exactly like an uninterrupted one."""
-    images = {int(i): chosen.images[k] for k, i in enumerate(indices.tolist())}
-    by_index: dict[int, AttackRecord] = {}
-    for rec in read_jsonl(out / "records.jsonl"):
-        if int(rec["index"]) in images:
-            by_index[int(rec["index"])] = AttackRecord.from_record(rec, images[int(rec["index"])], chosen.levels)
-    records = [by_index[i] for i in sorted(by_index)]
-    summary = summarize(records, method, seed, {"mode": config["mode"], "target": config["target"],
-                                                 "levels": chosen.levels, "data": config["data"]})
-    write_summary(out / "summary.json", summary)
-    save_adversarial(out / "adversarial.pt", adversarial_set(records, images, chosen.levels, max_examples), method)
-    save_examples(out / "examples.png", records)
-    save_heatmaps(out / "heatmaps.png", records, images)
+def _report(summary: dict, method: str, out: Path, quiet: bool) -> None:
+    """One JSON line of counts with --quiet, otherwise one sentence."""
     shown = {k: summary[k] for k in ("images", "certified", "vulnerable", "robust", "misclassified",
                                      "robust_accuracy", "seconds")}
     click.echo(json.dumps(shown) if quiet else

@@ -1,0 +1,137 @@
+"""`advgen.run_attack`: the API behind `advgen attack`; kill -9 and resume, reproducibility, record merging."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from advgen import run_attack
+from advgen.attack_run import merge_records
+from advgen.cli import main
+from advgen.errors import InputError
+from advgen.files import read_jsonl
+from advgen.methods import AttackOptions
+from advgen.models import save_checkpoint
+from run_compare import PYTHON, assert_same_run, clean_lines, subprocess_env, without_time
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory, trained_cnn):
+    path = tmp_path_factory.mktemp("ckpt") / "cnn.pt"
+    save_checkpoint(path, trained_cnn)
+    return path
+
+
+def cli_args(ckpt_path, out, limit, *extra) -> list[str]:
+    return ["attack", "--checkpoint", str(ckpt_path), "--limit", str(limit), "--out", str(out), "--quiet",
+            "--device", "cpu", *map(str, extra)]
+
+
+def test_api_matches_the_cli(trained_cnn, mnist_test, ckpt_path, tmp_path):
+    assert main(cli_args(ckpt_path, tmp_path / "cli", 4)) == 0
+    summary = run_attack(trained_cnn.model, mnist_test, range(4), tmp_path / "api",
+                         options=AttackOptions(levels=mnist_test.levels, device="cpu"),
+                         config={"data": "mnist-sample"}, quiet=True)
+    assert summary == json.loads((tmp_path / "api" / "summary.json").read_text())
+    assert_same_run(tmp_path / "cli", tmp_path / "api")
+    with pytest.raises(InputError, match="already holds results"):
+        run_attack(trained_cnn.model, mnist_test, range(4), tmp_path / "api", quiet=True)
+    with pytest.raises(InputError, match="different settings"):
+        run_attack(trained_cnn.model, mnist_test, range(3), tmp_path / "api", resume=True, quiet=True)
+
+
+def test_model_source_is_called_after_the_output_is_ready(trained_cnn, mnist_test, tmp_path):
+    seen = []
+
+    def load():
+        seen.append(sorted(p.name for p in (tmp_path / "o").iterdir()))
+        return trained_cnn.model
+
+    run_attack(load, mnist_test, [5, 1], tmp_path / "o", options=AttackOptions(device="cpu"), quiet=True)
+    assert seen == [["run.json"]]
+    assert [r["index"] for r in read_jsonl(tmp_path / "o" / "records.jsonl")] == [1, 5]
+
+
+@pytest.mark.parametrize("method, limit", [("onepixel", 4), ("pgd", 8)])
+def test_same_seed_same_results(method, limit, ckpt_path, tmp_path):
+    for name in ("a", "b"):
+        assert main(cli_args(ckpt_path, tmp_path / name, limit, "--method", method, "--seed", 3)) == 0
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["seed"] == 3 and summary["images"] == limit
+
+
+def test_pgd_resume_redoes_the_whole_unit(ckpt_path, tmp_path):
+    """PGD's random start is drawn per batch, so a half-recorded batch is attacked again as a whole."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(cli_args(ckpt_path, full, 6, "--method", "pgd")) == 0
+    part.mkdir()
+    shutil.copy(full / "run.json", part / "run.json")
+    lines = (full / "records.jsonl").read_text().splitlines(keepends=True)
+    (part / "records.jsonl").write_text("".join(lines[:3]))
+    assert main(cli_args(ckpt_path, part, 6, "--method", "pgd", "--resume")) == 0
+    assert_same_run(full, part)
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(ckpt_path, tmp_path):
+    """SIGKILL once the first records are on disk, resume, and end with an uninterrupted run's files.
+
+    Every run is a child with the same environment, so only the interruption differs. On a machine so
+    slow or so fast that the kill misses the attack, the test still checks the resumed outputs.
+    """
+    n = 24  # six groups of four images on a CPU; the first group's records land well before the end
+    args = cli_args(ckpt_path, tmp_path / "ref", n, "--mode", "first")
+    env = subprocess_env()
+    ref = subprocess.run([PYTHON, "-m", "advgen", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    args = cli_args(ckpt_path, out, n, "--mode", "first")
+    child = subprocess.Popen([PYTHON, "-m", "advgen", *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        records = out / "records.jsonl"
+        while child.poll() is None and time.monotonic() < deadline:
+            if records.exists() and records.stat().st_size and b"\n" in records.read_bytes():
+                break
+            time.sleep(0.01)
+        killed = child.poll() is None
+        if killed:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert killed or child.returncode == 0
+    if killed:
+        assert len(read_jsonl(records)) < n or not (out / "summary.json").exists()
+    resumed = subprocess.run([PYTHON, "-m", "advgen", *args, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path / "ref", out)
+    assert json.loads(resumed.stdout)["images"] == n
+
+
+def test_merge_records_dedupes_sorts_and_drops_parts(tmp_path):
+    rec = lambda i, tag: {"index": i, "tag": tag}  # noqa: E731
+    (tmp_path / "records.jsonl").write_text(json.dumps(rec(4, "r0")) + "\n" + json.dumps(rec(0, "r0")) + "\n")
+    (tmp_path / "records.rank-1.jsonl").write_text(json.dumps(rec(0, "r1")) + "\n" + json.dumps(rec(3, "r1"))
+                                                   + "\n" + '{"index": 9, "ta')
+    (tmp_path / "records.rank-12.jsonl").write_text(json.dumps(rec(1, "r12")) + "\n")
+    merged = merge_records(tmp_path)
+    assert [(r["index"], r["tag"]) for r in merged] == [(0, "r0"), (1, "r12"), (3, "r1"), (4, "r0")]
+    assert clean_lines(tmp_path / "records.jsonl") == merged
+    assert not list(tmp_path.glob("records.rank-*"))
+    assert merge_records(tmp_path) == merged  # idempotent: a kill mid-merge is harmless
+
+
+def test_without_time_ignores_only_timing():
+    assert without_time({"seconds": 1, "exact": {"seconds": 2, "flips": []}, "index": 0}) == \
+        {"exact": {"flips": []}, "index": 0}

@@ -1,0 +1,155 @@
+"""torchrun scale-out: two CPU ranks give the single-process result, resume works across world sizes,
+and only rank 0 speaks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from advgen.distributed import World, fingerprint
+from advgen.models import save_checkpoint
+from run_compare import PYTHON, assert_same_run, subprocess_env
+
+LIMIT = 4
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory, trained_cnn):
+    path = tmp_path_factory.mktemp("ckpt") / "cnn.pt"
+    save_checkpoint(path, trained_cnn)
+    return path
+
+
+def attack_args(ckpt_path: Path, out: Path, *extra) -> list[str]:
+    return ["attack", "--checkpoint", str(ckpt_path), "--limit", str(LIMIT), "--out", str(out), "--quiet",
+            "--device", "cpu", *map(str, extra)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, ckpt_path):
+    """The reference: one process, run in a child like the torchrun ranks (one thread, same code path)."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    proc = subprocess.run([PYTHON, "-m", "advgen", *attack_args(ckpt_path, out)], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def torchrun(args: list[str], logs: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` (a free port) with each rank's stdout/stderr kept in its own file under logs."""
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone",
+           "--log-dir", str(logs), "--redirects", "3", "-m", "advgen", *args]
+    return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+def rank_output(logs: Path, rank: int) -> tuple[str, str]:
+    """What local rank ``rank`` wrote to stdout and stderr."""
+    (folder,) = logs.glob(f"*/attempt_0/{rank}")
+    return (folder / "stdout.log").read_text(), (folder / "stderr.log").read_text()
+
+
+def test_two_ranks_match_a_single_process(single, ckpt_path, tmp_path):
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    proc = torchrun(attack_args(ckpt_path, out), logs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_run(single, out)
+    stdout0, _ = rank_output(logs, 0)
+    assert json.loads(stdout0)["images"] == LIMIT and len(stdout0.strip().splitlines()) == 1
+    assert rank_output(logs, 1) == ("", "")
+
+
+def test_two_ranks_resume_a_killed_three_rank_run(single, ckpt_path, tmp_path):
+    """Rank 0 had recorded image 0, rank 2 image 2 and half of image 3's line, rank 1 nothing."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(single / "run.json", out / "run.json")
+    lines = (single / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text(lines[0])
+    (out / "records.rank-2.jsonl").write_text(lines[2] + lines[3][: len(lines[3]) // 2])
+    proc = torchrun(attack_args(ckpt_path, out, "--resume"), tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_run(single, out)
+
+
+def test_one_process_resumes_a_two_rank_run(single, ckpt_path, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(single / "run.json", out / "run.json")
+    lines = (single / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text(lines[0] + lines[2])
+    (out / "records.rank-1.jsonl").write_text(lines[1] + lines[1])  # a unit redone after a kill: duplicates
+    proc = subprocess.run([PYTHON, "-m", "advgen", *attack_args(ckpt_path, out, "--resume")], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(single, out)
+
+
+def test_bad_input_under_torchrun_is_reported_once_by_rank_0(single, ckpt_path, tmp_path):
+    logs = tmp_path / "logs"
+    proc = torchrun(attack_args(ckpt_path, single), logs)  # the output exists and no --resume
+    assert proc.returncode != 0
+    _, err0 = rank_output(logs, 0)
+    assert "--resume" in err0 and len(err0.strip().splitlines()) == 1
+    assert rank_output(logs, 1) == ("", "")
+
+
+def test_one_rank_world_is_plain_calls(trained_cnn):
+    world = World()
+    assert world.is_main and world.shard([1, 2, 3]) == [1, 2, 3] and world.gather(5) == [5]
+    assert world.on_main(lambda: 7) == 7 and world.main_first(lambda: 8) == 8
+    assert World(rank=1, size=3).shard(list(range(8))) == [1, 4, 7]
+    assert fingerprint(trained_cnn.model) == fingerprint(trained_cnn.model)
+
+
+WORLD_SCRIPT = '''
+import json, sys
+from pathlib import Path
+from advgen.distributed import session
+from advgen.errors import InputError
+
+out = Path(sys.argv[1])
+
+
+def refuse():
+    raise InputError("bad input seen on rank 0")
+
+
+def make_then_read():
+    if world.is_main:
+        (out / "made.txt").write_text("made by rank 0")
+    return (out / "made.txt").read_text()
+
+
+with session("cpu") as world:
+    res = {"size": world.size, "shard": world.shard(list(range(5))), "first": world.main_first(make_then_read)}
+    try:
+        world.on_main(refuse)
+    except InputError as exc:
+        res["error"] = str(exc)
+    try:
+        world.check_same(world.rank, "the rank")
+    except InputError as exc:
+        res["same"] = str(exc)
+    world.check_same("equal", "a constant")
+    world.barrier()
+    (out / f"rank{world.rank}.json").write_text(json.dumps(res))
+'''
+
+
+def test_world_primitives_over_two_gloo_ranks(tmp_path):
+    """main_first orders the ranks, on_main hands rank 0's input error to all, check_same compares."""
+    script = tmp_path / "world.py"
+    script.write_text(WORLD_SCRIPT)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script),
+           str(tmp_path)]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["shard"] for r in ranks] == [[0, 2, 4], [1, 3]]
+    for r in ranks:
+        assert r["size"] == 2 and r["first"] == "made by rank 0" and r["error"] == "bad input seen on rank 0"
+        assert r["same"] == "the rank differs between rank 0 and rank(s) 1"
