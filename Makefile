@@ -14,7 +14,7 @@ $(BIN)/advgen: pyproject.toml
 setup: $(BIN)/advgen
 
 run: setup
-	$(BIN)/advgen train --out runs/model.pt --overwrite
+	$(BIN)/advgen evaluate --out runs/evaluate --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -17,6 +17,7 @@ from ..distributed import PeerFailed, quiet_rank
 from ..errors import InputError
 from .attack import attack
 from .bench import bench
+from .evaluate import evaluate
 from .report import report
 from .augment import augment
 from .train import train
@@ -32,6 +33,7 @@ def cli(debug: bool) -> None:
 cli.add_command(train)
 cli.add_command(attack)
 cli.add_command(bench)
+cli.add_command(evaluate)
 cli.add_command(report)
 cli.add_command(augment)
 

@@ -25,7 +25,7 @@ from ..files import atomic_write_json, check_writable_dir
 from ..gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_rate, gan_test, gan_train,
                    load_generator, sample, save_generator, train_advgan, train_cgan)
 from ..gan.state import state_path
-from ..models import ARCHITECTURES, Checkpoint, load_checkpoint
+from ..models import build, ARCHITECTURES, Checkpoint, load_checkpoint
 from ..runtime import resolve_device
 from ..train import TrainConfig, accuracy, train_classifier
 from .options import common, data_option, model_options, overwrite_option, refuse_clobber
@@ -129,8 +129,10 @@ def _target(arch: str | None, checkpoint: Path | None, train_set: datasets.Datas
         ckpt = load_checkpoint(checkpoint, factory=arch if arch and arch not in ARCHITECTURES else None)
     else:
         name = arch or "cnn"
-        click.echo(f"advgen: no --checkpoint given; training a {name} target classifier first "
-                   f"(pass --checkpoint to reuse one)", err=True)
+        build(name, train_set.input_shape, train_set.num_classes)  # a bad name fails before the announcement
+        if not quiet:
+            click.echo(f"advgen: no --checkpoint given; training a {name} target classifier first "
+                       f"(pass --checkpoint to reuse one)", err=True)
         ckpt = train_classifier(train_set, test_set, name, TrainConfig(seed=seed), device=str(dev), quiet=quiet)
     if ckpt.input_shape and tuple(ckpt.input_shape) != train_set.input_shape:
         raise InputError(f"the target expects images shaped {tuple(ckpt.input_shape)}, "

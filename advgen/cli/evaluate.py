@@ -1,0 +1,73 @@
+"""`advgen evaluate`: before/after robustness with retraining, written as reports CI can gate on."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from ..evaluate import AUGMENTATIONS, EvaluateConfig, evaluate as run_evaluate
+from ..harden import HardenConfig
+from ..report import format_gate
+from ..report.markdown import md_table
+from ..report.tables import headline, metrics_table
+from .options import common, data_option, fail_under_option, model_options, overwrite_option
+
+
+@click.command()
+@data_option
+@model_options
+@click.option("--onepixel-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_images, show_default=True,
+              help="Test images given the exact one-pixel enumeration (0: skip).")
+@click.option("--pgd-images", type=click.IntRange(0), default=EvaluateConfig.pgd_images, show_default=True,
+              help="Test images attacked with PGD (0: skip).")
+@click.option("--pgd-eps", type=click.FloatRange(0, 1, min_open=True), default=EvaluateConfig.pgd_eps,
+              show_default=True, help="L-inf radius of PGD and AdvGAN, and of the PGD retraining.")
+@click.option("--pgd-steps", type=click.IntRange(1), default=EvaluateConfig.pgd_steps, show_default=True)
+@click.option("--advgan-images", type=click.IntRange(0), default=EvaluateConfig.advgan_images, show_default=True,
+              help="Test images scored against a freshly trained AdvGAN (0: skip AdvGAN).")
+@click.option("--augment", default=",".join(AUGMENTATIONS), show_default=True,
+              help="Comma-separated sources of retraining data: " + ", ".join(AUGMENTATIONS) + ".")
+@click.option("--onepixel-train-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_train_images,
+              show_default=True, help="Training images the exact attack mines for one-pixel flips.")
+@click.option("--cgan-samples", type=click.IntRange(0), default=EvaluateConfig.cgan_samples, show_default=True)
+@click.option("--train-images", type=click.IntRange(1), default=None,
+              help="Use only the first N training images (for every training step) [default: all].")
+@click.option("--advgan-epochs", type=click.IntRange(1), default=None, help="AdvGAN epochs [default: the GAN's].")
+@click.option("--cgan-epochs", type=click.IntRange(1), default=None, help="Conditional-GAN epochs [default: the GAN's].")
+@click.option("--retrain-epochs", type=click.IntRange(1), default=HardenConfig.epochs, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="Report directory (state for --resume goes to OUT/state).")
+@fail_under_option
+@click.option("--resume", is_flag=True, help="Continue a killed run in OUT from its saved state.")
+@overwrite_option
+@common
+def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
+             pgd_eps: float, pgd_steps: int, advgan_images: int, augment: str, onepixel_train_images: int,
+             cgan_samples: int, train_images: int | None, advgan_epochs: int | None, cgan_epochs: int | None,
+             retrain_epochs: int, out: Path, fail_under: tuple[str, ...], resume: bool,
+             overwrite: bool, seed: int, device: str, quiet: bool) -> int:
+    """Measure the target, retrain it on generated data, re-attack it from scratch, and report.
+
+    Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
+    """
+    if overwrite and not resume and (out / "state").exists():
+        shutil.rmtree(out / "state")
+    factory = arch if arch and ":" in arch else None
+    config = EvaluateConfig(
+        data=data_source, arch=arch or "cnn", onepixel_images=onepixel_images, pgd_images=pgd_images,
+        pgd_eps=pgd_eps, pgd_steps=pgd_steps, advgan_images=advgan_images,
+        augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
+        onepixel_train_images=onepixel_train_images, cgan_samples=cgan_samples, train_images=train_images,
+        advgan_epochs=advgan_epochs, cgan_epochs=cgan_epochs,
+        retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps), seed=seed)
+    say = (lambda s: None) if quiet else (lambda s: click.echo(f"advgen: {s}", err=True))
+    report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
+                          overwrite=overwrite, device=device, quiet=quiet, factory=factory, log=say)
+    click.echo(" ".join(headline(report)))
+    click.echo(md_table(metrics_table(report)))
+    for gate in report.gates:
+        click.echo(format_gate(gate))
+    click.echo(f"reports written to {out}/ (report.json, report.md, report.html, junit.xml)")
+    return 0 if report.passed else 1
