@@ -153,3 +153,27 @@ def test_world_primitives_over_two_gloo_ranks(tmp_path):
     for r in ranks:
         assert r["size"] == 2 and r["first"] == "made by rank 0" and r["error"] == "bad input seen on rank 0"
         assert r["same"] == "the rank differs between rank 0 and rank(s) 1"
+
+
+def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
+    """`evaluate` shares its exact searches over two ranks; the report's numbers equal one process's."""
+    opts = ["--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu", "--train-images", "200",
+            "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2", "--advgan-images", "20",
+            "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "20", "--onepixel-train-images", "4",
+            "--retrain-epochs", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = subprocess.run([PYTHON, "-m", "advgen", "evaluate", "--out", str(one), *opts], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = torchrun(["evaluate", "--out", str(two), *opts], tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def numbers(out: Path) -> dict:
+        report = json.loads((out / "report.json").read_text())
+        return {stage: {k: v for k, v in report[stage].items() if k != "seconds"} for stage in ("before", "after")}
+
+    assert numbers(one) == numbers(two)
+    assert json.loads((two / "report.json").read_text())["config"]["processes"] == 2
+    for stage in ("before", "after"):
+        assert_same_run(one / "state" / f"onepixel_{stage}", two / "state" / f"onepixel_{stage}")
+    assert rank_output(tmp_path / "logs", 1) == ("", "")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..distributed import quiet_rank
 from ..evaluate import AUGMENTATIONS, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
 from ..report import format_gate
@@ -65,6 +66,8 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
     say = (lambda s: None) if quiet else (lambda s: click.echo(f"advgen: {s}", err=True))
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
                           overwrite=overwrite, device=device, quiet=quiet, factory=factory, log=say)
+    if quiet_rank():  # under torchrun rank 0 speaks for the group
+        return 0 if report.passed else 1
     click.echo(" ".join(headline(report)))
     click.echo(md_table(metrics_table(report)))
     for gate in report.gates:
