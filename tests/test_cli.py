@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from advgen.cli import main
 from advgen.models import load_checkpoint

@@ -14,7 +14,6 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from advgen import data as datasets
 from advgen.cli import main
 from advgen.evaluate import EvaluateConfig, evaluate
 from advgen.harden import HardenConfig

@@ -1,6 +1,4 @@
 import os
-import pickle
-import sys
 import textwrap
 
 import pytest

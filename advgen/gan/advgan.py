@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,9 +35,9 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import InputError
-from ..runtime import cpu_threads, progress, resolve_device, seed_everything
+from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
-from .state import frozen, load_state, save_state, state_path
+from .state import frozen, run_epochs
 
 KIND = "advgan"
 
@@ -139,28 +138,14 @@ def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device
     gen = seed_everything(config.seed)
     G = PerturbationGenerator(shape, config.eps, config.g_width, config.g_blocks).to(dev)
     D = ImageDiscriminator(shape, config.d_width).to(dev)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
-    modules, optimizers = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
-    path = state_path(state_dir, KIND) if state_dir is not None else None
-    done, history = 0, []
-    if path is not None and path.exists():
-        done, history = load_state(path, KIND, asdict(config), modules, optimizers, gen)
     images, labels = data.images.to(dev), data.labels.to(dev)
-    start = time.perf_counter()
     with frozen(target, dev):
-        bar = progress(range(done, config.epochs), desc="advgan", total=config.epochs - done, quiet=quiet,
-                       unit="epoch")
-        for epoch in bar:
-            stats = _epoch(G, D, opt_g, opt_d, target, images, labels, config, gen)
-            stats["epoch"] = epoch + 1
-            history.append(stats)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(fooled=f"{stats['train_fooled']:.3f}", d_acc=f"{stats['d_accuracy']:.2f}")
-            if path is not None:
-                save_state(path, KIND, asdict(config), epoch + 1, modules, optimizers, gen, history)
-    G.eval()
-    metrics = {"train_seconds": round(time.perf_counter() - start, 3), "epochs": config.epochs,
+        history, seconds = run_epochs(
+            KIND, G, D, asdict(config), gen,
+            lambda opt_g, opt_d: _epoch(G, D, opt_g, opt_d, target, images, labels, config, gen),
+            lambda st: {"fooled": f"{st['train_fooled']:.3f}", "d_acc": f"{st['d_accuracy']:.2f}"},
+            state_dir, quiet)
+    metrics = {"train_seconds": round(seconds, 3), "epochs": config.epochs,
                "history": history}
     result = AdvGAN(G, config, shape, metrics)
     if test_data is not None:

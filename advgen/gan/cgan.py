@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,9 +27,9 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import InputError
-from ..runtime import cpu_threads, progress, resolve_device, seed_everything
+from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ConditionalGenerator, ImageDiscriminator
-from .state import load_state, save_state, state_path
+from .state import run_epochs
 
 KIND = "cgan"
 
@@ -97,26 +96,13 @@ def _train(data: Dataset, config: CGANConfig | None, device: str, quiet: bool,
     gen = seed_everything(config.seed)
     G = ConditionalGenerator(shape, k, config.z_dim, config.g_width).to(dev)
     D = ImageDiscriminator(shape, config.d_width, num_classes=k).to(dev)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
-    modules, optimizers = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
-    path = state_path(state_dir, KIND) if state_dir is not None else None
-    done, history = 0, []
-    if path is not None and path.exists():
-        done, history = load_state(path, KIND, asdict(config), modules, optimizers, gen)
     images, labels = data.images.to(dev), data.labels.to(dev)
-    start = time.perf_counter()
-    bar = progress(range(done, config.epochs), desc="cgan", total=config.epochs - done, quiet=quiet, unit="epoch")
-    for epoch in bar:
-        stats = _epoch(G, D, opt_g, opt_d, images, labels, config, gen)
-        stats["epoch"] = epoch + 1
-        history.append(stats)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(d_loss=f"{stats['d_loss']:.3f}", g_loss=f"{stats['g_loss']:.3f}")
-        if path is not None:
-            save_state(path, KIND, asdict(config), epoch + 1, modules, optimizers, gen, history)
-    G.eval()
-    metrics = {"train_seconds": round(time.perf_counter() - start, 3), "epochs": config.epochs,
+    history, seconds = run_epochs(
+        KIND, G, D, asdict(config), gen,
+        lambda opt_g, opt_d: _epoch(G, D, opt_g, opt_d, images, labels, config, gen),
+        lambda st: {"d_loss": f"{st['d_loss']:.3f}", "g_loss": f"{st['g_loss']:.3f}"},
+        state_dir, quiet)
+    metrics = {"train_seconds": round(seconds, 3), "epochs": config.epochs,
                "history": history}
     return CGAN(G, config, shape, k, metrics)
 

@@ -8,14 +8,16 @@ run to continue bit for bit where the interrupted one stopped (on CPU; CUDA kern
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..files import atomic_torch_save, safe_torch_load
+from ..runtime import progress
 
 STATE_FORMAT = "advgen.gan-state"
 STATE_VERSION = 1
@@ -62,6 +64,37 @@ def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module
         o.load_state_dict(raw["optimizers"][k])
     gen.set_state(raw["rng"])
     return int(raw["epoch"]), list(raw["history"])
+
+
+def run_epochs(kind: str, G: nn.Module, D: nn.Module, config: dict, gen: torch.Generator,
+               epoch: Callable[[torch.optim.Optimizer, torch.optim.Optimizer], dict],
+               shown: Callable[[dict], dict], state_dir: str | Path | None, quiet: bool) -> tuple[list[dict], float]:
+    """Train G and D with Adam for ``config["epochs"]`` epochs, resuming from and saving to ``state_dir``.
+
+    ``epoch(opt_g, opt_d)`` runs one pass and returns its statistics; ``shown(stats)`` picks what the
+    progress bar displays. Returns the per-epoch history (including resumed epochs) and the seconds
+    this call spent; G is left in eval mode.
+    """
+    opt_g = torch.optim.Adam(G.parameters(), lr=config["lr_g"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=config["lr_d"], betas=(0.5, 0.999))
+    modules, optimizers = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
+    path = state_path(state_dir, kind) if state_dir is not None else None
+    done, history = 0, []
+    if path is not None and path.exists():
+        done, history = load_state(path, kind, config, modules, optimizers, gen)
+    start = time.perf_counter()
+    total = int(config["epochs"])
+    bar = progress(range(done, total), desc=kind, total=total - done, quiet=quiet, unit="epoch")
+    for n in bar:
+        stats = epoch(opt_g, opt_d)
+        stats["epoch"] = n + 1
+        history.append(stats)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(**shown(stats))
+        if path is not None:
+            save_state(path, kind, config, n + 1, modules, optimizers, gen, history)
+    G.eval()
+    return history, time.perf_counter() - start
 
 
 @contextlib.contextmanager

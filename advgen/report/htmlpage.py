@@ -78,7 +78,7 @@ def render_html(report: Report, asset_dir: str | Path | None = None) -> str:
     """
     verdict, summary = headline(report)
     asset_dir = Path(asset_dir) if asset_dir is not None else None
-    body = [f"<h1>advgen evaluate report</h1>",
+    body = ["<h1>advgen evaluate report</h1>",
             f"<p class=\"verdict {verdict.replace(' ', '-')}\">{_e(verdict)}: {_e(summary)}</p>",
             f"<figure><img alt=\"before/after chart\" src=\"{_data_uri(before_after_chart_png(report))}\">"
             f"<figcaption>measured fractions on the test subset</figcaption></figure>"]
