@@ -12,7 +12,6 @@ exact enumerator is too slow to run inside every training step.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import Dataset
-from .runtime import progress, resolve_device, seed_everything
-from .train import concat, random_shift
+from .train import TrainConfig, concat, fit
 
 
 @dataclass
@@ -58,37 +56,31 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
            config: HardenConfig | None = None, device: str = "auto", quiet: bool = False) -> tuple[nn.Module, dict]:
     """Return a retrained copy of ``model`` (the original is untouched) and what the retraining did."""
     config = config or HardenConfig()
-    dev = resolve_device(device)
-    gen = seed_everything(config.seed)
-    model = copy.deepcopy(model).to(dev)
+    model = copy.deepcopy(model)
     data = concat([train_data, *(extra or [])])
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
-                                                steps_per_epoch=steps_per_epoch)
-    start = time.perf_counter()
-    for epoch in progress(range(config.epochs), desc="retrain", quiet=quiet, unit="epoch"):
-        eps = config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
-        attack = (torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / config.pgd_steps, steps=config.pgd_steps,
-                                   random_start=True) if eps > 0 else None)
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(data), config.batch_size):
-            idx = order[i:i + config.batch_size]
-            x = random_shift(data.images[idx], config.shift, gen).to(dev)
-            y = data.labels[idx].to(dev)
-            loss = config.clean_weight * F.cross_entropy(model(x), y)
-            rest = 1 - config.clean_weight
-            if config.onepixel_weight > 0:
-                loss = loss + config.onepixel_weight * F.cross_entropy(model(worst_pixel(model, x, y)), y)
-                rest -= config.onepixel_weight
-            if attack is not None:
-                x_adv = attack(x, y)
-                model.train()
-                loss = loss + rest * F.cross_entropy(model(x_adv), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    return model.cpu(), {"train_images": len(data), "epochs": config.epochs,
-                         "seconds": round(time.perf_counter() - start, 3)}
+    attacks: dict[int, torchattacks.PGD | None] = {}
+
+    def pgd(epoch: int) -> torchattacks.PGD | None:
+        if epoch not in attacks:
+            eps = config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
+            attacks[epoch] = (torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / config.pgd_steps,
+                                               steps=config.pgd_steps, random_start=True) if eps > 0 else None)
+        return attacks[epoch]
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        loss = config.clean_weight * F.cross_entropy(model(x), y)
+        rest = 1 - config.clean_weight
+        if config.onepixel_weight > 0:
+            loss = loss + config.onepixel_weight * F.cross_entropy(model(worst_pixel(model, x, y)), y)
+            rest -= config.onepixel_weight
+        attack = pgd(epoch)
+        if attack is not None:
+            x_adv = attack(x, y)
+            model.train()
+            loss = loss + rest * F.cross_entropy(model(x_adv), y)
+        return loss
+
+    result = fit(model, data, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                          shift=config.shift, seed=config.seed),
+                 device=device, quiet=quiet, desc="retrain", loss_fn=loss_fn)
+    return model.cpu(), {"train_images": len(data), "epochs": config.epochs, "seconds": round(result.seconds, 3)}

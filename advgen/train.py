@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -62,9 +63,19 @@ def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> 
                   rows, cols]
 
 
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, device: str = "auto",
-          quiet: bool = False, desc: str = "train") -> TrainResult:
-    """Train ``model`` in place with Adam and cross-entropy; deterministic for a given seed on CPU."""
+        quiet: bool = False, desc: str = "train", loss_fn: Loss = cross_entropy) -> TrainResult:
+    """Train ``model`` in place with Adam, a one-cycle schedule and random shifts; deterministic on CPU.
+
+    ``loss_fn(model, x, y, epoch)`` is cross-entropy unless a caller (adversarial retraining) needs more.
+    """
     config = config or TrainConfig()
     dev = resolve_device(device)
     gen = seed_everything(config.seed)
@@ -74,12 +85,12 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
     start, loss = time.perf_counter(), torch.tensor(0.0)
-    for _ in progress(range(config.epochs), desc=desc, quiet=quiet, unit="epoch"):
+    for epoch in progress(range(config.epochs), desc=desc, quiet=quiet, unit="epoch"):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), config.batch_size):
             idx = order[i:i + config.batch_size]
             x, y = random_shift(data.images[idx], config.shift, gen).to(dev), data.labels[idx].to(dev)
-            loss = F.cross_entropy(model(x), y)
+            loss = loss_fn(model, x, y, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
