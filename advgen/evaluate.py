@@ -30,7 +30,7 @@ from .errors import InputError
 from .files import atomic_write_json, check_writable_dir, safe_torch_load
 from .harden import HardenConfig, harden
 from .methods import AttackOptions
-from .models import Checkpoint, load_checkpoint, save_checkpoint
+from .models import Checkpoint, build, load_checkpoint, save_checkpoint
 from .report import REPORT_FILES, GateSpec, Report, StageMetrics, evaluate_gates, machine_info, parse_gate_specs
 from .report import write_reports
 from .runtime import resolve_device, seed_everything
@@ -98,29 +98,23 @@ class _State:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def json(self, name: str, compute: Callable[[], dict]) -> dict:
-        path = self.dir / f"{name}.json"
+    def _cached(self, path: Path, compute: Callable[[], T], save: Callable[[Path, T], object],
+                load: Callable[[Path], T]) -> T:
         if path.exists():
-            return json.loads(path.read_text())
+            return load(path)
         value = compute()
-        atomic_write_json(path, value)
+        save(path, value)
         return value
+
+    def json(self, name: str, compute: Callable[[], dict]) -> dict:
+        return self._cached(self.dir / f"{name}.json", compute, atomic_write_json,
+                            lambda p: json.loads(p.read_text()))
 
     def checkpoint(self, name: str, compute: Callable[[], Checkpoint]) -> Checkpoint:
-        path = self.dir / f"{name}.pt"
-        if path.exists():
-            return load_checkpoint(path)
-        value = compute()
-        save_checkpoint(path, value)
-        return value
+        return self._cached(self.dir / f"{name}.pt", compute, save_checkpoint, load_checkpoint)
 
     def dataset(self, name: str, compute: Callable[[], Dataset]) -> Dataset:
-        path = self.dir / f"{name}.pt"
-        if path.exists():
-            return datasets.load_file(path)
-        value = compute()
-        datasets.save_file(path, value)
-        return value
+        return self._cached(self.dir / f"{name}.pt", compute, datasets.save_file, datasets.load_file)
 
 
 def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", checkpoint: Path | None = None,
@@ -168,6 +162,7 @@ def _evaluate(config: EvaluateConfig, out: Path, checkpoint: Path | None, gates_
                 raise InputError(f"the checkpoint expects images of shape {tuple(target.input_shape)}, "
                                  f"but {config.data} has {test_set.input_shape}")
             return target
+        build(config.arch, train_set.input_shape, train_set.num_classes)  # a bad name fails before the log line
         log(f"no --checkpoint given: training the default {config.arch} on {config.data}")
         return state.checkpoint("target", lambda: train_classifier(
             train_set, test_set, config.arch, TrainConfig(seed=config.seed), device=device, quiet=quiet))

@@ -25,9 +25,10 @@ from ..files import atomic_write_json, check_writable_dir
 from ..gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_rate, gan_test, gan_train,
                    load_generator, sample, save_generator, train_advgan, train_cgan)
 from ..gan.state import state_path
-from ..models import build, ARCHITECTURES, Checkpoint, load_checkpoint
+from ..models import Checkpoint
 from ..runtime import resolve_device
-from ..train import TrainConfig, accuracy, train_classifier
+from ..train import accuracy
+from .model_source import checkpoint_or_train
 from .options import common, data_option, model_options, overwrite_option, refuse_clobber
 
 SCHEMA_VERSION = 1
@@ -77,7 +78,7 @@ def augment(kind: str, data_source: str, arch: str | None, checkpoint: Path | No
     train_set = datasets.load(data_source, "train")
     named = data_source in (datasets.EMBEDDED, *datasets.TORCHVISION)
     eval_set = datasets.load(data_source, "test") if named else train_set
-    target = _target(arch, checkpoint, train_set, eval_set if named else None, seed, dev, quiet)
+    target = _target(arch, checkpoint, data_source, train_set, seed, dev, quiet)
     summary: dict = {"schema_version": SCHEMA_VERSION, "command": "augment", "gan": kind, "data": data_source,
                      "seed": seed, "eval_split": "test" if named else "train",
                      "target": {"arch": target.arch, "checkpoint": str(checkpoint) if checkpoint else None,
@@ -122,18 +123,10 @@ def _given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _target(arch: str | None, checkpoint: Path | None, train_set: datasets.Dataset,
-            test_set: datasets.Dataset | None, seed: int, dev: torch.device, quiet: bool) -> Checkpoint:
+def _target(arch: str | None, checkpoint: Path | None, data_source: str, train_set: datasets.Dataset, seed: int,
+            dev: torch.device, quiet: bool) -> Checkpoint:
     """The classifier to attack or judge with: from --checkpoint, or trained now with default settings."""
-    if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint, factory=arch if arch and arch not in ARCHITECTURES else None)
-    else:
-        name = arch or "cnn"
-        build(name, train_set.input_shape, train_set.num_classes)  # a bad name fails before the announcement
-        if not quiet:
-            click.echo(f"advgen: no --checkpoint given; training a {name} target classifier first "
-                       f"(pass --checkpoint to reuse one)", err=True)
-        ckpt = train_classifier(train_set, test_set, name, TrainConfig(seed=seed), device=str(dev), quiet=quiet)
+    ckpt = checkpoint_or_train(checkpoint, arch, data_source, seed, str(dev), quiet)
     if ckpt.input_shape and tuple(ckpt.input_shape) != train_set.input_shape:
         raise InputError(f"the target expects images shaped {tuple(ckpt.input_shape)}, "
                          f"but the data has {train_set.input_shape}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import data as datasets
-from ..models import ARCHITECTURES, DEFAULT_ARCH, Checkpoint, load_checkpoint, save_checkpoint
+from ..models import ARCHITECTURES, DEFAULT_ARCH, Checkpoint, build, load_checkpoint, save_checkpoint
 from ..train import TrainConfig, train_classifier
 
 
@@ -23,10 +23,11 @@ def checkpoint_or_train(checkpoint: Path | None, arch: str | None, data_source: 
     if cache is not None and cache.is_file():
         return load_checkpoint(cache)
     arch = arch or DEFAULT_ARCH
+    train = datasets.load(data_source, "train")
+    build(arch, train.input_shape, train.num_classes)  # a bad name fails before the announcement
     if not quiet:
         click.echo(f"advgen: no --checkpoint given; training a {arch} on {data_source} (train split) "
                    f"with `advgen train` defaults, seed {seed}", err=True)
-    train = datasets.load(data_source, "train")
     ckpt = train_classifier(train, None, arch, TrainConfig(seed=seed), device=device, quiet=quiet)
     ckpt.model.eval()
     if cache is not None:
