@@ -53,3 +53,8 @@ def test_console_entry_point_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "advgen", "train", "--data", "nope"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_missing_choice_option_is_still_one_line(capsys):
+    code, _, err = run(["augment"], capsys)
+    assert code == 2 and "--gan" in err and len(err.strip().splitlines()) == 1

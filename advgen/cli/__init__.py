@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.exit_code
     except click.UsageError as exc:
         name = exc.ctx.command_path if exc.ctx else "advgen"
-        say(f"advgen: error: {exc.format_message()} (see '{name} --help')")
+        say(f"advgen: error: {' '.join(exc.format_message().split())} (see '{name} --help')")
         code = 2
     except InputError as exc:
         if debug and not silent:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         say("advgen: interrupted")
         code = 130
     except click.ClickException as exc:
-        say(f"advgen: error: {exc.format_message()}")
+        say(f"advgen: error: {' '.join(exc.format_message().split())}")
         code = exc.exit_code
     except Exception as exc:  # a bug in advgen, not the user's fault
         if debug:
