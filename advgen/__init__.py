@@ -8,7 +8,12 @@ The command line is a thin layer over this API::
     summary = advgen.run_attack(ckpt.model, test, range(10), "runs/attack", method="onepixel")
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("advgen")  # one source of truth: pyproject.toml
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from . import data, models  # noqa: E402
 from .attack_run import run_attack  # noqa: E402

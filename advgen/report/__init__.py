@@ -1,25 +1,32 @@
-"""Before/after evaluation reports: the JSON schema, gates, renderers (Markdown, HTML, JUnit) and compare.
+"""Before/after evaluation reports keyed by stage and attack: schema, statistics, gates, renderers, compare.
 
 Typical use by the evaluator::
 
-    from advgen.report import Report, StageMetrics, evaluate_gates, machine_info, write_reports
-    report = Report(before=StageMetrics(clean_accuracy=0.98, ...), after=..., seed=0,
+    from advgen.report import Measurement, Report, evaluate_gates, machine_info, write_reports
+    clean = Measurement.from_flags({"correct": predictions == labels})
+    report = Report(stages={"before": {"clean": clean, ...}, "after": {...}}, seed=0,
                     machine=machine_info(device), config={...})
     report.set_gates(evaluate_gates(report, ["clean=0.97", "onepixel=0.99"]))
     write_reports(report, out_dir)
+
+Import order (no cycles): metrics, measurement -> changes -> schema -> gates, tables -> renderers, compare.
 """
 
+from .changes import Change, change
 from .compare import Comparison, MetricChange, compare
-from .gates import GATE_METRICS, GateSpec, evaluate_gates, format_gate, gate_exit_code, parse_gate_spec, parse_gate_specs
+from .gates import GateSpec, evaluate_gates, format_gate, gate_exit_code, parse_gate_spec, parse_gate_specs
 from .htmlpage import render_html
 from .junit import render_junit
-from .markdown import render_markdown
+from .markdown import md_table, render_markdown
+from .measurement import Measurement
+from .metrics import METRICS, STAGES, Metric, gate_metrics
 from .output import REPORT_FILES, render_json, write_reports
-from .schema import METRICS, SCHEMA_VERSION, Gate, Report, StageMetrics, load_report, machine_info
+from .schema import SCHEMA_VERSION, Gate, Report, load_report, machine_info
+from .tables import headline, metrics_table
 
 __all__ = [
-    "Comparison", "MetricChange", "compare", "GATE_METRICS", "GateSpec", "evaluate_gates", "format_gate",
-    "gate_exit_code", "parse_gate_spec", "parse_gate_specs", "render_html", "render_junit", "render_markdown",
-    "REPORT_FILES", "render_json", "write_reports", "METRICS", "SCHEMA_VERSION", "Gate", "Report", "StageMetrics",
-    "load_report", "machine_info",
+    "Change", "change", "Comparison", "MetricChange", "compare", "GateSpec", "evaluate_gates", "format_gate",
+    "gate_exit_code", "parse_gate_spec", "parse_gate_specs", "render_html", "render_junit", "md_table",
+    "render_markdown", "Measurement", "METRICS", "STAGES", "Metric", "gate_metrics", "REPORT_FILES", "render_json",
+    "write_reports", "SCHEMA_VERSION", "Gate", "Report", "load_report", "machine_info", "headline", "metrics_table",
 ]

@@ -1,21 +1,25 @@
-"""Compare two reports (e.g. the main branch's and a pull request's) and flag regressions.
+"""Compare two reports (e.g. the main branch's and a pull request's) and flag regressions that are real.
 
 Each side is judged on its final stage (``after`` when retraining happened, else ``before``). A
-metric regresses when it moves in its bad direction by more than ``max_drop``: accuracies falling,
-rates (AdvGAN success, one-pixel vulnerable) rising. A metric measured on only one side is listed
-with a note but is not a regression, since there is no drop to measure.
+metric REGRESSES when it moved in its bad direction (accuracies falling, attack success rising) by
+more than ``max_drop`` AND the move is statistically significant (see :mod:`.changes`: McNemar's exact
+test when both reports measured the same images, non-overlapping Wilson intervals when they did not).
+So CI flags a drop of five images out of a thousand only when it is more than noise. A metric
+measured on only one side is listed with a note but is not a regression.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..stats import Rate
+from .changes import ALPHA, WORSE, change
 from .markdown import md_escape
-from .schema import METRICS, Report
-from .tables import fmt_delta, fmt_fraction
+from .schema import Report
+from .tables import fmt_delta, fmt_p, fmt_rate
 
 #: Float noise ignored when comparing a drop with ``max_drop``.
 TOLERANCE = 1e-9
@@ -23,27 +27,39 @@ TOLERANCE = 1e-9
 
 @dataclass
 class MetricChange:
-    """One metric's old and new value; ``regressed`` when it worsened by more than ``max_drop``."""
+    """One metric's old and new rate, McNemar's p (``None`` when unpaired or unmeasured), and the verdict."""
 
     metric: str
     label: str
     higher_is_better: bool
-    old: float | None
-    new: float | None
+    old: Rate | None
+    new: Rate | None
     delta: float | None
+    p: float | None
+    paired: bool
+    effect: str
     regressed: bool
     note: str = ""
 
     @property
     def status(self) -> str:
-        """regressed / worse (within max_drop) / better / same / not comparable."""
+        """REGRESSED / worse (within max-drop) / better / no significant change / not comparable."""
         if self.delta is None:
             return "not comparable"
         if self.regressed:
             return "REGRESSED"
-        if abs(self.delta) <= TOLERANCE:
-            return "same"
-        return "better" if (self.delta > 0) == self.higher_is_better else "worse (within max-drop)"
+        return "worse (within max-drop)" if self.effect == WORSE else self.effect
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**vars(self), "status": self.status}
+        d["old"], d["new"] = (None if r is None else r.to_dict() for r in (self.old, self.new))
+        return d
+
+    def cells(self) -> list[str]:
+        """metric, old, new, delta, p, status: the row both renderings print."""
+        old, new = self.old, self.new
+        return [self.label, fmt_rate(old), fmt_rate(new), fmt_delta(old and old.value, new and new.value),
+                "" if self.delta is None else fmt_p(self.p), self.status]
 
 
 @dataclass
@@ -70,26 +86,26 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, snake_case, numbers as numbers."""
-        return {"old_stage": self.old_stage, "new_stage": self.new_stage, "max_drop": self.max_drop,
+        return {"old_stage": self.old_stage, "new_stage": self.new_stage, "max_drop": self.max_drop, "alpha": ALPHA,
                 "regressed": self.regressed,
-                "changes": [{**asdict(c), "status": c.status} for c in self.changes], "notes": list(self.notes)}
+                "changes": [c.to_dict() for c in self.changes], "notes": list(self.notes)}
 
     def summary(self) -> str:
         n = len(self.regressions)
         if n:
-            return f"REGRESSED: {n} metric{'s' if n != 1 else ''} worse by more than {self.max_drop:g}"
-        return f"OK: no metric worse by more than {self.max_drop:g}"
+            return f"REGRESSED: {n} metric{'s' if n != 1 else ''} significantly worse by more than {self.max_drop:g}"
+        return f"OK: no metric significantly worse by more than {self.max_drop:g}"
 
     def render_text(self) -> str:
         """An aligned plain-text table for terminals, with the verdict on the last line."""
-        rows = [["metric", "old", "new", "delta", "status"]]
-        for c in self.changes:
-            rows.append([c.label, fmt_fraction(c.old), fmt_fraction(c.new), fmt_delta(c.old, c.new),
-                         c.status + (f" ({c.note})" if c.note else "")])
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [f"comparing old {self.old_stage} stage with new {self.new_stage} stage (max drop {self.max_drop:g})"]
+        rows = [["metric", "old", "new", "delta", "p", "status"]] + [c.cells() for c in self.changes]
+        for row, c in zip(rows[1:], self.changes):
+            row[5] += f" ({c.note})" if c.note else ""
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [f"comparing old {self.old_stage} stage with new {self.new_stage} stage "
+                 f"(max drop {self.max_drop:g}, significance p < {ALPHA:g})"]
         for r in rows:
-            lines.append("  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in (1, 2, 3)] + [r[4]]))
+            lines.append("  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]]))
         lines += self.notes
         lines.append(self.summary())
         return "\n".join(lines) + "\n"
@@ -98,12 +114,13 @@ class Comparison:
         """The same table as GitHub Markdown, for a job summary or a pull-request comment."""
         icon = "❌" if self.regressed else "✅"
         lines = [f"### {icon} {md_escape(self.summary())}", "",
-                 f"Old {self.old_stage} stage vs new {self.new_stage} stage.", "",
-                 "| metric | old | new | delta | status |", "|---|---:|---:|---:|---|"]
+                 f"Old {self.old_stage} stage vs new {self.new_stage} stage; a regression must also be "
+                 f"significant at p < {ALPHA:g}.", "",
+                 "| metric | old | new | delta | p | status |", "|---|---:|---:|---:|---:|---|"]
         for c in self.changes:
-            status = f"**{c.status}**" if c.regressed else md_escape(c.status)
-            lines.append(f"| {md_escape(c.label)} | {fmt_fraction(c.old)} | {fmt_fraction(c.new)} | "
-                         f"{fmt_delta(c.old, c.new)} | {status}{' (' + md_escape(c.note) + ')' if c.note else ''} |")
+            cells = [md_escape(x) for x in c.cells()]
+            cells[5] = f"**{cells[5]}**" if c.regressed else cells[5]
+            lines.append("| " + " | ".join(cells) + (f" ({md_escape(c.note)})" if c.note else "") + " |")
         lines += [""] + [f"- {md_escape(n)}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -112,7 +129,7 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     """Compare the final stage of ``old`` with that of ``new``, metric by metric.
 
     ``max_drop`` (a fraction in [0, 1]) is how much worse a metric may get before it counts as a
-    regression; 0.0 flags any worsening at all.
+    regression, provided the change is also significant; 0.0 flags any significant worsening.
     """
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
             or not 0.0 <= max_drop <= 1.0:
@@ -122,15 +139,22 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if result.old_stage != result.new_stage:
         result.notes.append(f"note: the old report's final stage is {result.old_stage!r} but the new one's is "
                             f"{result.new_stage!r}; the numbers may not be like for like")
-    for m in METRICS:
-        x, y = a.get(m.field), b.get(m.field)
+    unpaired = []
+    for m in dict.fromkeys(old.shown_metrics() + new.shown_metrics()):
+        x, y = a.get(m.attack), b.get(m.attack)
         if x is None or y is None:
-            note = ("not measured in either" if x is None and y is None
-                    else "not measured in new" if y is None else "not measured in old")
-            result.changes.append(MetricChange(m.field, m.label, m.higher_is_better, x, y, None, False, note))
+            note = "not measured in new" if y is None else "not measured in old"
+            result.changes.append(MetricChange(m.key, m.label, m.higher_is_better,
+                                               x and x.metric_rate(m), y and y.metric_rate(m),
+                                               None, None, False, "", False, note))
             continue
-        delta = y - x
-        worsening = -delta if m.higher_is_better else delta
-        result.changes.append(MetricChange(m.field, m.label, m.higher_is_better, x, y, delta,
-                                           worsening > max_drop + TOLERANCE))
+        c = change(m, x, y)
+        if c.test is None:
+            unpaired.append(f"{m.label} ({x.images} vs {y.images} images)")
+        regressed = c.effect == WORSE and c.worsening > max_drop + TOLERANCE
+        result.changes.append(MetricChange(m.key, m.label, m.higher_is_better, c.before, c.after, c.delta, c.test and c.test.p, c.test is not None,
+                                           c.effect, regressed))
+    if unpaired:
+        result.notes.append("note: measured on different images, so judged unpaired (significant only when the "
+                            "95% Wilson intervals do not overlap): " + ", ".join(unpaired))
     return result

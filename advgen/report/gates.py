@@ -1,9 +1,9 @@
 """Pass/fail gates: ``--fail-under clean=0.97`` turns a report into a CI verdict.
 
-A spec is ``[STAGE.]NAME=THRESHOLD``: NAME is a user-facing gate name (see :data:`GATE_METRICS`),
-STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate passes when the
-measured value is at least the threshold; a metric that was not measured fails the gate, because a
-CI check must not pass on a number nobody computed.
+A spec is ``[STAGE.]NAME=THRESHOLD``: NAME is a gate name from the metric registry (clean, onepixel,
+pgd, advgan), STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate
+passes when the measured value is at least the threshold; a metric that was not measured fails the
+gate, because a CI check must not pass on a number nobody computed.
 
 Exit codes of commands that gate: 0 all gates pass, 1 any gate fails, 2 bad input.
 """
@@ -15,15 +15,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import InputError
-from .schema import STAGES, Gate, Report
-
-#: User-facing gate name -> the :class:`~advgen.report.schema.StageMetrics` field it reads.
-GATE_METRICS: dict[str, str] = {
-    "clean": "clean_accuracy",
-    "onepixel": "onepixel_robust_accuracy",
-    "pgd": "pgd_robust_accuracy",
-    "advgan": "advgan_robust_accuracy",
-}
+from . import metrics as registry
+from .metrics import STAGES, Metric
+from .schema import Gate, Report
 
 #: Float noise allowed when comparing a value to its threshold (97/100 vs 0.97 must pass).
 TOLERANCE = 1e-9
@@ -40,8 +34,8 @@ class GateSpec:
     stage: str = "after"
 
     @property
-    def metric(self) -> str:
-        return GATE_METRICS[self.name]
+    def metric(self) -> Metric:
+        return registry.gate_metrics()[self.name]
 
     def __str__(self) -> str:
         return f"{self.stage}.{self.name}={self.threshold:g}"
@@ -58,8 +52,9 @@ def parse_gate_spec(text: str) -> GateSpec:
         stage, key = (part.strip() for part in key.split(".", 1))
         if stage not in STAGES:
             raise InputError(f"gate {text!r}: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    if key not in GATE_METRICS:
-        raise InputError(f"gate {text!r}: unknown name {key!r}; choose one of {', '.join(GATE_METRICS)}")
+    names = registry.gate_metrics()
+    if key not in names:
+        raise InputError(f"gate {text!r}: unknown name {key!r}; choose one of {', '.join(names)}")
     try:
         threshold = float(value)
     except ValueError:
@@ -84,18 +79,19 @@ def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate
     """Judge ``report`` against each spec; one :class:`Gate` per spec, in order, with a reason in words."""
     gates = []
     for spec in parse_gate_specs(specs):
-        stage = report.stage(spec.stage)
-        value = None if stage is None else stage.get(spec.metric)
+        metric, stage = spec.metric, report.stage(spec.stage)
+        rate = report.rate(spec.stage, metric)
+        value = None if rate is None else rate.value
         if stage is None:
             passed, reason = False, f"not measured: the report has no {spec.stage!r} stage (no retraining)"
-        elif value is None:
-            passed, reason = False, f"not measured: {spec.metric} is null in the {spec.stage!r} stage " \
+        elif rate is None:
+            passed, reason = False, f"not measured: no {metric.attack!r} measurement in the {spec.stage!r} stage " \
                                     f"(was the {spec.name} attack switched off?)"
         elif value >= spec.threshold - TOLERANCE:
             passed, reason = True, f"{value:.4f} >= {spec.threshold:g}"
         else:
             passed, reason = False, f"{value:.4f} < {spec.threshold:g} (short by {spec.threshold - value:.4f})"
-        gates.append(Gate(name=spec.name, metric=spec.metric, threshold=spec.threshold, stage=spec.stage,
+        gates.append(Gate(name=spec.name, metric=metric.key, threshold=spec.threshold, stage=spec.stage,
                           value=value, passed=passed, reason=reason))
     return gates
 

@@ -81,7 +81,7 @@ def render_html(report: Report, asset_dir: str | Path | None = None) -> str:
     body = ["<h1>advgen evaluate report</h1>",
             f"<p class=\"verdict {verdict.replace(' ', '-')}\">{_e(verdict)}: {_e(summary)}</p>",
             f"<figure><img alt=\"before/after chart\" src=\"{_data_uri(before_after_chart_png(report))}\">"
-            f"<figcaption>measured fractions on the test subset</figcaption></figure>"]
+            f"<figcaption>measured rates on the test subset, with 95% Wilson intervals</figcaption></figure>"]
     body += [html_table(t) for t in all_tables(report)]
     if report.notes:
         body.append("<h2>Notes</h2>\n<ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")

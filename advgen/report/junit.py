@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+from . import metrics as registry
 from .schema import Report
 from .tables import fmt_fraction
 
@@ -19,8 +20,8 @@ def _x(text: object) -> str:
 def render_junit(report: Report) -> str:
     """The gates as JUnit XML: failing gates carry ``<failure message=...>``; counts and times on the suite.
 
-    A gate's ``time`` is the seconds its attack took at that stage (``stage.seconds[name]``), the
-    suite's is ``timings["total"]`` or else the sum of ``timings``.
+    A gate's ``time`` is the seconds its attack's measurement took at that stage, the suite's is
+    ``timings["total"]`` or else the sum of ``timings``.
     """
     failures = sum(not g.passed for g in report.gates)
     total = report.timings.get("total", sum(report.timings.values()))
@@ -33,8 +34,8 @@ def render_junit(report: Report) -> str:
                        ("final_stage", report.final_stage), ("passed", str(report.passed).lower())):
         ET.SubElement(props, "property", {"name": key, "value": _x(value)})
     for gate in report.gates:
-        stage = report.stage(gate.stage)
-        seconds = stage.seconds.get(gate.name, 0.0) if stage is not None else 0.0
+        measurement = (report.stage(gate.stage) or {}).get(registry.gate_metrics()[gate.name].attack)
+        seconds = measurement.seconds if measurement is not None else 0.0
         case = ET.SubElement(suite, "testcase", {"classname": f"advgen.gates.{gate.stage}",
                                                  "name": _x(gate.label), "time": f"{seconds:.3f}"})
         if not gate.passed:

@@ -32,7 +32,7 @@ def md_table(table: Table) -> str:
 
 
 def render_markdown(report: Report) -> str:
-    """The whole report as Markdown: headline pass/fail, before/after with deltas, gates, data, provenance."""
+    """The whole report as Markdown: headline pass/fail, before/after with intervals and tests, gates, provenance."""
     verdict, summary = headline(report)
     parts = [f"## {_ICONS[verdict]} advgen evaluate: {verdict}", "",
              f"{md_escape(summary)}; created {md_escape(report.created)}, seed {report.seed}, "

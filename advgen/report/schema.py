@@ -1,23 +1,24 @@
-"""The evaluation report: plain dataclasses that round-trip through JSON (``schema_version: 1``).
+"""The evaluation report: plain dataclasses that round-trip through JSON (``schema_version: 2``).
 
-One :class:`Report` per ``advgen evaluate`` run records the classifier's metrics BEFORE and AFTER
-retraining on generated data, how much data each generator contributed, the gates it was held to,
-and where it ran. Renderers (Markdown, HTML, JUnit) and ``advgen report compare`` read only this
-object, so a report saved today can be re-rendered or compared later without the model.
+One :class:`Report` per ``advgen evaluate`` run holds, per stage ("before" and, after retraining,
+"after"), a mapping from attack name to its :class:`Measurement`, plus the data each generator
+contributed, the gates, and where the run happened. Renderers and ``advgen report compare`` read only
+this object, so a report can be re-rendered or re-analysed later without the model.
 
-Numbers are snake_case JSON fields holding numbers (never display strings). ``None`` means "not
-measured" (that attack was switched off), which is different from a measured 0.0.
+The per-image outcomes are the source of truth. The JSON also carries, for readers such as ``jq``,
+derived numbers: each measurement's ``rates`` (k, n, value, ci95) and the report's before/after
+``changes`` (McNemar counts, p, effect). On load these are optional; when present they must equal
+what the outcomes give, so a hand-edited number is refused rather than silently believed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from importlib import metadata
@@ -26,33 +27,15 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError
+from ..stats import Rate
+from . import metrics as registry
+from .changes import change
+from .fromjson import build
+from .measurement import Measurement
+from .metrics import STAGES, Metric
 
-SCHEMA_VERSION = 1
-STAGES = ("before", "after")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How to show and judge one fraction-valued :class:`StageMetrics` field."""
-
-    field: str
-    label: str
-    higher_is_better: bool
-
-
-#: The fraction-valued metrics, in display order; compare, charts and tables iterate over this.
-METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("clean_accuracy", "clean accuracy", True),
-    MetricInfo("onepixel_robust_accuracy", "one-pixel robust accuracy", True),
-    MetricInfo("onepixel_vulnerable_rate", "one-pixel vulnerable rate", False),
-    MetricInfo("pgd_robust_accuracy", "PGD robust accuracy", True),
-    MetricInfo("advgan_robust_accuracy", "AdvGAN robust accuracy", True),
-    MetricInfo("advgan_success_rate", "AdvGAN success rate", False),
-)
-METRIC_INFO: dict[str, MetricInfo] = {m.field: m for m in METRICS}
-
-#: Integer counters of the exact one-pixel search, shown next to the metrics.
-COUNTS: tuple[str, ...] = ("onepixel_images", "onepixel_vulnerable", "onepixel_candidates", "onepixel_pruned")
+SCHEMA_VERSION = 2
+DERIVED_RATES, DERIVED_CHANGES = "rates", "changes"
 
 
 def utc_now() -> str:
@@ -61,70 +44,12 @@ def utc_now() -> str:
 
 
 @dataclass(kw_only=True)
-class StageMetrics:
-    """What was measured on the test subset at one stage ("before" or "after" retraining).
-
-    Fractions are in [0, 1]; ``None`` means the attack was not run. ``onepixel_vulnerable_rate`` is
-    ``onepixel_vulnerable / onepixel_images`` and is filled in automatically when left ``None`` while
-    images were searched. ``seconds`` holds per-attack wall time, e.g. ``{"onepixel": 12.5}``.
-    """
-
-    clean_accuracy: float
-    onepixel_robust_accuracy: float | None = None
-    onepixel_images: int = 0
-    onepixel_vulnerable: int = 0
-    onepixel_vulnerable_rate: float | None = None
-    onepixel_candidates: int = 0
-    onepixel_pruned: int = 0
-    pgd_robust_accuracy: float | None = None
-    advgan_success_rate: float | None = None
-    advgan_robust_accuracy: float | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.onepixel_vulnerable_rate is None and self.onepixel_images > 0:
-            self.onepixel_vulnerable_rate = self.onepixel_vulnerable / self.onepixel_images
-
-    def get(self, metric: str) -> float | None:
-        """The value of a fraction metric by field name (``None`` when not measured)."""
-        if metric not in METRIC_INFO:
-            raise InputError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_INFO)}")
-        return getattr(self, metric)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the fields in declaration order."""
-        d = dataclasses.asdict(self)
-        d["seconds"] = dict(self.seconds)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "stage") -> "StageMetrics":
-        """Build from parsed JSON, refusing wrong, missing or unknown fields with one :class:`InputError`."""
-        d = _expect_dict(data, where)
-        _check_keys(d, cls, where)
-        kwargs: dict[str, Any] = {"clean_accuracy": _fraction(d["clean_accuracy"], f"{where}.clean_accuracy")}
-        for m in METRICS:
-            if m.field != "clean_accuracy" and m.field in d:
-                kwargs[m.field] = _fraction(d[m.field], f"{where}.{m.field}", optional=True)
-        for name in COUNTS:
-            if name in d:
-                kwargs[name] = _count(d[name], f"{where}.{name}")
-        if "seconds" in d:
-            kwargs["seconds"] = _seconds_map(d["seconds"], f"{where}.seconds")
-        stage = cls(**kwargs)
-        if stage.onepixel_vulnerable > stage.onepixel_images:
-            raise InputError(f"{where}: onepixel_vulnerable ({stage.onepixel_vulnerable}) exceeds "
-                             f"onepixel_images ({stage.onepixel_images})")
-        return stage
-
-
-@dataclass(kw_only=True)
 class Gate:
-    """One pass/fail threshold: ``stage.metric >= threshold``.
+    """One evaluated threshold: ``stage.name >= threshold``.
 
-    ``name`` is what the user typed (clean, onepixel, pgd, advgan); ``metric`` the
-    :class:`StageMetrics` field it reads. ``value`` is ``None`` when the metric was not measured, and
-    then the gate fails; ``reason`` says why in words.
+    ``name`` is what the user typed (clean, onepixel, pgd, advgan), ``metric`` the registry key it
+    reads (``pgd.robust``). ``value`` is ``None`` when the metric was not measured, and then the gate
+    fails; ``reason`` says why in words.
     """
 
     name: str
@@ -140,44 +65,29 @@ class Gate:
         """``after.clean >= 0.97``: a stable, human-readable id used in tables and JUnit test names."""
         return f"{self.stage}.{self.name} >= {self.threshold:g}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "gate") -> "Gate":
-        """Build from parsed JSON; the name/metric pair and the stage must be ones advgen knows."""
-        from .gates import GATE_METRICS  # local: gates imports this module
-
-        d = _expect_dict(data, where)
-        _check_keys(d, cls, where)
-        name = _string(d["name"], f"{where}.name")
-        if name not in GATE_METRICS:
-            raise InputError(f"{where}.name: unknown gate {name!r}; choose one of {', '.join(GATE_METRICS)}")
-        metric = _string(d["metric"], f"{where}.metric")
-        if metric != GATE_METRICS[name]:
-            raise InputError(f"{where}.metric: gate {name!r} reads {GATE_METRICS[name]!r}, not {metric!r}")
-        stage = _string(d.get("stage", "after"), f"{where}.stage")
-        if stage not in STAGES:
-            raise InputError(f"{where}.stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        passed = d.get("passed", False)
-        if not isinstance(passed, bool):
-            raise InputError(f"{where}.passed must be true or false, got {passed!r}")
-        return cls(name=name, metric=metric, threshold=_fraction(d["threshold"], f"{where}.threshold"), stage=stage,
-                   value=_fraction(d.get("value"), f"{where}.value", optional=True), passed=passed,
-                   reason=_string(d.get("reason", ""), f"{where}.reason"))
+    def check(self) -> None:
+        gates = registry.gate_metrics()
+        if self.name not in gates:
+            raise ValueError(f"name: unknown gate {self.name!r}; choose one of {', '.join(gates)}")
+        if self.metric != gates[self.name].key:
+            raise ValueError(f"metric: gate {self.name!r} reads {gates[self.name].key!r}, not {self.metric!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        for name, value in (("threshold", self.threshold), ("value", self.value)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
 @dataclass(kw_only=True)
 class Report:
     """Everything one ``advgen evaluate`` run found; see the module docstring for the conventions.
 
-    ``after`` is ``None`` when no retraining happened. ``passed`` is true when every gate passed (and
-    when there are no gates); :meth:`set_gates` keeps the two consistent. ``artifacts`` maps a picture
-    name to a path relative to the report's directory, e.g. ``{"examples_before": "examples_before.png"}``.
+    ``stages["before"]["pgd"]`` is PGD's measurement before retraining; ``"after"`` is absent when no
+    retraining happened, and an attack that was switched off is absent from its stage. ``passed`` is
+    true when every gate passed (and when there are none); :meth:`set_gates` keeps the two consistent.
+    ``artifacts`` maps a picture name to a path relative to the report's directory.
     """
 
-    before: StageMetrics
-    after: StageMetrics | None = None
     schema_version: int = SCHEMA_VERSION
     tool: dict[str, str] = field(default_factory=lambda: {"name": "advgen", "version": __version__})
     created: str = field(default_factory=utc_now)
@@ -185,6 +95,7 @@ class Report:
     machine: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, dict[str, Measurement]]
     augmentation: dict[str, int] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
     passed: bool = True
@@ -192,19 +103,29 @@ class Report:
     artifacts: dict[str, str] = field(default_factory=dict)
 
     @property
-    def final(self) -> StageMetrics:
-        """The last measured stage: ``after`` when retraining happened, else ``before``."""
-        return self.after if self.after is not None else self.before
+    def final_stage(self) -> str:
+        """``after`` when retraining happened, else ``before``."""
+        return "after" if "after" in self.stages else "before"
 
     @property
-    def final_stage(self) -> str:
-        return "after" if self.after is not None else "before"
+    def final(self) -> dict[str, Measurement]:
+        return self.stages[self.final_stage]
 
-    def stage(self, name: str) -> StageMetrics | None:
-        """The metrics of stage ``before`` or ``after`` (``None`` for an absent after stage)."""
+    def stage(self, name: str) -> dict[str, Measurement] | None:
+        """The measurements of stage ``before`` or ``after`` (``None`` for an absent stage)."""
         if name not in STAGES:
             raise InputError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
-        return self.before if name == "before" else self.after
+        return self.stages.get(name)
+
+    def rate(self, stage: str, metric: Metric) -> Rate | None:
+        """``metric`` at ``stage``, or ``None`` when that stage or attack was not measured."""
+        measurement = (self.stage(stage) or {}).get(metric.attack)
+        return None if measurement is None else measurement.metric_rate(metric)
+
+    def shown_metrics(self) -> list[Metric]:
+        """The registered metrics whose attack was measured at some stage, in registry order."""
+        attacks = {a for stage in self.stages.values() for a in stage}
+        return [m for m in registry.METRICS if m.attack in attacks]
 
     def set_gates(self, gates: list[Gate]) -> "Report":
         """Record evaluated gates and set ``passed`` to whether all of them passed."""
@@ -213,85 +134,70 @@ class Report:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict in a stable, reader-friendly key order."""
-        return {
-            "schema_version": self.schema_version,
-            "tool": dict(self.tool),
-            "created": self.created,
-            "seed": self.seed,
-            "machine": dict(self.machine),
-            "config": dict(self.config),
-            "timings": dict(self.timings),
-            "before": self.before.to_dict(),
-            "after": self.after.to_dict() if self.after is not None else None,
-            "augmentation": dict(self.augmentation),
-            "gates": [g.to_dict() for g in self.gates],
-            "passed": self.passed,
-            "notes": list(self.notes),
-            "artifacts": dict(self.artifacts),
-        }
+        """A JSON-ready dict in field order, with the derived ``rates`` and ``changes`` added."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        for stage, attacks in self.stages.items():
+            for attack, m in attacks.items():
+                data["stages"][stage][attack][DERIVED_RATES] = {
+                    metric.name: m.metric_rate(metric).to_dict() for metric in registry.attack_metrics(attack)}
+        before, after = self.stages.get("before", {}), self.stages.get("after")
+        if after is not None:
+            data[DERIVED_CHANGES] = {m.key: change(m, before[m.attack], after[m.attack]).to_dict()
+                                     for m in self.shown_metrics() if m.attack in before and m.attack in after}
+        return data
 
     def to_json(self) -> str:
         """Indented JSON text ending in a newline (what ``report.json`` holds).
 
         Paths, devices, enums and NumPy/torch scalars in ``config``/``machine`` are written as plain
         values, so a run is never lost to a stray type at the very end; NaN and infinity are refused
-        with the field's name, because ``None`` is how a report says "not measured".
+        with the field's name.
         """
         data = self.to_dict()
         bad = _first_non_finite(data, "report")
         if bad is not None:
-            raise ValueError(f"{bad[0]} is {bad[1]}; a report holds finite numbers (None = not measured)")
+            raise ValueError(f"{bad[0]} is {bad[1]}; a report holds finite numbers")
         return json.dumps(data, indent=2, allow_nan=False, default=_json_default) + "\n"
+
+    def check(self) -> None:
+        """What types cannot say: stage names, consistent verdict, sane numbers, paths inside the report."""
+        if "before" not in self.stages or set(self.stages) - set(STAGES):
+            raise ValueError(f"stages must have 'before' and at most 'after', got {', '.join(self.stages) or 'none'}")
+        for stage, attacks in self.stages.items():
+            for attack, m in attacks.items():
+                for metric in registry.attack_metrics(attack):
+                    lacking = [o for o in metric.outcomes if o not in m.outcomes]
+                    if lacking:
+                        raise ValueError(f"stages.{stage}.{attack}.outcomes lacks {lacking[0]!r} "
+                                         f"(needed for {metric.label})")
+        try:
+            datetime.fromisoformat(self.created.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"created must be an ISO 8601 time, got {self.created!r}") from None
+        for name, mapping in (("timings", self.timings), ("augmentation", self.augmentation)):
+            for key, value in mapping.items():
+                if value < 0:
+                    raise ValueError(f"{name}.{key} must be >= 0, got {value!r}")
+        if self.passed != all(g.passed for g in self.gates):
+            raise ValueError(f"passed is {str(self.passed).lower()} but its gates say "
+                             f"{str(not self.passed).lower()}; the report was edited or is inconsistent")
+        for key, p in self.artifacts.items():
+            posix, win = PurePosixPath(p), PureWindowsPath(p)
+            if not p or posix.is_absolute() or win.is_absolute() or win.drive or ".." in posix.parts or ".." in win.parts:
+                raise ValueError(f"artifacts.{key} must be a path relative to the report's directory, got {p!r}")
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "report") -> "Report":
-        """Build and validate from parsed JSON; any problem is one :class:`InputError` naming the field."""
-        d = _expect_dict(data, where)
-        version = d.get("schema_version")
+        """Build and validate from parsed JSON; any problem is one :class:`InputError` naming the JSON path."""
+        if not isinstance(data, dict):
+            raise InputError(f"{where} must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise InputError(f"{where}: unsupported schema_version {version!r}; this advgen reads "
-                             f"schema_version {SCHEMA_VERSION}")
-        _check_keys(d, cls, where, required=("tool", "created", "before"))
-        tool = _expect_dict(d["tool"], f"{where}.tool")
-        for key in ("name", "version"):
-            _string(tool.get(key), f"{where}.tool.{key}")
-        created = _string(d["created"], f"{where}.created")
-        try:
-            datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            raise InputError(f"{where}.created must be an ISO 8601 time, got {created!r}") from None
-        seed = d.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InputError(f"{where}.seed must be an integer or null, got {seed!r}")
-        after = d.get("after")
-        gates_raw = d.get("gates", [])
-        if not isinstance(gates_raw, list):
-            raise InputError(f"{where}.gates must be a list, got {type(gates_raw).__name__}")
-        notes = d.get("notes", [])
-        if not isinstance(notes, list):
-            raise InputError(f"{where}.notes must be a list of strings")
-        report = cls(
-            schema_version=version,
-            tool={k: str(v) for k, v in tool.items()},
-            created=created,
-            seed=seed,
-            machine=_expect_dict(d.get("machine", {}), f"{where}.machine"),
-            config=_expect_dict(d.get("config", {}), f"{where}.config"),
-            timings=_seconds_map(d.get("timings", {}), f"{where}.timings"),
-            before=StageMetrics.from_dict(d["before"], f"{where}.before"),
-            after=None if after is None else StageMetrics.from_dict(after, f"{where}.after"),
-            augmentation=_count_map(d.get("augmentation", {}), f"{where}.augmentation"),
-            gates=[Gate.from_dict(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)],
-            passed=d.get("passed", True),
-            notes=[_string(n, f"{where}.notes[{i}]") for i, n in enumerate(notes)],
-            artifacts=_artifact_map(d.get("artifacts", {}), f"{where}.artifacts"),
-        )
-        if not isinstance(report.passed, bool):
-            raise InputError(f"{where}.passed must be true or false, got {report.passed!r}")
-        if report.passed != all(g.passed for g in report.gates):
-            raise InputError(f"{where}.passed is {str(report.passed).lower()} but its gates say "
-                             f"{str(not report.passed).lower()}; the report was edited or is inconsistent")
+            raise InputError(f"{where}: unsupported schema_version {version!r}; this advgen reads schema_version "
+                             f"{SCHEMA_VERSION} (re-run advgen evaluate to get one)")
+        data, derived = _split_derived(data)
+        report = build(cls, data, where)
+        _check_derived(derived, report.to_dict(), where)
         return report
 
     @classmethod
@@ -327,19 +233,52 @@ def machine_info(device: str | Any = "cpu") -> dict[str, Any]:
             gpu = torch.cuda.get_device_name(torch.device(dev))
         except (RuntimeError, AssertionError, ValueError):
             gpu = None
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torchvision": _package_version("torchvision"),
-        "torchattacks": _package_version("torchattacks"),
-        "device": dev,
-        "cpu_count": os.cpu_count(),
-        "gpu": gpu,
-    }
+    return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "torchvision": _package_version("torchvision"), "torchattacks": _package_version("torchattacks"),
+            "device": dev, "cpu_count": os.cpu_count(), "gpu": gpu}
 
 
-# --- validation helpers: each raises one InputError naming the JSON path -------------------------
+def _plain(value: Any) -> Any:
+    """Dataclasses, dicts and lists as fresh JSON-ready containers (other values as they are)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _split_derived(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data`` without the derived fields, and those fields by JSON path (``stages.before.pgd.rates``)."""
+    data = dict(data)
+    derived = {DERIVED_CHANGES: data.pop(DERIVED_CHANGES)} if DERIVED_CHANGES in data else {}
+    stages = data.get("stages")
+    if isinstance(stages, dict):
+        data["stages"] = stages = {s: dict(a) if isinstance(a, dict) else a for s, a in stages.items()}
+        for s, attacks in stages.items():
+            for a, m in attacks.items() if isinstance(attacks, dict) else ():
+                if isinstance(m, dict) and DERIVED_RATES in m:
+                    attacks[a] = dict(m)
+                    derived[f"stages.{s}.{a}.{DERIVED_RATES}"] = attacks[a].pop(DERIVED_RATES)
+    return data, derived
+
+
+def _check_derived(given: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+    """Every derived entry the file gives must equal the one recomputed from the outcomes."""
+    for path, entries in given.items():
+        want = expected
+        for part in path.split("."):
+            want = want.get(part, {})
+        if not isinstance(entries, dict):
+            raise InputError(f"{where}.{path} must be a JSON object, got {type(entries).__name__}")
+        for key, value in entries.items():
+            if key not in want:
+                raise InputError(f"{where}.{path}: unknown entry {key!r}")
+            if value != json.loads(json.dumps(want[key])):
+                raise InputError(f"{where}.{path}.{key} does not match the per-image outcomes "
+                                 f"(the report was edited or is inconsistent)")
+
 
 def _package_version(name: str) -> str | None:
     try:
@@ -380,80 +319,3 @@ def _first_non_finite(value: Any, where: str) -> tuple[str, float] | None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a report")
-
-
-def _expect_dict(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InputError(f"{where} must be a JSON object, got {_kind(value)}")
-    return value
-
-
-def _check_keys(d: dict[str, Any], cls: type, where: str, required: tuple[str, ...] = ()) -> None:
-    """Unknown keys are refused (they are usually typos); so are missing required ones."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    missing = [name for name, f in fields.items()
-               if (name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))
-               and name not in d]
-    if missing:
-        raise InputError(f"{where}: missing field(s) {', '.join(missing)}")
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _fraction(value: Any, where: str, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    x = _number(value, where)
-    if not 0.0 <= x <= 1.0:
-        raise InputError(f"{where} must be in [0, 1], got {value!r}")
-    return x
-
-
-def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{where} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"{where} must be a string, got {_kind(value)}")
-    return value
-
-
-def _seconds_map(value: Any, where: str) -> dict[str, float]:
-    d = _expect_dict(value, where)
-    out = {}
-    for k, v in d.items():
-        x = _number(v, f"{where}.{k}")
-        if x < 0:
-            raise InputError(f"{where}.{k} must be >= 0 seconds, got {v!r}")
-        out[k] = x
-    return out
-
-
-def _count_map(value: Any, where: str) -> dict[str, int]:
-    return {k: _count(v, f"{where}.{k}") for k, v in _expect_dict(value, where).items()}
-
-
-def _artifact_map(value: Any, where: str) -> dict[str, str]:
-    """Artifact paths must stay inside the report's directory: relative, no ``..``, no drive."""
-    out = {}
-    for k, v in _expect_dict(value, where).items():
-        p = _string(v, f"{where}.{k}")
-        posix, win = PurePosixPath(p), PureWindowsPath(p)
-        if not p or posix.is_absolute() or win.is_absolute() or win.drive or ".." in posix.parts or ".." in win.parts:
-            raise InputError(f"{where}.{k} must be a path relative to the report's directory, got {p!r}")
-        out[k] = p
-    return out

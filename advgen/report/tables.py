@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import COUNTS, METRICS, Report
+from ..stats import Rate
+from .changes import change
+from .schema import Report
 
 NOT_MEASURED = "not measured"
 
@@ -30,6 +32,14 @@ def fmt_fraction(value: float | None) -> str:
     return NOT_MEASURED if value is None else f"{value:.4f}"
 
 
+def fmt_rate(rate: Rate | None) -> str:
+    """``0.9800 (490/500) [0.9636, 0.9891]``: value, count and 95% Wilson interval."""
+    if rate is None:
+        return NOT_MEASURED
+    lo, hi = rate.ci95
+    return f"{rate.value:.4f} ({rate.k}/{rate.n}) [{lo:.4f}, {hi:.4f}]"
+
+
 def fmt_delta(old: float | None, new: float | None) -> str:
     """Signed difference ``new - old`` (``+0.0120``); empty when either side is missing."""
     if old is None or new is None:
@@ -38,14 +48,11 @@ def fmt_delta(old: float | None, new: float | None) -> str:
     return "0.0000" if abs(d) < 5e-5 else f"{d:+.4f}"
 
 
-def effect(old: float | None, new: float | None, higher_is_better: bool) -> str:
-    """better / worse / same, judged in the metric's own direction."""
-    if old is None or new is None:
-        return ""
-    d = new - old
-    if abs(d) < 5e-5:
-        return "same"
-    return "better" if (d > 0) == higher_is_better else "worse"
+def fmt_p(p: float | None) -> str:
+    """A p-value: 3 decimals, or scientific below 0.001; "unpaired" when the images differed."""
+    if p is None:
+        return "unpaired"
+    return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def fmt_value(value: Any) -> str:
@@ -69,22 +76,37 @@ def headline(report: Report) -> tuple[str, str]:
 
 
 def metrics_table(report: Report) -> Table:
-    """Before/after/delta for every fraction metric, then the one-pixel search counters."""
-    before, after = report.before, report.after
+    """Every measured metric with its interval and, after retraining, McNemar's verdict; then attack counters."""
+    before, after = report.stages["before"], report.stages.get("after")
     if after is None:
         t = Table("Metrics (before only: no retraining)", ["metric", "before"], numeric=[False, True])
-        t.rows = [[m.label, fmt_fraction(before.get(m.field))] for m in METRICS]
-        t.rows += [[c.replace("_", " "), str(getattr(before, c))] for c in COUNTS]
+        t.rows = [[m.label, fmt_rate(report.rate("before", m))] for m in report.shown_metrics()]
+        t.rows += [[f"{a} {c}", str(v)] for a, m in before.items() for c, v in m.counts.items()]
         return t
-    t = Table("Before and after retraining", ["metric", "before", "after", "delta", "effect"],
-              numeric=[False, True, True, True, False])
-    for m in METRICS:
-        old, new = before.get(m.field), after.get(m.field)
-        t.rows.append([m.label + ("" if m.higher_is_better else " (lower is better)"), fmt_fraction(old),
-                       fmt_fraction(new), fmt_delta(old, new), effect(old, new, m.higher_is_better)])
-    for c in COUNTS:
-        old, new = getattr(before, c), getattr(after, c)
-        t.rows.append([c.replace("_", " "), str(old), str(new), f"{new - old:+d}" if new != old else "0", ""])
+    t = Table("Before and after retraining", ["metric", "before", "after", "change", "McNemar p", "effect"],
+              numeric=[False, True, True, True, True, False])
+    for m in report.shown_metrics():
+        label = m.label + ("" if m.higher_is_better else " (lower is better)")
+        if m.attack in before and m.attack in after:
+            c = change(m, before[m.attack], after[m.attack])
+            t.rows.append([label, fmt_rate(c.before), fmt_rate(c.after), fmt_delta(c.before.value, c.after.value),
+                           fmt_p(c.test and c.test.p), c.effect])
+        else:
+            t.rows.append([label, fmt_rate(report.rate("before", m)), fmt_rate(report.rate("after", m)), "", "", ""])
+    for attack in dict.fromkeys([*before, *after]):
+        old, new = before.get(attack), after.get(attack)
+        for name in dict.fromkeys([*(old.counts if old else ()), *(new.counts if new else ())]):
+            x, y = old and old.counts.get(name), new and new.counts.get(name)
+            delta = "" if x is None or y is None else f"{y - x:+d}" if y != x else "0"
+            t.rows.append([f"{attack} {name}", "" if x is None else str(x), "" if y is None else str(y), delta, "", ""])
+    return t
+
+
+def measurements_table(report: Report) -> Table:
+    """What each attack was run on, how long it took, and how (its note)."""
+    t = Table("Measurements", ["stage", "attack", "images", "seconds", "note"], numeric=[False, False, True, True, False])
+    t.rows = [[stage, attack, str(m.images), f"{m.seconds:.2f}", m.note]
+              for stage, attacks in report.stages.items() for attack, m in attacks.items()]
     return t
 
 
@@ -104,13 +126,8 @@ def augmentation_table(report: Report) -> Table:
 
 
 def timings_table(report: Report) -> Table:
-    """Run-level timings, then each stage's per-attack seconds as ``before.onepixel``."""
     t = Table("Timings", ["phase", "seconds"], numeric=[False, True])
     t.rows = [[k, f"{v:.2f}"] for k, v in report.timings.items()]
-    for name in ("before", "after"):
-        stage = report.stage(name)
-        if stage is not None:
-            t.rows += [[f"{name}.{k}", f"{v:.2f}"] for k, v in stage.seconds.items()]
     return t
 
 
@@ -142,5 +159,5 @@ def run_table(report: Report) -> Table:
 
 def all_tables(report: Report) -> list[Table]:
     """Every table in reading order: verdict-relevant first, provenance last."""
-    return [metrics_table(report), gates_table(report), augmentation_table(report), timings_table(report),
-            run_table(report), machine_table(report), config_table(report)]
+    return [metrics_table(report), gates_table(report), measurements_table(report), augmentation_table(report),
+            timings_table(report), run_table(report), machine_table(report), config_table(report)]

@@ -1,0 +1,67 @@
+"""The one registry of reported metrics: adding an attack or a metric is one line in :data:`METRICS`.
+
+A metric is a rate over one attack's per-image outcomes, e.g. PGD's ``robust`` flags. Schema checks,
+gates, tables, the chart and ``compare`` all iterate over this tuple and import nothing else from the
+report package, so the registry sits at the bottom of the import graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = ("before", "after")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How to read, show and judge one rate.
+
+    ``among``, when set, restricts the rate to images where that outcome is 1 (AdvGAN's success rate
+    counts only images the model classified correctly). ``gate`` is the user-facing ``--fail-under``
+    name, for metrics that can be gated.
+    """
+
+    attack: str
+    outcome: str
+    label: str
+    higher_is_better: bool
+    gate: str | None = None
+    among: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The metric's key within its attack: ``robust``, or ``fooled_among_correct``."""
+        return self.outcome if self.among is None else f"{self.outcome}_among_{self.among}"
+
+    @property
+    def key(self) -> str:
+        """``attack.name``, unique across the registry: ``pgd.robust``."""
+        return f"{self.attack}.{self.name}"
+
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        """The per-image outcomes a measurement must carry for this metric."""
+        return (self.outcome,) if self.among is None else (self.outcome, self.among)
+
+
+#: Every metric, in display order.
+METRICS: tuple[Metric, ...] = (
+    Metric("clean", "correct", "clean accuracy", True, gate="clean"),
+    Metric("onepixel", "certified", "one-pixel certified robust", True, gate="onepixel"),
+    Metric("onepixel", "vulnerable", "one-pixel vulnerable rate", False),
+    Metric("pgd", "robust", "PGD robust accuracy", True, gate="pgd"),
+    Metric("advgan", "robust", "AdvGAN robust accuracy", True, gate="advgan"),
+    Metric("advgan", "fooled", "AdvGAN success rate", False, among="correct"),
+)
+
+
+# The helpers read METRICS when called, so a test (or a plug-in) that extends the tuple is seen everywhere.
+
+def gate_metrics() -> dict[str, Metric]:
+    """Gate name -> the metric it reads: ``{"clean": <clean.correct>, ...}``."""
+    return {m.gate: m for m in METRICS if m.gate is not None}
+
+
+def attack_metrics(attack: str) -> list[Metric]:
+    """The registered metrics of one attack, in display order."""
+    return [m for m in METRICS if m.attack == attack]
