@@ -1,4 +1,4 @@
-"""advgen.report: schema round-trip and refusals, gates, Markdown/HTML/JUnit renderers, compare."""
+"""advgen.report: schema round-trip and refusals, registry, gates, Markdown/HTML/JUnit renderers, compare."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from html.parser import HTMLParser
 
 import pytest
 
+import advgen
 from advgen.errors import InputError
-from advgen.report import (SCHEMA_VERSION, Gate, GateSpec, Report, StageMetrics, compare, evaluate_gates,
-                           format_gate, gate_exit_code, load_report, machine_info, parse_gate_spec,
+from advgen.report import (SCHEMA_VERSION, Gate, GateSpec, Measurement, Metric, Report, compare, evaluate_gates,
+                           format_gate, gate_exit_code, load_report, machine_info, metrics, parse_gate_spec,
                            parse_gate_specs, render_html, render_junit, render_markdown, write_reports)
 from advgen.report.chart import before_after_chart_png
 from advgen.report.htmlpage import PNG_MAGIC
-from report_samples import make_report
+from advgen.report.tables import metrics_table
+from advgen.stats import Rate, wilson
+from report_samples import flags, make_report
 
 
 @pytest.fixture
@@ -26,38 +29,65 @@ def report() -> Report:
 
 @pytest.fixture
 def gated(report) -> Report:
-    """Two passing gates, one failing, one on an unmeasured metric."""
-    report.after.pgd_robust_accuracy = None
+    """Two passing gates, one failing, one on an unmeasured attack."""
+    del report.stages["after"]["pgd"]
     return report.set_gates(evaluate_gates(report, ["clean=0.97", "onepixel=0.99", "advgan=0.9", "pgd=0.3"]))
 
 
-# --- schema -------------------------------------------------------------------------------------
+# --- measurements and schema --------------------------------------------------------------------
 
-def test_json_round_trip_is_exact(gated, tmp_path):
+def test_measurement_from_flags_and_rates():
+    torch = pytest.importorskip("torch")
+    m = Measurement.from_flags({"correct": torch.tensor([True, True, False, True]), "fooled": [0, 1, 1, 0]},
+                               note="tiny")
+    assert m.images == 4 and m.outcomes == {"correct": "1101", "fooled": "0110"} and m.note == "tiny"
+    assert m.rate("correct") == Rate(3, 4)
+    assert m.rate("fooled", among="correct") == Rate(1, 3)  # fooled among clean-correct images
+    with pytest.raises(ValueError, match="same length"):
+        Measurement.from_flags({"a": [1, 0], "b": [1]})
+    with pytest.raises(ValueError, match="no outcome 'robust'"):
+        m.rate("robust")
+
+
+def test_json_round_trip_keeps_outcomes_and_intervals(gated, tmp_path):
     data = json.loads(gated.to_json())
-    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     assert list(data)[:4] == ["schema_version", "tool", "created", "seed"]
-    assert data["after"]["pgd_robust_accuracy"] is None
-    assert isinstance(data["before"]["clean_accuracy"], float) and isinstance(data["before"]["onepixel_images"], int)
-    assert data["gates"][1] == {"name": "onepixel", "metric": "onepixel_robust_accuracy", "threshold": 0.99,
+    assert "pgd" not in data["stages"]["after"] and set(data["stages"]) == {"before", "after"}
+    pgd = data["stages"]["before"]["pgd"]
+    assert pgd["images"] == 500 and pgd["outcomes"]["robust"] == flags(500, (0, 60))
+    assert pgd["rates"]["robust"] == {"k": 60, "n": 500, "value": 0.12, "ci95": list(wilson(60, 500))}
+    assert data["stages"]["after"]["advgan"]["rates"]["fooled_among_correct"]["n"] == 492
+    assert data["changes"]["clean.correct"] == {"paired": True, "gained": 10, "lost": 5, "p": pytest.approx(0.3018, abs=1e-4),
+                                                "delta": pytest.approx(0.005), "effect": "no significant change"}
+    assert data["changes"]["onepixel.vulnerable"]["effect"] == "better" and "pgd.robust" not in data["changes"]
+    assert data["gates"][1] == {"name": "onepixel", "metric": "onepixel.certified", "threshold": 0.99,
                                 "stage": "after", "value": 0.97, "passed": False,
                                 "reason": "0.9700 < 0.99 (short by 0.0200)"}
     assert Report.from_dict(data) == gated
     path = write_reports(gated, tmp_path, formats=["json"])["json"]
-    assert load_report(path) == gated
+    loaded = load_report(path)
+    assert loaded == gated
+    assert loaded.rate("after", metrics.gate_metrics()["clean"]).ci95 == wilson(985, 1000)
 
 
-def test_vulnerable_rate_is_derived_and_none_means_not_measured():
-    s = StageMetrics(clean_accuracy=0.9, onepixel_images=200, onepixel_vulnerable=30)
-    assert s.onepixel_vulnerable_rate == pytest.approx(0.15)
-    off = StageMetrics(clean_accuracy=0.9)
-    assert off.onepixel_vulnerable_rate is None and off.get("pgd_robust_accuracy") is None
-    assert Report(before=off).after is None and Report(before=off).final is off
+def test_before_only_report_has_no_after_stage_and_no_changes():
+    report = make_report(stages={"before": make_report().stages["before"]})
+    assert report.final_stage == "before" and report.stage("after") is None
+    data = json.loads(report.to_json())
+    assert "changes" not in data and Report.from_dict(data) == report
+
+
+def test_version_comes_from_package_metadata():
+    from importlib.metadata import version
+
+    assert advgen.__version__ == version("advgen")
+    assert Report(stages={"before": {}}).tool == {"name": "advgen", "version": advgen.__version__}
 
 
 def _mutated(report: Report, path: str, value):
     d = json.loads(report.to_json())
-    *parents, last = path.split(".")
+    *parents, last = path.split("/")
     target = d
     for p in parents:
         target = target[int(p)] if isinstance(target, list) else target[p]
@@ -72,29 +102,38 @@ _DELETE = object()
 
 
 @pytest.mark.parametrize("path, value, needle", [
-    ("schema_version", 2, "unsupported schema_version 2"),
+    ("schema_version", 1, "report: unsupported schema_version 1; this advgen reads schema_version 2"),
     ("schema_version", _DELETE, "unsupported schema_version None"),
-    ("before", _DELETE, "missing field(s) before"),
-    ("created", _DELETE, "missing field(s) created"),
-    ("before.clean_accuracy", _DELETE, "report.before: missing field(s) clean_accuracy"),
-    ("before.clean_accuracy", "0.98", "report.before.clean_accuracy must be a finite number"),
-    ("before.clean_accuracy", True, "report.before.clean_accuracy must be a finite number"),
-    ("after.pgd_robust_accuracy", 1.5, "report.after.pgd_robust_accuracy must be in [0, 1]"),
-    ("after.onepixel_images", -1, "onepixel_images must be a non-negative integer"),
-    ("after.onepixel_vulnerable", 501, "onepixel_vulnerable (501) exceeds onepixel_images (500)"),
-    ("after.clean_acc", 0.9, "unknown field(s) clean_acc"),
-    ("bogus", 1, "unknown field(s) bogus"),
-    ("after", [], "report.after must be a JSON object, got list"),
+    ("stages", _DELETE, "report: missing field(s) stages"),
+    ("created", _DELETE, "report: missing field(s) created"),
+    ("stages/before", _DELETE, "report.stages must have 'before'"),
+    ("stages/during", {}, "report.stages must have 'before' and at most 'after'"),
+    ("stages/before/pgd/images", "500", "report.stages.before.pgd.images must be an integer, got str"),
+    ("stages/before/pgd/images", True, "report.stages.before.pgd.images must be an integer, got bool"),
+    ("stages/before/pgd/images", 499, "report.stages.before.pgd.outcomes.robust has 500 flags but images is 499"),
+    ("stages/before/pgd/outcomes/robust", "01x" + "0" * 497, "outcomes.robust must hold only '0' and '1'"),
+    ("stages/before/pgd/outcomes", {}, "report.stages.before.pgd.outcomes lacks 'robust' (needed for PGD robust"),
+    ("stages/after/advgan/outcomes/correct", _DELETE, "lacks 'correct' (needed for AdvGAN success rate)"),
+    ("stages/before/pgd/seconds", -1, "report.stages.before.pgd.seconds must be >= 0"),
+    ("stages/after/onepixel/counts/pruned", 2.5, "report.stages.after.onepixel.counts.pruned must be an integer"),
+    ("stages/before/pgd/robust", 0.9, "report.stages.before.pgd: unknown field(s) robust"),
+    ("stages/before/pgd/note", _DELETE, "report.stages.before.pgd: missing field(s) note"),
+    ("stages/before/pgd/rates/robust/k", 176, "rates or changes are not what its per-image outcomes give"),
+    ("changes/clean.correct/effect", "better", "rates or changes are not what its per-image outcomes give"),
+    ("stages/after", [], "report.stages.after must be a JSON object, got list"),
+    ("bogus", 1, "report: unknown field(s) bogus"),
     ("gates", {}, "report.gates must be a list"),
-    ("gates.0.name", "fgsm", "report.gates[0].name: unknown gate 'fgsm'"),
-    ("gates.0.metric", "pgd_robust_accuracy", "gate 'clean' reads 'clean_accuracy'"),
+    ("gates/0/name", "fgsm", "report.gates[0].name: unknown gate 'fgsm'"),
+    ("gates/0/metric", "pgd.robust", "gate 'clean' reads 'clean.correct'"),
+    ("gates/0/threshold", 1.5, "report.gates[0].threshold must be in [0, 1]"),
     ("passed", True, "passed is true but its gates say false"),
-    ("augmentation.cgan", 2.5, "report.augmentation.cgan must be a non-negative integer"),
-    ("timings.total", -3, "report.timings.total must be >= 0 seconds"),
-    ("artifacts.examples_before", "/etc/passwd", "must be a path relative to the report's directory"),
-    ("artifacts.examples_before", "../secret.png", "must be a path relative to the report's directory"),
+    ("augmentation/cgan", 2.5, "report.augmentation.cgan must be an integer"),
+    ("augmentation/cgan", -2, "report.augmentation.cgan must be >= 0"),
+    ("timings/total", -3, "report.timings.total must be >= 0"),
+    ("artifacts/examples_before", "/etc/passwd", "must be a path relative to the report's directory"),
+    ("artifacts/examples_before", "../secret.png", "must be a path relative to the report's directory"),
     ("created", "yesterday", "report.created must be an ISO 8601 time"),
-    ("seed", "7", "report.seed must be an integer or null"),
+    ("seed", "7", "report.seed must be an integer, got str"),
 ])
 def test_invalid_reports_are_refused_with_one_clear_line(gated, path, value, needle):
     with pytest.raises(InputError) as info:
@@ -103,10 +142,19 @@ def test_invalid_reports_are_refused_with_one_clear_line(gated, path, value, nee
     assert needle in msg and "\n" not in msg
 
 
+def test_schema_v1_report_is_refused(tmp_path):
+    v1 = {"schema_version": 1, "tool": {"name": "advgen", "version": "0.1.0"}, "created": "2026-11-23T12:00:00Z",
+          "before": {"clean_accuracy": 0.98}, "after": None}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(v1))
+    with pytest.raises(InputError, match=r"unsupported schema_version 1; this advgen reads schema_version 2"):
+        load_report(path)
+
+
 @pytest.mark.parametrize("content, needle", [
     (b"{not json", "is not valid JSON"),
     (b"[1, 2]", "must be a JSON object, got list"),
-    (b'{"schema_version": 1, "before": {"clean_accuracy": NaN}}', "NaN is not allowed"),
+    (b'{"schema_version": 2, "stages": {"before": {"clean": {"images": NaN}}}}', "NaN is not allowed"),
     (b"\xff\xfe\x00garbage", "cannot read report"),
 ])
 def test_load_report_refuses_bad_files(tmp_path, content, needle):
@@ -125,6 +173,43 @@ def test_machine_info_describes_the_run():
     json.dumps(info)
 
 
+def test_to_json_writes_odd_config_types_and_names_nan_fields(tmp_path):
+    import numpy as np
+    import torch
+
+    report = make_report(config={"out": tmp_path / "run", "device": torch.device("cpu"), "eps": np.float32(0.25),
+                                 "steps": torch.tensor(10), "attacks": {"pgd"}})
+    data = json.loads(report.to_json())
+    assert data["config"] == {"out": str(tmp_path / "run"), "device": "cpu", "eps": 0.25, "steps": 10,
+                              "attacks": ["pgd"]}
+    report.stages["after"]["pgd"].seconds = float("nan")
+    with pytest.raises(ValueError, match=r"report\.stages\.after\.pgd\.seconds is nan"):
+        report.to_json()
+
+
+# --- the metric registry ------------------------------------------------------------------------
+
+def test_one_registry_line_adds_an_attack_everywhere(monkeypatch, report, tmp_path):
+    auto = Metric("autoattack", "robust", "AutoAttack robust accuracy", True, gate="autoattack")
+    monkeypatch.setattr(metrics, "METRICS", metrics.METRICS + (auto,))
+    for stage, k in (("before", 40), ("after", 150)):
+        report.stages[stage]["autoattack"] = Measurement(500, {"robust": flags(500, (0, k))})
+    report.set_gates(evaluate_gates(report, ["autoattack=0.25"]))
+    assert format_gate(report.gates[0]) == "PASS after.autoattack >= 0.25: 0.3000 >= 0.25"
+    row = next(r for r in metrics_table(report).rows if r[0] == "AutoAttack robust accuracy")
+    assert row[1].startswith("0.0800 (40/500)") and row[5] == "better"
+    assert Report.from_json(report.to_json()) == report
+    assert "autoattack.robust" in compare(make_report(), report).changes
+    assert "AutoAttack robust accuracy" in render_markdown(report)
+
+
+def test_metric_is_shown_only_where_its_attack_was_measured(report):
+    for stage in report.stages.values():
+        del stage["advgan"]
+    labels = [r[0] for r in metrics_table(report).rows]
+    assert "PGD robust accuracy" in labels and not any("AdvGAN" in label for label in labels)
+
+
 # --- gates --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
@@ -135,7 +220,7 @@ def test_machine_info_describes_the_run():
 ])
 def test_parse_gate_spec(text, expected):
     assert parse_gate_spec(text) == expected
-    assert expected.metric.endswith("accuracy")
+    assert expected.metric.higher_is_better and expected.metric.gate == expected.name
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -165,28 +250,33 @@ def test_evaluate_gates_pass_fail_and_unmeasured(gated):
     assert not by_name["onepixel"].passed and "short by 0.0200" in by_name["onepixel"].reason
     assert by_name["advgan"].passed
     pgd = by_name["pgd"]
-    assert not pgd.passed and pgd.value is None and "not measured" in pgd.reason
+    assert not pgd.passed and pgd.value is None
+    assert pgd.reason == "not measured: no 'pgd' measurement in the 'after' stage (was the pgd attack switched off?)"
     assert gated.passed is False and gate_exit_code(gated.gates) == 1
     assert format_gate(by_name["onepixel"]).startswith("FAIL after.onepixel >= 0.99: 0.9700 < 0.99")
 
 
 def test_gate_at_exact_threshold_passes_despite_float_noise():
-    noisy = 1 - 0.9  # 0.09999999999999998
-    assert noisy < 0.1  # the float noise this test is about
-    report = Report(before=StageMetrics(clean_accuracy=291 / 300), after=StageMetrics(clean_accuracy=noisy))
+    report = Report(stages={"before": {"clean": Measurement(300, {"correct": flags(300, (0, 291))})},
+                            "after": {"clean": Measurement(10, {"correct": "1000000000"})}})
     gates = evaluate_gates(report, ["before.clean=0.97", "clean=0.1"])
     assert [g.passed for g in gates] == [True, True]
     assert not evaluate_gates(report, ["before.clean=0.9701"])[0].passed
 
 
 def test_gates_on_before_stage_and_missing_after_stage():
-    report = Report(before=StageMetrics(clean_accuracy=0.95))
+    report = Report(stages={"before": {"clean": Measurement(20, {"correct": "1" * 19 + "0"})}})
     gates = evaluate_gates(report, ["before.clean=0.9", "clean=0.9"])
     assert gates[0].passed and gates[0].stage == "before"
     assert not gates[1].passed and "no 'after' stage" in gates[1].reason
     report.set_gates(gates)
     assert report.passed is False
     assert report.set_gates([gates[0]]).passed is True and gate_exit_code([]) == 0
+
+
+def test_gate_dataclass_label():
+    g = Gate(name="clean", metric="clean.correct", threshold=0.97)
+    assert g.label == "after.clean >= 0.97" and not g.passed
 
 
 # --- renderers ----------------------------------------------------------------------------------
@@ -202,29 +292,32 @@ def test_junit_has_one_testcase_per_gate_and_failure_count(gated):
     assert [c.get("name") for c in failures] == ["after.onepixel >= 0.99", "after.pgd >= 0.3"]
     assert failures[1].find("failure").get("type") == "NotMeasured"
     assert "0.9700 < 0.99" in failures[0].find("failure").get("message")
-    onepixel_case = cases[1]
-    assert float(onepixel_case.get("time")) == pytest.approx(27.9)
+    assert float(cases[1].get("time")) == pytest.approx(27.9)  # the after-stage one-pixel measurement
 
 
 def test_junit_survives_hostile_strings(gated):
     gated.notes.append("bad \x00 bytes \x1b[31m <tag> & \"quotes\" ]]>")
-    gated.created = "2026-11-23T12:00:00Z"
     root = ET.fromstring(render_junit(gated))
     assert "<tag> & \"quotes\" ]]>" in root.find("system-out").text
     empty = ET.fromstring(render_junit(make_report()))
     assert empty.get("tests") == "0" and empty.get("failures") == "0"
 
 
-def test_markdown_has_headline_and_table_rows(gated):
+def test_markdown_has_counts_intervals_and_mcnemar(gated):
     md = render_markdown(gated)
     assert md.startswith("## ❌ advgen evaluate: FAILED")
     assert "2 of 4 gates failed" in md
-    assert "| clean accuracy | 0.9800 | 0.9850 | +0.0050 | better |" in md
-    assert "| one-pixel vulnerable rate (lower is better) | 0.0960 | 0.0280 | -0.0680 | better |" in md
-    assert "| PGD robust accuracy | 0.1200 | not measured |  |  |" in md
-    assert "| FAIL | after.onepixel (onepixel\\_robust\\_accuracy) | 0.9700 | 0.99 |" in md
-    assert "| cgan | 500 |" in md and "| total | 1980 |" in md
-    assert "| total | 129.60 |" in md and "| after.onepixel | 27.90 |" in md
+    assert "| metric | before | after | change | McNemar p | effect |" in md
+    assert ("| clean accuracy | 0.9800 (980/1000) \\[0.9693, 0.9870\\] | 0.9850 (985/1000) \\[0.9754, 0.9909\\] | "
+            "+0.0050 | 0.302 | no significant change |") in md
+    assert ("| one-pixel vulnerable rate (lower is better) | 0.0960 (48/500) \\[0.0732, 0.1250\\] | "
+            "0.0280 (14/500) \\[0.0168, 0.0464\\] | -0.0680 | 1.2e-10 | better |") in md
+    assert "| AdvGAN success rate (lower is better) | 0.4102 (201/490) " in md
+    assert "| PGD robust accuracy | 0.1200 (60/500) \\[0.0944, 0.1514\\] | not measured |  |  |  |" in md
+    assert "| onepixel pruned | 301004 | 322870 | +21866 |  |  |" in md
+    assert "| FAIL | after.onepixel (onepixel.certified) | 0.9700 | 0.99 |" in md
+    assert "| after | onepixel | 500 | 27.90 | exact search, first 500 test images |" in md
+    assert "| cgan | 500 |" in md and "| total | 1980 |" in md and "| total | 129.60 |" in md
     assert "| augment.cgan | true |" in md and "| device | cpu |" in md
     passing = make_report()
     passing.set_gates(evaluate_gates(passing, ["clean=0.9"]))
@@ -273,7 +366,7 @@ def test_html_is_self_contained_balanced_and_escaped(gated, tmp_path):
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
     assert "heatmaps_after (heatmaps_after.png): missing" in page
     assert "http://" not in page and "https://" not in page
-    assert "<td class=\"FAIL\">FAIL</td>" in page
+    assert "<td class=\"FAIL\">FAIL</td>" in page and "0.9850 (985/1000) [0.9754, 0.9909]" in page
 
 
 def test_html_refuses_non_png_pictures(report, tmp_path):
@@ -296,88 +389,90 @@ def test_write_reports_writes_every_format(gated, tmp_path):
 
 
 def test_before_only_report_renders(tmp_path):
-    report = make_report(after=None, augmentation={})
+    report = make_report(stages={"before": make_report().stages["before"]}, augmentation={})
     written = write_reports(report, tmp_path)
     md = written["md"].read_text(encoding="utf-8")
-    assert "Metrics (before only: no retraining)" in md and "| clean accuracy | 0.9800 |" in md
+    assert "Metrics (before only: no retraining)" in md and "| clean accuracy | 0.9800 (980/1000) " in md
     assert "## ℹ️ advgen evaluate: NO GATES" in md
     assert "data:image/png;base64," in written["html"].read_text(encoding="utf-8")
 
 
 # --- compare ------------------------------------------------------------------------------------
 
-def _with_after(**changes) -> Report:
+def _with_after(attack: str, outcome: str, value: str) -> Report:
     report = make_report()
-    for k, v in changes.items():
-        setattr(report.after, k, v)
+    report.stages["after"][attack].outcomes[outcome] = value
     return report
 
 
-def test_compare_flags_accuracy_drop_and_respects_max_drop():
-    old, new = make_report(), _with_after(clean_accuracy=0.975)  # 0.985 -> 0.975
+def test_compare_flags_a_significant_drop_and_respects_max_drop():
+    old = make_report()  # after: clean 985/1000, wrong on images 10..24
+    new = _with_after("clean", "correct", flags(1000, (0, 10), (25, 965)))  # 35 more images wrong: 950/1000
     result = compare(old, new)
-    assert result.regressed and [c.metric for c in result.regressions] == ["clean_accuracy"]
-    change = result.regressions[0]
-    assert change.old == 0.985 and change.new == 0.975 and change.delta == pytest.approx(-0.01)
-    assert not compare(old, new, max_drop=0.01).regressed  # a drop of exactly max_drop is allowed
-    assert compare(old, new, max_drop=0.0099).regressed
-    assert compare(old, new).exit_code() == 1 and compare(old, new, 0.02).exit_code() == 0
+    assert result.regressions == ["clean.correct"]
+    c = result.changes["clean.correct"].change
+    assert (c.before.k, c.after.k, c.test.gained, c.test.lost) == (985, 950, 0, 35) and c.test.p < 1e-9
+    assert c.delta == pytest.approx(-0.035)
+    assert not compare(old, new, max_drop=0.035).regressions  # a drop of exactly max_drop is allowed
+    assert compare(old, new, max_drop=0.0349).regressions
+    assert compare(old, new).exit_code() == 1 and compare(old, new, 0.04).exit_code() == 0
+
+
+def test_compare_does_not_flag_an_insignificant_drop():
+    new = _with_after("clean", "correct", flags(1000, (0, 10), (25, 995)))  # 5 images lost: p = 0.0625
+    result = compare(make_report(), new)
+    change = result.changes["clean.correct"]
+    assert change.change.test.p == 0.0625 and change.change.delta == pytest.approx(-0.005)
+    assert not result.regressions and change.status == "no significant change"
 
 
 def test_compare_rates_where_lower_is_better():
-    old = make_report()
-    worse = compare(old, _with_after(advgan_success_rate=0.2))  # 0.08 -> 0.20: more attacks succeed
-    assert [c.metric for c in worse.regressions] == ["advgan_success_rate"]
-    better = compare(old, _with_after(advgan_success_rate=0.01, onepixel_vulnerable_rate=0.0))
-    assert not better.regressed
-    assert {c.metric: c.status for c in better.changes}["advgan_success_rate"] == "better"
-    vulnerable = compare(old, _with_after(onepixel_vulnerable_rate=0.05), max_drop=0.01)
-    assert [c.metric for c in vulnerable.regressions] == ["onepixel_vulnerable_rate"]
+    old = make_report()  # after: fooled on 39 of 492 clean-correct images
+    worse = compare(old, _with_after("advgan", "fooled", flags(500, (8, 120))))
+    assert worse.regressions == ["advgan.fooled_among_correct"]
+    better = compare(old, _with_after("onepixel", "vulnerable", flags(500)))
+    assert not better.regressions and better.changes["onepixel.vulnerable"].status == "better"
 
 
-def test_compare_improvement_and_unmeasured_are_not_regressions():
-    old = make_report()
-    result = compare(old, _with_after(clean_accuracy=0.999, pgd_robust_accuracy=None))
-    assert not result.regressed
-    pgd = {c.metric: c for c in result.changes}["pgd_robust_accuracy"]
-    assert pgd.delta is None and pgd.note == "not measured in new"
+def test_compare_unpaired_when_images_differ():
+    new = make_report()
+    new.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 100))})  # 0.35 -> 0.25 on other images
+    result = compare(make_report(), new)
+    pgd = result.changes["pgd.robust"]
+    assert pgd.change.test is None and pgd.regressed  # Wilson intervals [0.31, 0.39] and [0.21, 0.29] are apart
+    assert any("judged unpaired" in n and "PGD robust accuracy (500 vs 400 images)" in n for n in result.notes)
+    near = make_report()
+    near.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 136))})  # 0.34: overlapping
+    assert not compare(make_report(), near).regressions
 
 
-def test_compare_uses_final_stage_and_renders(tmp_path):
-    old = make_report(after=None)  # final = before: clean 0.98
-    new = make_report()            # final = after: clean 0.985
-    result = compare(old, new)
+def test_compare_unmeasured_is_not_a_regression():
+    new = make_report()
+    del new.stages["after"]["pgd"]
+    result = compare(make_report(), new)
+    assert not result.regressions
+    assert result.changes["pgd.robust"].change is None and result.changes["pgd.robust"].note == "not measured in new"
+
+
+def test_compare_uses_final_stage_and_renders():
+    old = make_report(stages={"before": make_report().stages["before"]})  # final = before: clean 980
+    result = compare(old, make_report())                                  # final = after: clean 985
     assert (result.old_stage, result.new_stage) == ("before", "after")
-    assert {c.metric: c.delta for c in result.changes}["clean_accuracy"] == pytest.approx(0.005)
+    assert result.changes["clean.correct"].change.delta == pytest.approx(0.005)
     assert any("not be like for like" in n for n in result.notes)
-    dropped = compare(new, _with_after(pgd_robust_accuracy=0.2))
+    dropped = compare(make_report(), _with_after("pgd", "robust", flags(500, (0, 100))))
     text, md = dropped.render_text(), dropped.render_markdown()
-    assert "REGRESSED" in text.splitlines()[-1] and re.search(r"PGD robust accuracy\s+0\.3500\s+0\.2000\s+-0\.1500", text)
-    assert "| PGD robust accuracy | 0.3500 | 0.2000 | -0.1500 | **REGRESSED** |" in md
+    assert text.splitlines()[-1] == "REGRESSED: 1 metric significantly worse by more than 0"
+    assert re.search(r"PGD robust accuracy\s+0\.3500 \(175/500\) \[0\.3095, 0\.3928\]\s+0\.2000 \(100/500\) "
+                     r"\S+ \S+\s+-0\.1500\s+5\.3e-23\s+REGRESSED", text)
+    assert "| PGD robust accuracy | 0.3500 (175/500) \\[0.3095, 0.3928\\] | 0.2000 (100/500)" in md
+    assert "| -0.1500 | 5.3e-23 | **REGRESSED** |" in md
     data = json.loads(json.dumps(dropped.to_dict()))
-    assert data["regressed"] is True and data["max_drop"] == 0.0
+    assert data["regressed"] is True and data["max_drop"] == 0.0 and data["alpha"] == 0.05
+    assert data["changes"]["pgd.robust"]["old"]["k"] == 175 and data["changes"]["pgd.robust"]["lost"] == 75
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True])
 def test_compare_refuses_bad_max_drop(bad):
     with pytest.raises(InputError, match="max_drop"):
         compare(make_report(), make_report(), bad)
-
-
-def test_gate_dataclass_label():
-    g = Gate(name="clean", metric="clean_accuracy", threshold=0.97)
-    assert g.label == "after.clean >= 0.97" and not g.passed
-
-
-def test_to_json_writes_odd_config_types_and_names_nan_fields(tmp_path):
-    import numpy as np
-    import torch
-
-    report = make_report(config={"out": tmp_path / "run", "device": torch.device("cpu"), "eps": np.float32(0.25),
-                                 "steps": torch.tensor(10), "attacks": {"pgd"}})
-    data = json.loads(report.to_json())
-    assert data["config"] == {"out": str(tmp_path / "run"), "device": "cpu", "eps": 0.25, "steps": 10,
-                              "attacks": ["pgd"]}
-    report.after.pgd_robust_accuracy = float("nan")
-    with pytest.raises(ValueError, match=r"report\.after\.pgd_robust_accuracy is nan"):
-        report.to_json()

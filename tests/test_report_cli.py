@@ -13,7 +13,7 @@ from advgen.cli import main
 from advgen.cli.options import fail_under_option
 from advgen.report import GateSpec, evaluate_gates, write_reports
 from advgen.report.chart import before_after_chart_png
-from report_samples import make_report
+from report_samples import flags, make_report
 
 
 def run(args, capsys):
@@ -24,7 +24,7 @@ def run(args, capsys):
 
 @pytest.fixture
 def report_json(tmp_path):
-    """A report.json (after: clean 0.985, onepixel 0.97, pgd 0.35, advgan 0.91) with one picture beside it."""
+    """A report.json (after: clean 0.985, onepixel 0.97, pgd 0.35, advgan 0.906) with one picture beside it."""
     run_dir = tmp_path / "run"
     report = make_report()
     write_reports(report, run_dir, formats=["json"])
@@ -54,7 +54,7 @@ def test_gate_fail_is_exit_1(report_json, capsys):
 
 def test_gate_on_unmeasured_metric_fails(tmp_path, capsys):
     report = make_report()
-    report.after.advgan_robust_accuracy = None
+    del report.stages["after"]["advgan"]
     code, out, _ = run(["report", "gate", _write(tmp_path, "r", report), "--fail-under", "advgan=0.1"], capsys)
     assert code == 1 and "not measured" in out
 
@@ -84,6 +84,7 @@ def test_gate_bad_spec_is_one_line_exit_2(report_json, capsys, spec, needle):
     (None, "report not found"),
     ("{oops", "is not valid JSON"),
     ('{"schema_version": 99}', "unsupported schema_version 99"),
+    ('{"schema_version": 1, "before": {"clean_accuracy": 0.98}}', "unsupported schema_version 1"),
 ])
 def test_bad_report_file_is_one_line_exit_2(tmp_path, capsys, content, needle):
     path = tmp_path / "report.json"
@@ -98,29 +99,39 @@ def test_bad_report_file_is_one_line_exit_2(tmp_path, capsys, content, needle):
 def test_compare_exit_codes_and_max_drop(tmp_path, capsys):
     old = _write(tmp_path, "old", make_report())
     worse = make_report()
-    worse.after.clean_accuracy = 0.975      # -0.010
-    worse.after.advgan_success_rate = 0.085  # +0.005, lower is better
+    worse.stages["after"]["clean"].outcomes["correct"] = flags(1000, (0, 10), (25, 965))  # 985 -> 950: significant
+    worse.stages["after"]["pgd"].outcomes["robust"] = flags(500, (0, 160))                # 175 -> 160: significant
     new = _write(tmp_path, "new", worse)
     code, out, _ = run(["report", "compare", old, new], capsys)
-    assert code == 1 and out.splitlines()[-1] == "REGRESSED: 2 metrics worse by more than 0"
-    code, out, _ = run(["report", "compare", old, new, "--max-drop", "0.006"], capsys)
-    assert code == 1 and out.splitlines()[-1] == "REGRESSED: 1 metric worse by more than 0.006"
-    code, out, _ = run(["report", "compare", old, new, "--max-drop", "0.01"], capsys)
-    assert code == 0 and out.splitlines()[-1] == "OK: no metric worse by more than 0.01"
+    assert code == 1 and out.splitlines()[-1] == "REGRESSED: 2 metrics significantly worse by more than 0"
+    code, out, _ = run(["report", "compare", old, new, "--max-drop", "0.031"], capsys)
+    assert code == 1 and out.splitlines()[-1] == "REGRESSED: 1 metric significantly worse by more than 0.031"
+    code, out, _ = run(["report", "compare", old, new, "--max-drop", "0.035"], capsys)
+    assert code == 0 and out.splitlines()[-1] == "OK: no metric significantly worse by more than 0.035"
     assert run(["report", "compare", old, old], capsys)[0] == 0
+
+
+def test_compare_ignores_noise(tmp_path, capsys):
+    noisy = make_report()
+    noisy.stages["after"]["clean"].outcomes["correct"] = flags(1000, (0, 10), (25, 997))  # 3 images lost: p = 0.25
+    code, out, _ = run(["report", "compare", _write(tmp_path, "old", make_report()), _write(tmp_path, "new", noisy)],
+                       capsys)
+    assert code == 0 and "no significant change" in out
 
 
 def test_compare_json_and_markdown_output(tmp_path, capsys):
     old = _write(tmp_path, "old", make_report())
     worse = make_report()
-    worse.after.pgd_robust_accuracy = 0.2
+    worse.stages["after"]["pgd"].outcomes["robust"] = flags(500, (0, 100))
     new = _write(tmp_path, "new", worse)
     code, out, _ = run(["report", "compare", old, new, "--json"], capsys)
     data = json.loads(out)
     assert code == 1 and data["regressed"] is True
-    assert [c["metric"] for c in data["changes"] if c["regressed"]] == ["pgd_robust_accuracy"]
+    assert [k for k, c in data["changes"].items() if c["regressed"]] == ["pgd.robust"]
+    pgd = data["changes"]["pgd.robust"]
+    assert (pgd["new"]["k"], pgd["new"]["n"], pgd["lost"], pgd["effect"]) == (100, 500, 75, "worse") and pgd["p"] < 1e-20
     code, out, _ = run(["report", "compare", old, new, "--markdown"], capsys)
-    assert code == 1 and "| PGD robust accuracy | 0.3500 | 0.2000 | -0.1500 | **REGRESSED** |" in out
+    assert code == 1 and "| -0.1500 | 5.3e-23 | **REGRESSED** |" in out
     code, _, err = run(["report", "compare", old, new, "--max-drop", "2"], capsys)
     assert code == 2 and "--max-drop" in err and len(err.strip().splitlines()) == 1
 

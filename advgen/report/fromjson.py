@@ -3,7 +3,8 @@
 One generic walk replaces a hand-written validator per class: the type hints already say what each
 field holds. Supported: ``int``, ``float``, ``str``, ``bool``, ``Any``, ``X | None``, ``dict[str, X]``,
 ``list[X]`` and nested dataclasses. Every field must be present (what advgen writes always is), and
-unknown fields are refused, since they are usually typos.
+unknown fields are refused, since they are usually typos; keys a class lists in its ``DERIVED``
+class attribute are skipped (computed fields the writer adds for readers).
 
 Checks that types cannot express live in a dataclass's optional ``check()`` method, which raises
 ``ValueError("field ...")``; the message is prefixed with the object's path here.
@@ -46,7 +47,7 @@ def build(tp: Any, value: Any, where: str) -> Any:
         return _expect(value, int, "an integer", where)
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise InputError(f"{where} must be a finite number, got {_shown(value)}")
+            raise InputError(f"{where} must be a finite number, got {_kind(value)}")
         return float(value)
     raise TypeError(f"fromjson cannot read type {tp!r} (at {where})")  # a bug in advgen, not bad input
 
@@ -55,7 +56,7 @@ def _build_dataclass(cls: type, value: Any, where: str) -> Any:
     _expect(value, dict, "a JSON object", where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(value) - set(names))
+    unknown = sorted(set(value) - set(names) - set(getattr(cls, "DERIVED", ())))
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
     missing = [n for n in names if n not in value]
@@ -76,14 +77,9 @@ def _build_dataclass(cls: type, value: Any, where: str) -> Any:
 def _expect(value: Any, kind: type, words: str, where: str) -> Any:
     # bool is an int in Python but never in a report.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"{where} must be {words}, got {_shown(value)}")
+        raise InputError(f"{where} must be {words}, got {_kind(value)}")
     return value
 
 
-def _shown(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, (dict, list)):
-        return type(value).__name__
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

@@ -8,7 +8,7 @@ from the images it claims to count.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ..stats import Rate, both, check_flags, ones
 from .metrics import Metric
@@ -27,6 +27,7 @@ class Measurement:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     note: str = ""
+    DERIVED: ClassVar[tuple[str, ...]] = ("rates",)  # the report adds them per registered metric
 
     @classmethod
     def from_flags(cls, flags: dict[str, Sequence[bool] | Any], **kw: Any) -> "Measurement":

@@ -7,8 +7,8 @@ this object, so a report can be re-rendered or re-analysed later without the mod
 
 The per-image outcomes are the source of truth. The JSON also carries, for readers such as ``jq``,
 derived numbers: each measurement's ``rates`` (k, n, value, ci95) and the report's before/after
-``changes`` (McNemar counts, p, effect). On load these are optional; when present they must equal
-what the outcomes give, so a hand-edited number is refused rather than silently believed.
+``changes`` (McNemar counts, p, effect). On load they are recomputed and must equal what the file
+says, so a hand-edited number is refused rather than silently believed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import __version__
 from ..errors import InputError
@@ -35,7 +35,6 @@ from .measurement import Measurement
 from .metrics import STAGES, Metric
 
 SCHEMA_VERSION = 2
-DERIVED_RATES, DERIVED_CHANGES = "rates", "changes"
 
 
 def utc_now() -> str:
@@ -101,6 +100,7 @@ class Report:
     passed: bool = True
     notes: list[str] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
+    DERIVED: ClassVar[tuple[str, ...]] = ("changes",)  # written by to_dict, checked by from_dict
 
     @property
     def final_stage(self) -> str:
@@ -138,11 +138,11 @@ class Report:
         data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         for stage, attacks in self.stages.items():
             for attack, m in attacks.items():
-                data["stages"][stage][attack][DERIVED_RATES] = {
+                data["stages"][stage][attack]["rates"] = {
                     metric.name: m.metric_rate(metric).to_dict() for metric in registry.attack_metrics(attack)}
         before, after = self.stages.get("before", {}), self.stages.get("after")
         if after is not None:
-            data[DERIVED_CHANGES] = {m.key: change(m, before[m.attack], after[m.attack]).to_dict()
+            data["changes"] = {m.key: change(m, before[m.attack], after[m.attack]).to_dict()
                                      for m in self.shown_metrics() if m.attack in before and m.attack in after}
         return data
 
@@ -195,9 +195,10 @@ class Report:
         if version != SCHEMA_VERSION:
             raise InputError(f"{where}: unsupported schema_version {version!r}; this advgen reads schema_version "
                              f"{SCHEMA_VERSION} (re-run advgen evaluate to get one)")
-        data, derived = _split_derived(data)
         report = build(cls, data, where)
-        _check_derived(derived, report.to_dict(), where)
+        if json.loads(report.to_json()) != data:  # everything else was rebuilt exactly, so only derived fields differ
+            raise InputError(f"{where}: its rates or changes are not what its per-image outcomes give; "
+                             f"the report was edited or is inconsistent")
         return report
 
     @classmethod
@@ -247,37 +248,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _split_derived(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``data`` without the derived fields, and those fields by JSON path (``stages.before.pgd.rates``)."""
-    data = dict(data)
-    derived = {DERIVED_CHANGES: data.pop(DERIVED_CHANGES)} if DERIVED_CHANGES in data else {}
-    stages = data.get("stages")
-    if isinstance(stages, dict):
-        data["stages"] = stages = {s: dict(a) if isinstance(a, dict) else a for s, a in stages.items()}
-        for s, attacks in stages.items():
-            for a, m in attacks.items() if isinstance(attacks, dict) else ():
-                if isinstance(m, dict) and DERIVED_RATES in m:
-                    attacks[a] = dict(m)
-                    derived[f"stages.{s}.{a}.{DERIVED_RATES}"] = attacks[a].pop(DERIVED_RATES)
-    return data, derived
-
-
-def _check_derived(given: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-    """Every derived entry the file gives must equal the one recomputed from the outcomes."""
-    for path, entries in given.items():
-        want = expected
-        for part in path.split("."):
-            want = want.get(part, {})
-        if not isinstance(entries, dict):
-            raise InputError(f"{where}.{path} must be a JSON object, got {type(entries).__name__}")
-        for key, value in entries.items():
-            if key not in want:
-                raise InputError(f"{where}.{path}: unknown entry {key!r}")
-            if value != json.loads(json.dumps(want[key])):
-                raise InputError(f"{where}.{path}.{key} does not match the per-image outcomes "
-                                 f"(the report was edited or is inconsistent)")
 
 
 def _package_version(name: str) -> str | None:

@@ -93,12 +93,12 @@ def metrics_table(report: Report) -> Table:
                            fmt_p(c.test and c.test.p), c.effect])
         else:
             t.rows.append([label, fmt_rate(report.rate("before", m)), fmt_rate(report.rate("after", m)), "", "", ""])
-    for attack in dict.fromkeys([*before, *after]):
-        old, new = before.get(attack), after.get(attack)
-        for name in dict.fromkeys([*(old.counts if old else ()), *(new.counts if new else ())]):
-            x, y = old and old.counts.get(name), new and new.counts.get(name)
-            delta = "" if x is None or y is None else f"{y - x:+d}" if y != x else "0"
-            t.rows.append([f"{attack} {name}", "" if x is None else str(x), "" if y is None else str(y), delta, "", ""])
+    for attack in dict.fromkeys([*before, *after]):  # counters, e.g. one-pixel candidates and pruned
+        x, y = before.get(attack), after.get(attack)
+        for name in dict.fromkeys([*(x.counts if x else ()), *(y.counts if y else ())]):
+            old, new = (m.counts[name] if m and name in m.counts else None for m in (x, y))
+            delta = "" if old is None or new is None else f"{new - old:+d}" if new != old else "0"
+            t.rows.append([f"{attack} {name}", *("" if v is None else str(v) for v in (old, new)), delta, "", ""])
     return t
 
 
