@@ -108,14 +108,14 @@ _DELETE = object()
     ("created", _DELETE, "report: missing field(s) created"),
     ("stages/before", _DELETE, "report.stages must have 'before'"),
     ("stages/during", {}, "report.stages must have 'before' and at most 'after'"),
-    ("stages/before/pgd/images", "500", "report.stages.before.pgd.images must be an integer, got str"),
-    ("stages/before/pgd/images", True, "report.stages.before.pgd.images must be an integer, got bool"),
+    ("stages/before/pgd/images", "500", "report.stages.before.pgd.images must be a non-negative integer, got str"),
+    ("stages/before/pgd/images", True, "report.stages.before.pgd.images must be a non-negative integer, got bool"),
     ("stages/before/pgd/images", 499, "report.stages.before.pgd.outcomes.robust has 500 flags but images is 499"),
     ("stages/before/pgd/outcomes/robust", "01x" + "0" * 497, "outcomes.robust must hold only '0' and '1'"),
     ("stages/before/pgd/outcomes", {}, "report.stages.before.pgd.outcomes lacks 'robust' (needed for PGD robust"),
     ("stages/after/advgan/outcomes/correct", _DELETE, "lacks 'correct' (needed for AdvGAN success rate)"),
-    ("stages/before/pgd/seconds", -1, "report.stages.before.pgd.seconds must be >= 0"),
-    ("stages/after/onepixel/counts/pruned", 2.5, "report.stages.after.onepixel.counts.pruned must be an integer"),
+    ("stages/before/pgd/seconds", -1, "report.stages.before.pgd.seconds must be a non-negative number, got -1"),
+    ("stages/after/onepixel/counts/pruned", 2.5, "report.stages.after.onepixel.counts.pruned must be a non-negative integer, got 2.5"),
     ("stages/before/pgd/robust", 0.9, "report.stages.before.pgd: unknown field(s) robust"),
     ("stages/before/pgd/note", _DELETE, "report.stages.before.pgd: missing field(s) note"),
     ("stages/before/pgd/rates/robust/k", 176, "rates or changes are not what its per-image outcomes give"),
@@ -126,14 +126,15 @@ _DELETE = object()
     ("gates/0/name", "fgsm", "report.gates[0].name: unknown gate 'fgsm'"),
     ("gates/0/metric", "pgd.robust", "gate 'clean' reads 'clean.correct'"),
     ("gates/0/threshold", 1.5, "report.gates[0].threshold must be in [0, 1]"),
+    ("gates/0/threshold", -0.5, "report.gates[0].threshold must be a non-negative number"),
     ("passed", True, "passed is true but its gates say false"),
-    ("augmentation/cgan", 2.5, "report.augmentation.cgan must be an integer"),
-    ("augmentation/cgan", -2, "report.augmentation.cgan must be >= 0"),
-    ("timings/total", -3, "report.timings.total must be >= 0"),
+    ("augmentation/cgan", 2.5, "report.augmentation.cgan must be a non-negative integer, got 2.5"),
+    ("augmentation/cgan", -2, "report.augmentation.cgan must be a non-negative integer, got -2"),
+    ("timings/total", -3, "report.timings.total must be a non-negative number, got -3"),
     ("artifacts/examples_before", "/etc/passwd", "must be a path relative to the report's directory"),
     ("artifacts/examples_before", "../secret.png", "must be a path relative to the report's directory"),
     ("created", "yesterday", "report.created must be an ISO 8601 time"),
-    ("seed", "7", "report.seed must be an integer, got str"),
+    ("seed", "7", "report.seed must be a non-negative integer, got str"),
 ])
 def test_invalid_reports_are_refused_with_one_clear_line(gated, path, value, needle):
     with pytest.raises(InputError) as info:
@@ -183,7 +184,7 @@ def test_to_json_writes_odd_config_types_and_names_nan_fields(tmp_path):
     assert data["config"] == {"out": str(tmp_path / "run"), "device": "cpu", "eps": 0.25, "steps": 10,
                               "attacks": ["pgd"]}
     report.stages["after"]["pgd"].seconds = float("nan")
-    with pytest.raises(ValueError, match=r"report\.stages\.after\.pgd\.seconds is nan"):
+    with pytest.raises(ValueError, match=r"report\.stages\.after\.pgd\.seconds must be a non-negative number, got nan"):
         report.to_json()
 
 

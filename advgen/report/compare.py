@@ -17,7 +17,7 @@ from ..errors import InputError
 from .changes import ALPHA, WORSE, Change, change
 from .markdown import md_escape
 from .schema import Report
-from .tables import fmt_delta, fmt_p, fmt_rate
+from .tables import change_cells
 
 #: Float noise ignored when comparing a drop with ``max_drop``.
 TOLERANCE = 1e-9
@@ -42,12 +42,9 @@ class MetricChange:
         return "worse (within max-drop)" if self.change.effect == WORSE else self.change.effect
 
     def cells(self) -> list[str]:
-        """metric, old, new, delta, p, status: the row both renderings print."""
-        c = self.change
-        if c is None:
-            return [self.label, "", "", "", "", self.status]
-        return [self.label, fmt_rate(c.before), fmt_rate(c.after), fmt_delta(c.before.value, c.after.value),
-                fmt_p(c.test and c.test.p), self.status]
+        """metric, old, new, delta, p, status (with the note): the row both renderings print."""
+        cells = ["", "", "", ""] if self.change is None else change_cells(self.change)[:4]
+        return [self.label, *cells, self.status + (f" ({self.note})" if self.note else "")]
 
     def to_dict(self) -> dict[str, Any]:
         c = self.change
@@ -87,8 +84,7 @@ class Comparison:
 
     def render_text(self) -> str:
         """An aligned plain-text table for terminals, with the verdict on the last line."""
-        rows = [["metric", "old", "new", "delta", "p", "status"]]
-        rows += [c.cells()[:5] + [c.status + (f" ({c.note})" if c.note else "")] for c in self.changes.values()]
+        rows = [["metric", "old", "new", "delta", "p", "status"]] + [c.cells() for c in self.changes.values()]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [f"comparing old {self.old_stage} stage with new {self.new_stage} stage "
                  f"(max drop {self.max_drop:g}, significant at p < {ALPHA:g})"]
@@ -103,7 +99,7 @@ class Comparison:
                  f"at p < {ALPHA:g}.", "", "| metric | old | new | delta | p | status |", "|---|---:|---:|---:|---:|---|"]
         for c in self.changes.values():
             cells = [md_escape(x) for x in c.cells()]
-            cells[5] = (f"**{cells[5]}**" if c.regressed else cells[5]) + (f" ({md_escape(c.note)})" if c.note else "")
+            cells[5] = f"**{cells[5]}**" if c.regressed else cells[5]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [""] + [f"- {md_escape(n)}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"

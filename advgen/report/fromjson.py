@@ -2,12 +2,13 @@
 
 One generic walk replaces a hand-written validator per class: the type hints already say what each
 field holds. Supported: ``int``, ``float``, ``str``, ``bool``, ``Any``, ``X | None``, ``dict[str, X]``,
-``list[X]`` and nested dataclasses. Every field must be present (what advgen writes always is), and
-unknown fields are refused, since they are usually typos; keys a class lists in its ``DERIVED``
-class attribute are skipped (computed fields the writer adds for readers).
+``list[X]`` and nested dataclasses. Every field must be present (advgen always writes them all) and
+unknown keys are refused, as they are usually typos; keys named in a class's ``DERIVED`` attribute
+are skipped (numbers the writer adds for readers). Every number in a report is a count, a duration
+or a fraction, so negative numbers are refused here too.
 
-Checks that types cannot express live in a dataclass's optional ``check()`` method, which raises
-``ValueError("field ...")``; the message is prefixed with the object's path here.
+A dataclass may define ``check()`` for what types cannot say; it raises ``ValueError("field ...")``
+and the object's path is put in front of the message.
 """
 
 from __future__ import annotations
@@ -34,26 +35,24 @@ def build(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, where)
     if origin is dict:
-        _expect(value, dict, "a JSON object", where)
+        _expect(isinstance(value, dict), "a JSON object", value, where)
         return {k: build(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
-        _expect(value, list, "a list", where)
+        _expect(isinstance(value, list), "a list", value, where)
         return [build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        return _expect(value, bool, "true or false", where)
-    if tp is str:
-        return _expect(value, str, "a string", where)
-    if tp is int:
-        return _expect(value, int, "an integer", where)
-    if tp is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise InputError(f"{where} must be a finite number, got {_kind(value)}")
-        return float(value)
+    if tp in (bool, str):
+        _expect(isinstance(value, tp), "true or false" if tp is bool else "a string", value, where)
+        return value
+    if tp in (int, float):
+        number = isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool)
+        _expect(number and math.isfinite(value) and value >= 0,
+                "a non-negative " + ("integer" if tp is int else "number"), value, where)
+        return tp(value)
     raise TypeError(f"fromjson cannot read type {tp!r} (at {where})")  # a bug in advgen, not bad input
 
 
 def _build_dataclass(cls: type, value: Any, where: str) -> Any:
-    _expect(value, dict, "a JSON object", where)
+    _expect(isinstance(value, dict), "a JSON object", value, where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(value) - set(names) - set(getattr(cls, "DERIVED", ())))
@@ -63,23 +62,17 @@ def _build_dataclass(cls: type, value: Any, where: str) -> Any:
     if missing:
         raise InputError(f"{where}: missing field(s) {', '.join(missing)}")
     obj = cls(**{n: build(hints[n], value[n], f"{where}.{n}") for n in names})
-    check = getattr(obj, "check", None)
-    if check is not None:
-        try:
-            check()
-        except InputError:
-            raise
-        except ValueError as exc:
-            raise InputError(f"{where}.{exc}") from None
+    try:
+        getattr(obj, "check", lambda: None)()
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(f"{where}.{exc}") from None
     return obj
 
 
-def _expect(value: Any, kind: type, words: str, where: str) -> Any:
-    # bool is an int in Python but never in a report.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"{where} must be {words}, got {_kind(value)}")
-    return value
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _expect(ok: bool, words: str, value: Any, where: str) -> None:
+    if not ok:
+        shown = repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+            "null" if value is None else type(value).__name__
+        raise InputError(f"{where} must be {words}, got {shown}")

@@ -59,15 +59,8 @@ class Measurement:
         return self.rate(metric.outcome, metric.among)
 
     def check(self) -> None:
-        """Flags only '0'/'1', one per image; counts and seconds not negative."""
-        if self.images < 0:
-            raise ValueError(f"images must be >= 0, got {self.images}")
+        """One '0'/'1' flag per image in every outcome."""
         for name, flags in self.outcomes.items():
             check_flags(flags, f"outcomes.{name}")
             if len(flags) != self.images:
                 raise ValueError(f"outcomes.{name} has {len(flags)} flags but images is {self.images}")
-        for name, count in self.counts.items():
-            if count < 0:
-                raise ValueError(f"counts.{name} must be >= 0, got {count}")
-        if self.seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {self.seconds}")

@@ -1,8 +1,8 @@
 """The one registry of reported metrics: adding an attack or a metric is one line in :data:`METRICS`.
 
 A metric is a rate over one attack's per-image outcomes, e.g. PGD's ``robust`` flags. Schema checks,
-gates, tables, the chart and ``compare`` all iterate over this tuple and import nothing else from the
-report package, so the registry sits at the bottom of the import graph.
+gates, tables, the chart and ``compare`` all read this tuple, and it imports nothing from the report
+package, so it sits at the bottom of the import graph.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ STAGES = ("before", "after")
 class Metric:
     """How to read, show and judge one rate.
 
-    ``among``, when set, restricts the rate to images where that outcome is 1 (AdvGAN's success rate
-    counts only images the model classified correctly). ``gate`` is the user-facing ``--fail-under``
-    name, for metrics that can be gated.
+    ``among`` restricts the rate to images where that outcome is 1 (AdvGAN's success rate counts
+    only images the model classified correctly); ``gate`` is the ``--fail-under`` name, if gated.
     """
 
     attack: str
@@ -30,7 +29,7 @@ class Metric:
 
     @property
     def name(self) -> str:
-        """The metric's key within its attack: ``robust``, or ``fooled_among_correct``."""
+        """The key within its attack: ``robust``, or ``fooled_among_correct``."""
         return self.outcome if self.among is None else f"{self.outcome}_among_{self.among}"
 
     @property
@@ -38,13 +37,7 @@ class Metric:
         """``attack.name``, unique across the registry: ``pgd.robust``."""
         return f"{self.attack}.{self.name}"
 
-    @property
-    def outcomes(self) -> tuple[str, ...]:
-        """The per-image outcomes a measurement must carry for this metric."""
-        return (self.outcome,) if self.among is None else (self.outcome, self.among)
 
-
-#: Every metric, in display order.
 METRICS: tuple[Metric, ...] = (
     Metric("clean", "correct", "clean accuracy", True, gate="clean"),
     Metric("onepixel", "certified", "one-pixel certified robust", True, gate="onepixel"),
@@ -55,7 +48,7 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-# The helpers read METRICS when called, so a test (or a plug-in) that extends the tuple is seen everywhere.
+# The helpers read METRICS when called, so a test or plug-in that extends the tuple is seen everywhere.
 
 def gate_metrics() -> dict[str, Metric]:
     """Gate name -> the metric it reads: ``{"clean": <clean.correct>, ...}``."""
@@ -63,5 +56,4 @@ def gate_metrics() -> dict[str, Metric]:
 
 
 def attack_metrics(attack: str) -> list[Metric]:
-    """The registered metrics of one attack, in display order."""
     return [m for m in METRICS if m.attack == attack]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stats import Rate
-from .changes import change
+from .changes import Change, change
 from .schema import Report
 
 NOT_MEASURED = "not measured"
@@ -55,6 +55,12 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
 
 
+def change_cells(c: Change) -> list[str]:
+    """before, after, change, McNemar p, effect: the cells the report's table and ``compare`` share."""
+    return [fmt_rate(c.before), fmt_rate(c.after), fmt_delta(c.before.value, c.after.value),
+            fmt_p(c.test and c.test.p), c.effect]
+
+
 def fmt_value(value: Any) -> str:
     """Config and machine values: strings as-is, everything else as compact JSON."""
     if isinstance(value, str):
@@ -88,9 +94,7 @@ def metrics_table(report: Report) -> Table:
     for m in report.shown_metrics():
         label = m.label + ("" if m.higher_is_better else " (lower is better)")
         if m.attack in before and m.attack in after:
-            c = change(m, before[m.attack], after[m.attack])
-            t.rows.append([label, fmt_rate(c.before), fmt_rate(c.after), fmt_delta(c.before.value, c.after.value),
-                           fmt_p(c.test and c.test.p), c.effect])
+            t.rows.append([label, *change_cells(change(m, before[m.attack], after[m.attack]))])
         else:
             t.rows.append([label, fmt_rate(report.rate("before", m)), fmt_rate(report.rate("after", m)), "", "", ""])
     for attack in dict.fromkeys([*before, *after]):  # counters, e.g. one-pixel candidates and pruned
