@@ -37,14 +37,18 @@ def mcnemar_exact(b: int, c: int) -> float:
 
     Under "no change" each flipped image is equally likely to flip either way, so ``min(b, c)`` is
     Binomial(b + c, 1/2); the p-value doubles its lower tail (capped at 1). Exact integer sums, so
-    thousands of flips neither overflow nor lose the tiny p-values of a large, real change.
+    thousands of flips neither overflow nor lose the tiny p-values of a large, real change; each
+    binomial coefficient comes from the previous one, so the cost is linear in ``min(b, c)``.
     """
     if b < 0 or c < 0:
         raise ValueError(f"mcnemar_exact needs counts >= 0, got b={b}, c={c}")
     n = b + c
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    term = tail = 1  # C(n, 0)
+    for i in range(min(b, c)):
+        term = term * (n - i) // (i + 1)  # C(n, i + 1), exact
+        tail += term
     return min(1.0, 2 * tail / 2**n)
 
 

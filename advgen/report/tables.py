@@ -82,12 +82,11 @@ def headline(report: Report) -> tuple[str, str]:
 
 
 def metrics_table(report: Report) -> Table:
-    """Every measured metric with its interval and, after retraining, McNemar's verdict; then attack counters."""
+    """Every measured metric with its count and interval and, after retraining, McNemar's verdict."""
     before, after = report.stages["before"], report.stages.get("after")
     if after is None:
         t = Table("Metrics (before only: no retraining)", ["metric", "before"], numeric=[False, True])
         t.rows = [[m.label, fmt_rate(report.rate("before", m))] for m in report.shown_metrics()]
-        t.rows += [[f"{a} {c}", str(v)] for a, m in before.items() for c, v in m.counts.items()]
         return t
     t = Table("Before and after retraining", ["metric", "before", "after", "change", "McNemar p", "effect"],
               numeric=[False, True, True, True, True, False])
@@ -97,20 +96,15 @@ def metrics_table(report: Report) -> Table:
             t.rows.append([label, *change_cells(change(m, before[m.attack], after[m.attack]))])
         else:
             t.rows.append([label, fmt_rate(report.rate("before", m)), fmt_rate(report.rate("after", m)), "", "", ""])
-    for attack in dict.fromkeys([*before, *after]):  # counters, e.g. one-pixel candidates and pruned
-        x, y = before.get(attack), after.get(attack)
-        for name in dict.fromkeys([*(x.counts if x else ()), *(y.counts if y else ())]):
-            old, new = (m.counts[name] if m and name in m.counts else None for m in (x, y))
-            delta = "" if old is None or new is None else f"{new - old:+d}" if new != old else "0"
-            t.rows.append([f"{attack} {name}", *("" if v is None else str(v) for v in (old, new)), delta, "", ""])
     return t
 
 
 def measurements_table(report: Report) -> Table:
-    """What each attack was run on, how long it took, and how (its note)."""
-    t = Table("Measurements", ["stage", "attack", "images", "seconds", "note"], numeric=[False, False, True, True, False])
-    t.rows = [[stage, attack, str(m.images), f"{m.seconds:.2f}", m.note]
-              for stage, attacks in report.stages.items() for attack, m in attacks.items()]
+    """What each attack was run on, how long it took, its counters (one-pixel candidates, pruned) and note."""
+    t = Table("Measurements", ["stage", "attack", "images", "seconds", "counts", "note"],
+              numeric=[False, False, True, True, False, False])
+    t.rows = [[stage, attack, str(m.images), f"{m.seconds:.2f}", ", ".join(f"{k} {v}" for k, v in m.counts.items()),
+               m.note] for stage, attacks in report.stages.items() for attack, m in attacks.items()]
     return t
 
 
