@@ -477,3 +477,27 @@ def test_compare_uses_final_stage_and_renders():
 def test_compare_refuses_bad_max_drop(bad):
     with pytest.raises(InputError, match="max_drop"):
         compare(make_report(), make_report(), bad)
+
+
+def test_report_modules_import_no_cycle():
+    """No module of advgen/report imports one that (directly or not) imports it back."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(advgen.__file__).parent / "report"
+    deps = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        deps[path.stem] = found - {"__init__"}
+
+    def reach(name, seen):
+        for d in deps.get(name, ()):
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    assert deps["metrics"] == set() and not [m for m in deps if m in reach(m, set())]
