@@ -123,9 +123,10 @@ _DELETE = object()
     ("stages/after", [], "report.stages.after must be a JSON object, got list"),
     ("bogus", 1, "report: unknown field(s) bogus"),
     ("gates", {}, "report.gates must be a list"),
-    ("gates/0/name", "fgsm", "report.gates[0].name: unknown gate 'fgsm'"),
-    ("gates/0/metric", "pgd.robust", "gate 'clean' reads 'clean.correct'"),
-    ("gates/0/threshold", 1.5, "report.gates[0].threshold must be in [0, 1]"),
+    ("gates/0/name", "fgsm", "report.gates[0].name: unknown gate 'fgsm' reading 'clean.correct'; known: clean"),
+    ("gates/0/metric", "pgd.robust", "report.gates[0].name: unknown gate 'clean' reading 'pgd.robust'"),
+    ("gates/0/threshold", 1.5, "report.gates[0].stage must be one of before, after and threshold and value in [0, 1]"),
+    ("gates/0/stage", "during", "report.gates[0].stage must be one of before, after"),
     ("gates/0/threshold", -0.5, "report.gates[0].threshold must be a non-negative number"),
     ("passed", True, "passed is true but its gates say false"),
     ("augmentation/cgan", 2.5, "report.augmentation.cgan must be a non-negative integer, got 2.5"),
@@ -199,7 +200,7 @@ def test_one_registry_line_adds_an_attack_everywhere(monkeypatch, report, tmp_pa
     assert format_gate(report.gates[0]) == "PASS after.autoattack >= 0.25: 0.3000 >= 0.25"
     row = next(r for r in metrics_table(report).rows if r[0] == "AutoAttack robust accuracy")
     assert row[1].startswith("0.0800 (40/500)") and row[5] == "better"
-    assert Report.from_json(report.to_json()) == report
+    assert Report.from_dict(json.loads(report.to_json())) == report
     assert "autoattack.robust" in compare(make_report(), report).changes
     assert "AutoAttack robust accuracy" in render_markdown(report)
 

@@ -27,11 +27,12 @@ def report() -> None:
 @click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--max-drop", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="How much a metric may worsen (as a fraction, e.g. 0.01) before it counts as a regression.")
+              help="How much a metric may worsen (as a fraction, e.g. 0.01) before it counts as a regression; "
+                   "a regression must also be significant (p < 0.05).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
 @click.option("--markdown", is_flag=True, help="Print the comparison as Markdown (for a job summary).")
 def compare_cmd(old: Path, new: Path, max_drop: float, as_json: bool, markdown: bool) -> int:
-    """Compare OLD and NEW reports' final stages; exit 1 if any metric regressed by more than --max-drop."""
+    """Compare OLD and NEW reports' final stages; exit 1 if a metric got significantly worse by more than --max-drop."""
     if as_json and markdown:
         raise InputError("choose one of --json and --markdown")
     result = compare(load_report(old), load_report(new), max_drop)

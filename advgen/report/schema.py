@@ -64,16 +64,13 @@ class Gate:
         return f"{self.stage}.{self.name} >= {self.threshold:g}"
 
     def check(self) -> None:
+        """A stored gate is re-evaluated by ``advgen report gate``, so its name and stage must be known."""
         gates = registry.gate_metrics()
-        if self.name not in gates:
-            raise ValueError(f"name: unknown gate {self.name!r}; choose one of {', '.join(gates)}")
-        if self.metric != gates[self.name].key:
-            raise ValueError(f"metric: gate {self.name!r} reads {gates[self.name].key!r}, not {self.metric!r}")
-        if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        for name, value in (("threshold", self.threshold), ("value", self.value)):
-            if value is not None and value > 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.name not in gates or self.metric != gates[self.name].key:
+            raise ValueError(f"name: unknown gate {self.name!r} reading {self.metric!r}; known: "
+                             + ", ".join(f"{k} ({m.key})" for k, m in gates.items()))
+        if self.stage not in STAGES or max(self.threshold, self.value or 0.0) > 1.0:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)} and threshold and value in [0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -195,15 +192,6 @@ class Report:
                              f"the report was edited or is inconsistent")
         return report
 
-    @classmethod
-    def from_json(cls, text: str, where: str = "report") -> "Report":
-        """Parse JSON text (``NaN``/``Infinity`` refused) and validate it."""
-        try:
-            data = json.loads(text, parse_constant=_refuse_constant)
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise InputError(f"{where} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, where)
-
 
 def load_report(path: str | os.PathLike) -> Report:
     """Read and validate a ``report.json``; missing, unreadable or invalid files become :class:`InputError`."""
@@ -211,10 +199,12 @@ def load_report(path: str | os.PathLike) -> Report:
     if not path.is_file():
         raise InputError(f"report not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read report {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return Report.from_json(text, where=str(path))
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    return Report.from_dict(data, where=str(path))
 
 
 def machine_info(device: str | Any = "cpu") -> dict[str, Any]:
