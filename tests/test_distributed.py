@@ -170,7 +170,8 @@ def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
 
     def numbers(out: Path) -> dict:
         report = json.loads((out / "report.json").read_text())
-        return {stage: {k: v for k, v in report[stage].items() if k != "seconds"} for stage in ("before", "after")}
+        return {stage: {attack: {k: v for k, v in m.items() if k != "seconds"} for attack, m in attacks.items()}
+                for stage, attacks in report["stages"].items()}
 
     assert numbers(one) == numbers(two)
     assert json.loads((two / "report.json").read_text())["config"]["processes"] == 2
