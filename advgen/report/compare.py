@@ -114,14 +114,13 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
             or not 0.0 <= max_drop <= 1.0:
         raise InputError(f"max_drop must be a fraction in [0, 1], got {max_drop!r}")
-    a, b = old.final, new.final
     result = Comparison(old_stage=old.final_stage, new_stage=new.final_stage, max_drop=float(max_drop))
     if result.old_stage != result.new_stage:
         result.notes.append(f"note: the old report's final stage is {result.old_stage!r} but the new one's is "
                             f"{result.new_stage!r}; the numbers may not be like for like")
     unpaired = []
     for m in dict.fromkeys(old.shown_metrics() + new.shown_metrics()):
-        x, y = a.get(m.attack), b.get(m.attack)
+        x, y = old.measurement(old.final_stage, m), new.measurement(new.final_stage, m)
         if x is None or y is None:
             side = "either" if x is None and y is None else "new" if y is None else "old"
             result.changes[m.key] = MetricChange(m.label, None, note=f"not measured in {side}")

@@ -34,7 +34,7 @@ def render_junit(report: Report) -> str:
                        ("final_stage", report.final_stage), ("passed", str(report.passed).lower())):
         ET.SubElement(props, "property", {"name": key, "value": _x(value)})
     for gate in report.gates:
-        measurement = (report.stage(gate.stage) or {}).get(registry.gate_metrics()[gate.name].attack)
+        measurement = report.measurement(gate.stage, registry.gate_metrics()[gate.name])
         seconds = measurement.seconds if measurement is not None else 0.0
         case = ET.SubElement(suite, "testcase", {"classname": f"advgen.gates.{gate.stage}",
                                                  "name": _x(gate.label), "time": f"{seconds:.3f}"})

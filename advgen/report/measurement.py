@@ -55,6 +55,10 @@ class Measurement:
         base = self.flags(among)
         return Rate(ones(both(self.flags(outcome), base)), ones(base))
 
+    def carries(self, metric: Metric) -> bool:
+        """Whether the outcomes ``metric`` reads were recorded (else the metric was not measured)."""
+        return metric.outcome in self.outcomes and (metric.among is None or metric.among in self.outcomes)
+
     def metric_rate(self, metric: Metric) -> Rate:
         return self.rate(metric.outcome, metric.among)
 

@@ -53,7 +53,3 @@ METRICS: tuple[Metric, ...] = (
 def gate_metrics() -> dict[str, Metric]:
     """Gate name -> the metric it reads: ``{"clean": <clean.correct>, ...}``."""
     return {m.gate: m for m in METRICS if m.gate is not None}
-
-
-def attack_metrics(attack: str) -> list[Metric]:
-    return [m for m in METRICS if m.attack == attack]

@@ -7,8 +7,9 @@ this object, so a report can be re-rendered or re-analysed later without the mod
 
 The per-image outcomes are the source of truth. The JSON also carries, for readers such as ``jq``,
 derived numbers: each measurement's ``rates`` (k, n, value, ci95) and the report's before/after
-``changes`` (McNemar counts, p, effect). On load they are recomputed and must equal what the file
-says, so a hand-edited number is refused rather than silently believed.
+``changes`` (McNemar counts, p, effect). On load they are recomputed, and every one the file gives
+must agree, so a hand-edited number is refused rather than silently believed; entries a different
+metric registry would add or leave out are tolerated, so a new metric does not orphan old reports.
 """
 
 from __future__ import annotations
@@ -103,23 +104,23 @@ class Report:
         """``after`` when retraining happened, else ``before``."""
         return "after" if "after" in self.stages else "before"
 
-    @property
-    def final(self) -> dict[str, Measurement]:
-        return self.stages[self.final_stage]
-
     def stage(self, name: str) -> dict[str, Measurement] | None:
         """The measurements of stage ``before`` or ``after`` (``None`` for an absent stage)."""
         return self.stages.get(name)
 
+    def measurement(self, stage: str, metric: Metric) -> Measurement | None:
+        """The measurement ``metric`` reads at ``stage``; ``None`` when its attack or outcomes were not recorded."""
+        m = self.stages.get(stage, {}).get(metric.attack)
+        return m if m is not None and m.carries(metric) else None
+
     def rate(self, stage: str, metric: Metric) -> Rate | None:
-        """``metric`` at ``stage``, or ``None`` when that stage or attack was not measured."""
-        measurement = (self.stage(stage) or {}).get(metric.attack)
-        return None if measurement is None else measurement.metric_rate(metric)
+        """``metric`` at ``stage``, or ``None`` when it was not measured there."""
+        m = self.measurement(stage, metric)
+        return None if m is None else m.metric_rate(metric)
 
     def shown_metrics(self) -> list[Metric]:
-        """The registered metrics whose attack was measured at some stage, in registry order."""
-        attacks = {a for stage in self.stages.values() for a in stage}
-        return [m for m in registry.METRICS if m.attack in attacks]
+        """The registered metrics measured at some stage, in registry order."""
+        return [m for m in registry.METRICS if any(self.measurement(s, m) for s in self.stages)]
 
     def set_gates(self, gates: list[Gate]) -> "Report":
         """Record evaluated gates and set ``passed`` to whether all of them passed."""
@@ -133,11 +134,11 @@ class Report:
         for stage, attacks in self.stages.items():
             for attack, m in attacks.items():
                 data["stages"][stage][attack]["rates"] = {
-                    metric.name: m.metric_rate(metric).to_dict() for metric in registry.attack_metrics(attack)}
-        before, after = self.stages.get("before", {}), self.stages.get("after")
-        if after is not None:
-            data["changes"] = {m.key: change(m, before[m.attack], after[m.attack]).to_dict()
-                               for m in self.shown_metrics() if m.attack in before and m.attack in after}
+                    metric.name: m.metric_rate(metric).to_dict() for metric in registry.METRICS
+                    if metric.attack == attack and m.carries(metric)}
+        if "after" in self.stages:
+            pairs = {m: (self.measurement("before", m), self.measurement("after", m)) for m in self.shown_metrics()}
+            data["changes"] = {m.key: change(m, x, y).to_dict() for m, (x, y) in pairs.items() if x and y}
         return data
 
     def to_json(self) -> str:
@@ -158,13 +159,6 @@ class Report:
         """What types cannot say: stage names, consistent verdict, sane numbers, paths inside the report."""
         if "before" not in self.stages or set(self.stages) - set(STAGES):
             raise ValueError(f"stages must have 'before' and at most 'after', got {', '.join(self.stages) or 'none'}")
-        for stage, attacks in self.stages.items():
-            for attack, m in attacks.items():
-                for metric in registry.attack_metrics(attack):
-                    for outcome in (metric.outcome, metric.among or metric.outcome):
-                        if outcome not in m.outcomes:
-                            raise ValueError(f"stages.{stage}.{attack}.outcomes lacks {outcome!r} "
-                                             f"(needed for {metric.label})")
         try:
             datetime.fromisoformat(self.created.replace("Z", "+00:00"))
         except ValueError:
@@ -187,7 +181,7 @@ class Report:
             raise InputError(f"{where}: unsupported schema_version {version!r}; this advgen reads schema_version "
                              f"{SCHEMA_VERSION} (re-run advgen evaluate to get one)")
         report = build(cls, data, where)
-        if json.loads(report.to_json()) != data:  # everything else was rebuilt exactly, so only derived fields differ
+        if not _agrees(data, json.loads(report.to_json())):
             raise InputError(f"{where}: its rates or changes are not what its per-image outcomes give; "
                              f"the report was edited or is inconsistent")
         return report
@@ -221,6 +215,17 @@ def machine_info(device: str | Any = "cpu") -> dict[str, Any]:
     return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
             "torchvision": _package_version("torchvision"), "torchattacks": _package_version("torchattacks"),
             "device": dev, "cpu_count": os.cpu_count(), "gpu": gpu}
+
+
+def _agrees(given: Any, recomputed: Any) -> bool:
+    """Whether every value in ``given`` equals its recomputed twin.
+
+    Keys only one side has are allowed: they can only be derived entries (every field was rebuilt),
+    and a writer with a smaller or larger metric registry writes fewer or more of those.
+    """
+    if isinstance(given, dict) and isinstance(recomputed, dict):
+        return all(_agrees(v, recomputed[k]) for k, v in given.items() if k in recomputed)
+    return given == recomputed
 
 
 def _package_version(name: str) -> str | None:

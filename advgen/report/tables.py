@@ -83,8 +83,7 @@ def headline(report: Report) -> tuple[str, str]:
 
 def metrics_table(report: Report) -> Table:
     """Every measured metric with its count and interval and, after retraining, McNemar's verdict."""
-    before, after = report.stages["before"], report.stages.get("after")
-    if after is None:
+    if "after" not in report.stages:
         t = Table("Metrics (before only: no retraining)", ["metric", "before"], numeric=[False, True])
         t.rows = [[m.label, fmt_rate(report.rate("before", m))] for m in report.shown_metrics()]
         return t
@@ -92,8 +91,9 @@ def metrics_table(report: Report) -> Table:
               numeric=[False, True, True, True, True, False])
     for m in report.shown_metrics():
         label = m.label + ("" if m.higher_is_better else " (lower is better)")
-        if m.attack in before and m.attack in after:
-            t.rows.append([label, *change_cells(change(m, before[m.attack], after[m.attack]))])
+        x, y = report.measurement("before", m), report.measurement("after", m)
+        if x and y:
+            t.rows.append([label, *change_cells(change(m, x, y))])
         else:
             t.rows.append([label, fmt_rate(report.rate("before", m)), fmt_rate(report.rate("after", m)), "", "", ""])
     return t
