@@ -73,7 +73,7 @@ def test_json_round_trip_keeps_outcomes_and_intervals(gated, tmp_path):
 
 def test_before_only_report_has_no_after_stage_and_no_changes():
     report = make_report(stages={"before": make_report().stages["before"]})
-    assert report.final_stage == "before" and report.stage("after") is None
+    assert report.final_stage == "before" and "after" not in report.stages
     data = json.loads(report.to_json())
     assert "changes" not in data and Report.from_dict(data) == report
 

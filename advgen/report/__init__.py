@@ -12,6 +12,7 @@ Typical use by the evaluator::
 Import order (no cycles): metrics, measurement -> changes -> schema -> gates, tables -> renderers, compare.
 """
 
+from . import metrics
 from .changes import Change, change
 from .compare import Comparison, MetricChange, compare
 from .gates import GateSpec, evaluate_gates, format_gate, gate_exit_code, parse_gate_spec, parse_gate_specs
@@ -19,15 +20,14 @@ from .htmlpage import render_html
 from .junit import render_junit
 from .markdown import md_table, render_markdown
 from .measurement import Measurement
-from . import metrics
 from .metrics import METRICS, STAGES, Metric, gate_metrics
 from .output import REPORT_FILES, render_json, write_reports
 from .schema import SCHEMA_VERSION, Gate, Report, load_report, machine_info
 from .tables import headline, metrics_table
 
 __all__ = [
-    "Change", "change", "Comparison", "MetricChange", "compare", "GateSpec", "evaluate_gates", "format_gate",
-    "gate_exit_code", "parse_gate_spec", "parse_gate_specs", "render_html", "render_junit", "md_table",
-    "render_markdown", "Measurement", "metrics", "METRICS", "STAGES", "Metric", "gate_metrics", "REPORT_FILES", "render_json",
+    "metrics", "Change", "change", "Comparison", "MetricChange", "compare", "GateSpec", "evaluate_gates",
+    "format_gate", "gate_exit_code", "parse_gate_spec", "parse_gate_specs", "render_html", "render_junit", "md_table",
+    "render_markdown", "Measurement", "METRICS", "STAGES", "Metric", "gate_metrics", "REPORT_FILES", "render_json",
     "write_reports", "SCHEMA_VERSION", "Gate", "Report", "load_report", "machine_info", "headline", "metrics_table",
 ]

@@ -79,10 +79,9 @@ def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate
     """Judge ``report`` against each spec; one :class:`Gate` per spec, in order, with a reason in words."""
     gates = []
     for spec in parse_gate_specs(specs):
-        metric, stage = spec.metric, report.stage(spec.stage)
-        rate = report.rate(spec.stage, metric)
+        metric, rate = spec.metric, report.rate(spec.stage, spec.metric)
         value = None if rate is None else rate.value
-        if stage is None:
+        if spec.stage not in report.stages:
             passed, reason = False, f"not measured: the report has no {spec.stage!r} stage (no retraining)"
         elif rate is None:
             passed, reason = False, f"not measured: no {metric.attack!r} measurement in the {spec.stage!r} stage " \

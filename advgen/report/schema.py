@@ -104,10 +104,6 @@ class Report:
         """``after`` when retraining happened, else ``before``."""
         return "after" if "after" in self.stages else "before"
 
-    def stage(self, name: str) -> dict[str, Measurement] | None:
-        """The measurements of stage ``before`` or ``after`` (``None`` for an absent stage)."""
-        return self.stages.get(name)
-
     def measurement(self, stage: str, metric: Metric) -> Measurement | None:
         """The measurement ``metric`` reads at ``stage``; ``None`` when its attack or outcomes were not recorded."""
         m = self.stages.get(stage, {}).get(metric.attack)
