@@ -18,20 +18,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .data import Dataset
-from .distributed import World, device_for_rank, fingerprint
+from . import resume as resume_mod
+from .data import Dataset, validate_targets
 from .errors import InputError
-from .files import append_jsonl, atomic_write_json, atomic_write_text, check_writable_dir, read_jsonl
-from .methods import AttackOptions, AttackRecord, get_method, run_method
-from .outputs import adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize, write_summary
-from .runtime import progress, resolve_device
+from .files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from .methods import AttackOptions, AttackRecord, Status, get_method, run_method
+from .outputs import AttackSummary, adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize
+from .run import Run, local, progress
 
 RECORDS = "records.jsonl"
 RUN_FILE = "run.json"
@@ -75,61 +74,65 @@ def merge_records(out: Path) -> list[dict]:
 def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch.Tensor | None = None,
                out: str | Path = "runs/attack", *, method: str = "onepixel", options: AttackOptions | None = None,
                config: dict | None = None, target: int | None = None, resume: bool = False,
-               overwrite: bool = False, max_examples: int = 64, quiet: bool = False,
-               world: World | None = None) -> dict:
+               overwrite: bool = False, max_examples: int = 64, run: Run | None = None) -> AttackSummary:
     """Attack ``data`` images ``indices`` (all when None) with ``method``; write ``out``; return the summary.
 
     ``model`` is an ``nn.Module``, or a zero-argument callable returning one that is called once the output
     directory is ready: on rank 0 first, then on the other ranks, so it can train the model and cache it in
     ``out/model.pt`` on rank 0 while the others load that file. Every rank must end up with identical
-    weights (checked by fingerprint). ``config`` is what ``run.json`` records and a ``resume`` must match
-    (default: method, data name, image count and the options). ``target``: a targeted attack towards that
-    class (no chosen image may have it as label). ``overwrite`` replaces earlier outputs; without it or
-    ``resume`` a non-empty ``out`` is refused. ``max_examples``: exact-method adversarial images kept per
-    image. ``quiet`` hides the progress bar.
+    weights (checked by digest). ``config`` holds the settings ``run.json`` records and a ``resume`` must
+    match, beside the model's and data's digests, the seed and advgen's version (default: method, data
+    name, image count and the options). ``target``: a targeted attack towards that class (no chosen image
+    may have it as label). ``overwrite`` replaces earlier outputs; without it or ``resume`` a non-empty
+    ``out`` is refused. ``max_examples``: exact-method adversarial images kept per image.
 
-    ``world`` (from :func:`advgen.distributed.session`) splits the work over torchrun ranks: images go to
-    ranks in whole units of the method (see :class:`~advgen.methods.Method`), each rank appends records to
-    its own file as images finish, and rank 0 alone prepares ``out``, merges the records and writes every
-    output; every rank gets the summary. The result does not depend on the number of ranks, before or
-    after a resume. On CUDA each local rank attacks on its own GPU (``cuda:LOCAL_RANK``).
+    ``run`` (from :func:`advgen.run.start`) splits the work over torchrun ranks: images go to ranks in
+    whole units of the method (see :class:`~advgen.methods.Method`), each rank appends records to its own
+    file as images finish, and rank 0 alone prepares ``out``, merges the records and writes every output.
+    The result does not depend on the number of ranks, before or after a resume. ``options.device``
+    defaults to the run's device.
     """
     spec = get_method(method)
-    world = world or World()
+    run = run or local(options.device if options is not None else "auto")
     out = Path(out)
-    opts = options or AttackOptions(levels=data.levels)
-    if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other; pick one")
-    if world.size > 1:  # each local rank on its own GPU
-        opts = dataclasses.replace(opts, device=device_for_rank(resolve_device(opts.device)))
+    opts = dataclasses.replace(options or AttackOptions(levels=data.levels), device=run.device)
     if opts.levels != data.levels:
         raise InputError(f"options.levels ({opts.levels}) must match the data's levels ({data.levels})")
     if target is not None and not spec.targeted:
         raise InputError(f"method {method!r} does not support --target")
     idx = _check_indices(indices, len(data))
     chosen = data.subset(idx)
-    if target is not None and bool((chosen.labels == target).any()):
-        raise InputError(f"images of the target class {target} cannot be attacked towards it; leave them out")
+    validate_targets(target, chosen.labels, data.num_classes)
     if config is None:
         config = {"method": method, "data": data.name, "images": len(idx), "mode": opts.mode, "target": target,
-                  "bounds": opts.bounds, "levels": data.levels, "seed": opts.seed, "params": opts.params}
-    config = json.loads(json.dumps(config))  # compare like run.json reads back (tuples become lists, ...)
+                  "bounds": opts.bounds, "levels": data.levels, "params": opts.params}
 
-    done = world.on_main(lambda: _prepare_out(out, config, resume, overwrite))
-    _check_shared(out, config, world)
-    net = world.main_first(model) if not isinstance(model, nn.Module) else model
-    if world.size > 1 and len({*world.gather(fingerprint(net))}) > 1:
-        raise InputError("the ranks loaded different model weights; give a --checkpoint every node can read, "
-                         "or an --out directory every node shares")
+    with run.main() as shared:
+        if run.is_main:
+            resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite)
+    net = model if isinstance(model, nn.Module) else None
+    if net is None:  # rank 0 first: it may train the model and cache it where the others then read it
+        with run.main():
+            if run.is_main:
+                net = model()
+        if not run.is_main:
+            net = model()
+    wanted = resume_mod.fingerprint(config, model=net, data=chosen, seed=opts.seed)
+    with run.main() as shared:
+        if run.is_main:
+            resume_mod.claim(out / RUN_FILE, wanted, str(out))
+            shared.value = {int(r["index"]) for r in merge_records(out)}
+    done = shared.value
+    _check_shared(out, wanted, run)
 
     positions = list(range(len(idx)))
     units = [positions[s:s + spec.unit] for s in range(0, len(positions), spec.unit)]
-    todo = [u for u in world.shard(units) if any(idx[p] not in done for p in u)]
+    todo = [u for u in run.shard(units) if any(idx[p] not in done for p in u)]
     calls = [[p for u in todo for p in u]] if spec.unit == 1 else todo  # whole units keep results exact
     total = sum(map(len, calls))
-    bar = progress(range(total), desc=f"attack {method}", total=total, quiet=quiet or not world.is_main, unit="img")
+    bar = progress(range(total), desc=f"attack {method}", total=total, unit="img")
     ticks = iter(bar)
-    part = records_file(out, world.rank)
+    part = records_file(out, run.rank)
 
     def emit(recs: list[AttackRecord]) -> None:
         append_jsonl(part, [r.to_record() for r in recs])
@@ -143,8 +146,16 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
                    emit)
     if hasattr(bar, "close"):
         bar.close()
-    world.barrier()  # every rank's records are on disk
-    return world.on_main(lambda: _finish(out, method, opts, config, target, chosen, idx, max_examples))
+    run.barrier()  # every rank's records are on disk
+    with run.main() as shared:
+        if run.is_main:
+            shared.value = _finish(out, method, opts, target, chosen, idx, max_examples)
+    return shared.value
+
+
+def statuses(out: str | Path) -> dict[int, Status]:
+    """Each attacked image's :class:`~advgen.methods.Status` in a finished run's ``out``, by image index."""
+    return {int(r["index"]): Status(r["status"]) for r in read_jsonl(Path(out) / RECORDS)}
 
 
 def _check_indices(indices: Sequence[int] | torch.Tensor | None, n: int) -> list[int]:
@@ -157,56 +168,29 @@ def _check_indices(indices: Sequence[int] | torch.Tensor | None, n: int) -> list
     return idx
 
 
-def _prepare_out(out: Path, config: dict, resume: bool, overwrite: bool) -> set[int]:
-    """Refuse, clear, or resume the output directory; returns the image indices already recorded.
-
-    On resume the records of every rank of the earlier run (whatever its world size) are merged first.
-    """
-    existing = out.exists() and any(out.iterdir())
-    if existing and not (resume or overwrite):
-        raise InputError(f"{out} already holds results; pass --resume to continue or --overwrite to replace")
-    if existing and overwrite:
-        for p in [*(out / name for name in OUTPUT_FILES), *part_files(out)]:
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
-    check_writable_dir(out)
-    run_file = out / RUN_FILE
-    if resume and run_file.exists():
-        before = json.loads(run_file.read_text())
-        if before != config:
-            changed = sorted(k for k in {*config, *before} if before.get(k) != config.get(k))
-            raise InputError(f"{out} was made with different settings ({', '.join(changed)}); "
-                             f"use the same options to --resume, or --overwrite")
-    elif not run_file.exists():
-        atomic_write_json(run_file, config)
-    return {int(r["index"]) for r in merge_records(out)}
-
-
-def _check_shared(out: Path, config: dict, world: World) -> None:
-    """Every rank must see rank 0's ``run.json``: records only meet again through a shared ``out``."""
-    if world.size == 1:
+def _check_shared(out: Path, wanted: dict, run: Run) -> None:
+    """Every rank must see rank 0's ``run.json`` and hold the same weights: records only meet through ``out``."""
+    if run.size == 1:
         return
     try:
-        seen = json.loads((out / RUN_FILE).read_text()) == config
+        seen = json.loads((out / RUN_FILE).read_text()) == wanted
     except (OSError, ValueError):
         seen = False
-    blind = [r for r, ok in enumerate(world.gather(seen)) if not ok]
+    blind = [r for r, ok in enumerate(run.gather(seen)) if not ok]
     if blind:
-        raise InputError(f"rank(s) {', '.join(map(str, blind))} do not see {out / RUN_FILE} that rank 0 wrote; "
-                         f"put --out on a filesystem every node shares")
+        raise InputError(f"rank(s) {', '.join(map(str, blind))} do not see {out / RUN_FILE} that rank 0 wrote "
+                         f"with the same model; put --out on a filesystem every node shares, and give a "
+                         f"--checkpoint every node can read")
 
 
-def _finish(out: Path, method: str, opts: AttackOptions, config: dict, target: int | None, chosen: Dataset,
-            idx: list[int], max_examples: int) -> dict:
+def _finish(out: Path, method: str, opts: AttackOptions, target: int | None, chosen: Dataset,
+            idx: list[int], max_examples: int) -> AttackSummary:
     """Merge the records and rebuild every output from them, so any run of the same settings ends alike."""
     images = {i: chosen.images[k] for k, i in enumerate(idx)}
     records = [AttackRecord.from_record(rec, images[int(rec["index"])], chosen.levels)
                for rec in merge_records(out) if int(rec["index"]) in images]
-    summary = summarize(records, method, opts.seed, {"mode": opts.mode, "target": target, "levels": chosen.levels,
-                                                      "data": config.get("data", chosen.name)})
-    write_summary(out / "summary.json", summary)
+    summary = summarize(records, method, opts.seed, opts.mode, target, chosen.levels, chosen.name)
+    atomic_write_json(out / "summary.json", summary.to_dict())
     save_adversarial(out / "adversarial.pt", adversarial_set(records, images, chosen.levels, max_examples), method)
     save_examples(out / "examples.png", records)
     save_heatmaps(out / "heatmaps.png", records, images)

@@ -83,6 +83,31 @@ def validate_images(images: torch.Tensor, what: str = "images") -> None:
         raise InputError(f"{what}: pixel values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
 
 
+def validate_targets(targets: torch.Tensor | int | None, labels: torch.Tensor,
+                     num_classes: int) -> torch.Tensor | None:
+    """Targets for a targeted attack, one per label (an int is every image's), or None when untargeted.
+
+    Every attack entry point checks its targets here, so the rules and messages are the same everywhere:
+    labels and targets are classes of the model, and no image is asked to become its own class.
+    """
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise InputError(f"labels must lie in 0..{num_classes - 1}")
+    if targets is None:
+        return None
+    tgt = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if len(tgt) == 1:
+        tgt = tgt.expand(len(labels))
+    if len(tgt) != len(labels):
+        raise InputError(f"expected one target or {len(labels)}, got {len(tgt)}")
+    if len(tgt) and (int(tgt.min()) < 0 or int(tgt.max()) >= num_classes):
+        raise InputError(f"target classes (--target) must lie in 0..{num_classes - 1}, got {int(tgt.max())}"
+                         if int(tgt.max()) >= num_classes else f"target classes (--target) must lie in "
+                         f"0..{num_classes - 1}, got {int(tgt.min())}")
+    if bool((tgt == labels).any()):
+        raise InputError("a target equals the image's own label; leave those images out or pick another target")
+    return tgt.clone()
+
+
 def load(source: str = EMBEDDED, split: str = "test", root: str | Path | None = None) -> Dataset:
     """Load a dataset by name (``mnist-sample``, ``mnist``, ``fashion-mnist``, ``cifar10``) or file path.
 

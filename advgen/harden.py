@@ -15,11 +15,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torchattacks
 from torch import nn
 from torch.nn import functional as F
 
 from .data import Dataset
+from .methods import pgd
 from .train import TrainConfig, concat, fit
 
 
@@ -53,18 +53,18 @@ def worst_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 
 def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = None,
-           config: HardenConfig | None = None, device: str = "auto", quiet: bool = False) -> tuple[nn.Module, dict]:
+           config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
     """Return a retrained copy of ``model`` (the original is untouched) and what the retraining did."""
     config = config or HardenConfig()
     model = copy.deepcopy(model)
     data = concat([train_data, *(extra or [])])
-    attacks: dict[int, torchattacks.PGD | None] = {}
+    attacks: dict[int, object | None] = {}
 
-    def pgd(epoch: int) -> torchattacks.PGD | None:
+    def pgd_at(epoch: int) -> object | None:
         if epoch not in attacks:
             eps = config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
-            attacks[epoch] = (torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / config.pgd_steps,
-                                               steps=config.pgd_steps, random_start=True) if eps > 0 else None)
+            attacks[epoch] = (pgd(model, eps=eps, steps=config.pgd_steps, alpha=2.5 * eps / config.pgd_steps)
+                              if eps > 0 else None)
         return attacks[epoch]
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -73,7 +73,7 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
         if config.onepixel_weight > 0:
             loss = loss + config.onepixel_weight * F.cross_entropy(model(worst_pixel(model, x, y)), y)
             rest -= config.onepixel_weight
-        attack = pgd(epoch)
+        attack = pgd_at(epoch)
         if attack is not None:
             x_adv = attack(x, y)
             model.train()
@@ -82,5 +82,5 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
 
     result = fit(model, data, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                           shift=config.shift, seed=config.seed),
-                 device=device, quiet=quiet, desc="retrain", loss_fn=loss_fn)
+                 device=device, desc="retrain", loss_fn=loss_fn)
     return model.cpu(), {"train_images": len(data), "epochs": config.epochs, "seconds": round(result.seconds, 3)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
@@ -18,10 +19,18 @@ import torch
 from torch import nn
 
 from . import onepixel
+from .data import validate_targets
 from .errors import InputError
-from .runtime import seed_everything
+from .runtime import resolve_device, seed_everything
 
-RECORD_STATUSES = ("certified", "vulnerable", "robust", "misclassified")
+
+class Status(str, Enum):
+    """One image's outcome under any method (stored as its plain string value)."""
+
+    CERTIFIED = "certified"        # the exact method proved no one-pixel change works
+    VULNERABLE = "vulnerable"      # an adversarial example was found
+    ROBUST = "robust"              # a heuristic attack failed: no proof
+    MISCLASSIFIED = "misclassified"  # the clean image is already wrong; not attacked
 
 
 @dataclass
@@ -41,9 +50,7 @@ class AttackOptions:
 class AttackRecord:
     """One image's outcome under any method.
 
-    ``status``: ``certified`` (exact method proved no one-pixel change works), ``vulnerable`` (an
-    adversarial example was found), ``robust`` (a heuristic attack failed: no proof), ``misclassified``
-    (clean image already wrong; not attacked). ``l0`` counts changed pixel values, ``linf`` is the largest
+    ``status`` is a :class:`Status`. ``l0`` counts changed pixel values, ``linf`` is the largest
     change, both for ``adversarial`` (the example kept for this image, a float32 (C, H, W) tensor).
     """
 
@@ -52,7 +59,7 @@ class AttackRecord:
     label: int
     clean_pred: int
     target: int | None
-    status: str
+    status: Status
     success: bool
     adv_pred: int | None = None
     l0: int | None = None
@@ -75,7 +82,7 @@ class AttackRecord:
         """Read a record back; the clean ``image`` is needed to rebuild an exact method's example."""
         fields = {k: rec[k] for k in ("index", "method", "label", "clean_pred", "target", "status", "success",
                                       "adv_pred", "l0", "linf", "seconds", "exact")}
-        out = cls(**fields)
+        out = cls(**{**fields, "status": Status(fields["status"])})
         if "adversarial_b64" in rec:
             raw = np.frombuffer(base64.b64decode(rec["adversarial_b64"]), dtype=np.float32)
             out.adversarial = torch.from_numpy(raw.copy()).reshape(rec["adversarial_shape"])
@@ -121,8 +128,8 @@ def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targ
     by_index = {i: k for k, i in enumerate(indices)}
 
     def to_record(res: onepixel.OnePixelResult) -> None:
-        rec = AttackRecord(res.index, "onepixel", res.label, res.clean_pred, res.target, res.status,
-                           res.status == "vulnerable", seconds=res.seconds, exact=res.to_record())
+        rec = AttackRecord(res.index, "onepixel", res.label, res.clean_pred, res.target, Status(res.status),
+                           res.status == Status.VULNERABLE, seconds=res.seconds, exact=res.to_record())
         if rec.success:
             image = images[by_index[res.index]]
             rec.adversarial, k = _representative(res, image, opts.levels)
@@ -146,8 +153,6 @@ def _torchattacks_runner(name: str, factory: Callable[..., Any], batch: int = TO
 
     def run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
             indices: list[int], opts: AttackOptions, emit: Callable[[list[AttackRecord]], None]) -> None:
-        from .runtime import resolve_device
-
         dev = resolve_device(opts.device)
         was_training = model.training
         model.to(dev).eval()
@@ -185,25 +190,48 @@ def _run_batch(name: str, factory: Callable[..., Any], model: nn.Module, x: torc
         common = dict(index=indices[i], method=name, label=int(y[i]), clean_pred=int(clean[i]),
                       target=None if t is None else int(t[i]), seconds=seconds)
         if not bool(ok[i]):
-            records.append(AttackRecord(status="misclassified", success=False, **common))
+            records.append(AttackRecord(status=Status.MISCLASSIFIED, success=False, **common))
         elif bool(hit[i]):
             delta = (adv[i] - x[i]).abs()
-            records.append(AttackRecord(status="vulnerable", success=True, adv_pred=int(pred[i]),
+            records.append(AttackRecord(status=Status.VULNERABLE, success=True, adv_pred=int(pred[i]),
                                         l0=int((delta > 0).sum()), linf=float(delta.max()),
                                         adversarial=adv[i].cpu(), **common))
         else:
-            records.append(AttackRecord(status="robust", success=False, adv_pred=int(pred[i]), **common))
+            records.append(AttackRecord(status=Status.ROBUST, success=False, adv_pred=int(pred[i]), **common))
     return records
 
 
-def _factory(cls_name: str, **defaults: Any) -> Callable[..., Any]:
+def pgd(model: nn.Module, eps: float = 0.3, steps: int = 40, alpha: float = 0.01,
+        random_start: bool = True) -> Any:
+    """The one PGD advgen uses (L-inf, Madry et al. 2018, torchattacks): for ``advgen attack --method pgd``,
+    the evaluator's robust accuracy and the adversarial retraining."""
+    import torchattacks
+
+    return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+
+def still_correct(model: nn.Module, attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
+    """(N,) bool: which images ``model`` still classifies correctly after ``attack(x, y)``, batch by batch."""
+    flags = []
+    for i in range(0, len(images), batch):
+        x, y = images[i:i + batch].to(device), labels[i:i + batch].to(device)
+        x_adv = attack(x, y)
+        with torch.no_grad():
+            flags.append((model(x_adv).argmax(1) == y).cpu())
+    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
+
+
+def _factory(attack: str | Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
+    """Build a torchattacks attack (by class name, or one of ours) with ``defaults`` under the user's params."""
     def make(model: nn.Module, **overrides: Any) -> Any:
         import torchattacks
 
+        build = getattr(torchattacks, attack) if isinstance(attack, str) else attack
         try:
-            return getattr(torchattacks, cls_name)(model, **{**defaults, **overrides})
+            return build(model, **{**defaults, **overrides})
         except TypeError as exc:
-            raise InputError(f"bad parameters for torchattacks.{cls_name}: {exc}") from exc
+            raise InputError(f"bad parameters for {getattr(build, '__name__', attack)}: {exc}") from exc
 
     return make
 
@@ -215,7 +243,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("fgsm", "fast gradient sign, eps 0.3 (torchattacks.FGSM)", True,
            _torchattacks_runner("fgsm", _factory("FGSM", eps=0.3)), TORCHATTACKS_BATCH),
     Method("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True,
-           _torchattacks_runner("pgd", _factory("PGD", eps=0.3, alpha=0.01, steps=40, random_start=True)),
+           _torchattacks_runner("pgd", _factory(pgd)),
            TORCHATTACKS_BATCH),
     Method("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
            _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01)), TORCHATTACKS_BATCH),
@@ -242,10 +270,11 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
     if targets is not None and not method.targeted:
         raise InputError(f"method {name!r} does not support targeted attacks")
     indices = list(range(len(images))) if indices is None else list(indices)
-    if targets is not None:
-        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).expand(len(images)).clone()
-        if bool((targets == labels).any()):
-            raise InputError("a target equals the image's own label; drop those images or pick another target")
+    if targets is not None and len(images):
+        dev = resolve_device(opts.device)
+        with torch.no_grad():
+            probe = model.to(dev)(images[:1].to(dev))
+        targets = validate_targets(targets, labels, int(probe.shape[1]))
     out: list[AttackRecord] = []
 
     def collect(recs: list[AttackRecord]) -> None:

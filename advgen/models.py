@@ -88,6 +88,11 @@ def build(arch: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classe
                      f"or give package.module:factory")
 
 
+def user_factory(arch: str | None) -> str | None:
+    """``arch`` when it names user code (``package.module:factory``), else None: the one rule for that."""
+    return arch if arch is not None and arch not in ARCHITECTURES and _FACTORY_RE.match(arch) else None
+
+
 def _call_factory(spec: str) -> nn.Module:
     module_name, attr = spec.split(":")
     try:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .files import atomic_torch_save, atomic_write_json
-from .methods import AttackRecord
+from ._version import __version__
+from .files import atomic_torch_save, atomic_write_png
+from .methods import AttackRecord, Status
 from .onepixel import OnePixelResult, adversarial_examples, heatmap
 
 SCHEMA_VERSION = 1
@@ -22,25 +23,59 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def summarize(records: list[AttackRecord], method: str, seed: int, extra: dict | None = None) -> dict:
+@dataclass
+class AttackSummary:
+    """What one `advgen attack` run found (``summary.json``): counts per status and where the time went."""
+
+    method: str
+    images: int
+    certified: int
+    vulnerable: int
+    robust: int
+    misclassified: int
+    robust_accuracy: float
+    candidates_total: int
+    evaluated: int
+    pruned: int
+    flips_total: int
+    seconds: float
+    seconds_per_image: float
+    seed: int
+    mode: str
+    target: int | None
+    levels: int
+    data: str
+    versions: dict[str, str]
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"schema_version": d.pop("schema_version"), **d}
+
+
+def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, target: int | None, levels: int,
+              data: str) -> AttackSummary:
     """Counts per status, robust accuracy, the exact method's candidate accounting, and the time spent."""
-    count = {s: sum(r.status == s for r in records) for s in ("certified", "vulnerable", "robust", "misclassified")}
+    count = {s: sum(r.status == s for r in records) for s in Status}
     n = len(records)
     exact = [r.exact for r in records if r.exact is not None]
-    return {
-        "schema_version": SCHEMA_VERSION, "method": method, "images": n, **count,
-        "robust_accuracy": (n - count["vulnerable"] - count["misclassified"]) / n if n else 0.0,
-        "candidates_total": sum(e["candidates"] for e in exact if e["status"] != "misclassified"),
-        "evaluated": sum(e["evaluated"] for e in exact), "pruned": sum(e["pruned"] for e in exact),
-        "flips_total": sum(len(e["flips"]) for e in exact),
-        "seconds": round(sum(r.seconds for r in records), 4),
-        "seconds_per_image": round(sum(r.seconds for r in records) / n, 6) if n else 0.0,
-        "seed": seed, **(extra or {}), "versions": versions(),
-    }
+    seconds = sum(r.seconds for r in records)
+    return AttackSummary(
+        method, n, count[Status.CERTIFIED], count[Status.VULNERABLE], count[Status.ROBUST],
+        count[Status.MISCLASSIFIED],
+        robust_accuracy=(n - count[Status.VULNERABLE] - count[Status.MISCLASSIFIED]) / n if n else 0.0,
+        candidates_total=sum(e["candidates"] for e in exact if e["status"] != Status.MISCLASSIFIED),
+        evaluated=sum(e["evaluated"] for e in exact), pruned=sum(e["pruned"] for e in exact),
+        flips_total=sum(len(e["flips"]) for e in exact), seconds=round(seconds, 4),
+        seconds_per_image=round(seconds / n, 6) if n else 0.0, seed=seed, mode=mode, target=target,
+        levels=levels, data=data, versions=versions())
 
 
-def write_summary(path: Path, summary: dict) -> None:
-    atomic_write_json(path, summary)
+def save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
+    """A PNG grid of ``images`` (N, C, H, W) in [0, 1], written atomically."""
+    from torchvision.utils import save_image
+
+    atomic_write_png(path, lambda buf: save_image(images, buf, format="png", nrow=nrow, padding=2, pad_value=0.5))
 
 
 def adversarial_set(records: list[AttackRecord], images: dict[int, torch.Tensor], levels: int,
@@ -82,14 +117,10 @@ def save_adversarial(path: Path, adv: dict, method: str) -> None:
 
 def save_examples(path: Path, records: list[AttackRecord], limit: int = 64) -> bool:
     """A grid of one adversarial example per vulnerable image (PNG); False when there is none."""
-    from torchvision.utils import save_image
-
     picks = [r.adversarial for r in records if r.success and r.adversarial is not None][:limit]
     if not picks:
         return False
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image(torch.stack(picks), tmp, nrow=8, padding=2, pad_value=0.5)
-    tmp.replace(path)
+    save_grid(path, torch.stack(picks))
     return True
 
 
@@ -125,8 +156,6 @@ def save_heatmaps(path: Path, records: list[AttackRecord], images: dict[int, tor
         fig.colorbar(im, ax=ax, fraction=0.046)
         ax.set_title(f"#{r.index}: {r.label} -> {r.adv_pred}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write_png(path, lambda buf: fig.savefig(buf, format="png", dpi=100))
     plt.close(fig)
-    tmp.replace(path)
     return True

@@ -1,19 +1,20 @@
-"""Where and how quietly work runs: device choice, seeding, and progress bars."""
+"""Where work runs and how it repeats: device choice, seeding, and CPU thread counts."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import sys
-from typing import Iterable, Iterator, TypeVar
+from importlib import metadata
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from .errors import InputError
 
-T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -40,17 +41,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, quiet: bool = False,
-             unit: str = "it") -> Iterable[T]:
-    """A tqdm bar on stderr, or the bare iterable when quiet (or when ADVGEN_QUIET is set)."""
-    if quiet or os.environ.get("ADVGEN_QUIET"):
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False,
-                dynamic_ncols=True)
-
-
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting), then restore it.
@@ -65,3 +55,24 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def machine_info(device: str | Any = "cpu") -> dict[str, Any]:
+    """Where the run happened, for reproducing timings: platform, versions, device, CPU count, GPU name."""
+    dev = str(device)
+    gpu = None
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        try:
+            gpu = torch.cuda.get_device_name(torch.device(dev))
+        except (RuntimeError, AssertionError, ValueError):
+            gpu = None
+    return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "torchvision": _version_of("torchvision"), "torchattacks": _version_of("torchattacks"),
+            "device": dev, "cpu_count": os.cpu_count(), "gpu": gpu}
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

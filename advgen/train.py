@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from .data import Dataset
 from .errors import InputError
 from .models import Checkpoint, build
-from .runtime import progress, resolve_device, seed_everything
+from .run import progress
+from .runtime import resolve_device, seed_everything
 
 
 @dataclass
@@ -70,8 +71,8 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int
     return F.cross_entropy(model(x), y)
 
 
-def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, device: str = "auto",
-        quiet: bool = False, desc: str = "train", loss_fn: Loss = cross_entropy) -> TrainResult:
+def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, device: str | torch.device = "auto",
+        desc: str = "train", loss_fn: Loss = cross_entropy) -> TrainResult:
     """Train ``model`` in place with Adam, a one-cycle schedule and random shifts; deterministic on CPU.
 
     ``loss_fn(model, x, y, epoch)`` is cross-entropy unless a caller (adversarial retraining) needs more.
@@ -85,7 +86,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
     start, loss = time.perf_counter(), torch.tensor(0.0)
-    for epoch in progress(range(config.epochs), desc=desc, quiet=quiet, unit="epoch"):
+    for epoch in progress(range(config.epochs), desc=desc, unit="epoch"):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), config.batch_size):
             idx = order[i:i + config.batch_size]
@@ -100,7 +101,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
 
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",
-                     config: TrainConfig | None = None, device: str = "auto", quiet: bool = False,
+                     config: TrainConfig | None = None, device: str | torch.device = "auto",
                      extra: list[Dataset] | None = None) -> Checkpoint:
     """Build ``arch`` for ``train_data``, train it (on ``extra`` data too), and return a checkpoint.
 
@@ -111,7 +112,7 @@ def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch
     combined = concat([train_data, *(extra or [])])
     seed_everything(config.seed)
     model = build(arch, train_data.input_shape, train_data.num_classes)
-    result = fit(model, combined, config, device=device, quiet=quiet)
+    result = fit(model, combined, config, device=device)
     meta = {"data": train_data.name, "train_images": len(combined), "config": asdict(config),
             "train_seconds": round(result.seconds, 3), "final_loss": result.final_loss,
             "extra_data": [d.name for d in extra or []]}

@@ -34,12 +34,12 @@ def small_train(mnist_train) -> datasets.Dataset:
 def trained_cnn(small_train) -> Checkpoint:
     """The default CNN after a short fit on 1,000 images: good enough to have real decision boundaries."""
     model = build("cnn")
-    fit(model, small_train, TrainConfig(epochs=3, seed=0), device="cpu", quiet=True)
+    fit(model, small_train, TrainConfig(epochs=3, seed=0), device="cpu")
     return Checkpoint(model, "cnn", (1, 28, 28), 10, {"note": "test fixture"})
 
 
 @pytest.fixture(scope="session")
 def trained_mlp(small_train) -> Checkpoint:
     model = build("mlp")
-    fit(model, small_train, TrainConfig(epochs=3, seed=0, shift=0), device="cpu", quiet=True)
+    fit(model, small_train, TrainConfig(epochs=3, seed=0, shift=0), device="cpu")
     return Checkpoint(model, "mlp", (1, 28, 28), 10, {"note": "test fixture"})

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from advgen.distributed import World, fingerprint
+from advgen.resume import model_sha256
+from advgen.run import Run
 from advgen.models import save_checkpoint
 from run_compare import PYTHON, assert_same_run, subprocess_env
 
@@ -97,51 +98,53 @@ def test_bad_input_under_torchrun_is_reported_once_by_rank_0(single, ckpt_path, 
     assert rank_output(logs, 1) == ("", "")
 
 
-def test_one_rank_world_is_plain_calls(trained_cnn):
-    world = World()
-    assert world.is_main and world.shard([1, 2, 3]) == [1, 2, 3] and world.gather(5) == [5]
-    assert world.on_main(lambda: 7) == 7 and world.main_first(lambda: 8) == 8
-    assert World(rank=1, size=3).shard(list(range(8))) == [1, 4, 7]
-    assert fingerprint(trained_cnn.model) == fingerprint(trained_cnn.model)
+def test_one_rank_run_is_plain_calls(trained_cnn):
+    run = Run()
+    assert run.is_main and run.shard([1, 2, 3]) == [1, 2, 3] and run.gather(5) == [5] and run.broadcast(6) == 6
+    with run.main() as shared:
+        if run.is_main:
+            shared.value = 7
+    assert shared.value == 7
+    assert Run(rank=1, size=3).shard(list(range(8))) == [1, 4, 7]
+    assert model_sha256(trained_cnn.model) == model_sha256(trained_cnn.model)
 
 
 WORLD_SCRIPT = '''
 import json, sys
 from pathlib import Path
-from advgen.distributed import session
+from advgen.run import start
 from advgen.errors import InputError
 
 out = Path(sys.argv[1])
 
-
-def refuse():
-    raise InputError("bad input seen on rank 0")
-
-
-def make_then_read():
-    if world.is_main:
-        (out / "made.txt").write_text("made by rank 0")
-    return (out / "made.txt").read_text()
-
-
-with session("cpu") as world:
-    res = {"size": world.size, "shard": world.shard(list(range(5))), "first": world.main_first(make_then_read)}
+with start("cpu") as run:
+    res = {"size": run.size, "shard": run.shard(list(range(5)))}
+    with run.main():  # rank 0 first: it makes a file the others then read
+        if run.is_main:
+            (out / "made.txt").write_text("made by rank 0")
+    res["first"] = (out / "made.txt").read_text()
     try:
-        world.on_main(refuse)
+        with run.main() as shared:
+            if run.is_main:
+                raise InputError("bad input seen on rank 0")
     except InputError as exc:
         res["error"] = str(exc)
+    with run.main() as shared:
+        if run.is_main:
+            shared.value = {"from": run.rank}
+    res["value"] = shared.value
     try:
-        world.check_same(world.rank, "the rank")
+        run.check_same(run.rank, "the rank")
     except InputError as exc:
         res["same"] = str(exc)
-    world.check_same("equal", "a constant")
-    world.barrier()
-    (out / f"rank{world.rank}.json").write_text(json.dumps(res))
+    run.check_same("equal", "a constant")
+    run.barrier()
+    (out / f"rank{run.rank}.json").write_text(json.dumps(res))
 '''
 
 
 def test_world_primitives_over_two_gloo_ranks(tmp_path):
-    """main_first orders the ranks, on_main hands rank 0's input error to all, check_same compares."""
+    """run.main() orders the ranks and hands rank 0's value or input error to all; check_same compares."""
     script = tmp_path / "world.py"
     script.write_text(WORLD_SCRIPT)
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script),
@@ -152,6 +155,7 @@ def test_world_primitives_over_two_gloo_ranks(tmp_path):
     assert [r["shard"] for r in ranks] == [[0, 2, 4], [1, 3]]
     for r in ranks:
         assert r["size"] == 2 and r["first"] == "made by rank 0" and r["error"] == "bad input seen on rank 0"
+        assert r["value"] == {"from": 0}
         assert r["same"] == "the rank differs between rank 0 and rank(s) 1"
 
 

@@ -58,7 +58,7 @@ def test_advgan_learns_to_fool_and_leaves_target_as_found(trained_cnn, small_tra
     target.train()  # the trainer must attack the eval-mode network and then restore this
     threads = torch.get_num_threads()
     cfg = AdvGANConfig(epochs=2, batch_size=32, g_width=8, d_width=8)  # 0.85-0.94 over seeds 0-3
-    adv = train_advgan(target, small_train, cfg, device="cpu", quiet=True)
+    adv = train_advgan(target, small_train, cfg, device="cpu")
     assert target.training and all(p.requires_grad for p in target.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, params(target)))
     assert torch.get_num_threads() == threads
@@ -67,15 +67,15 @@ def test_advgan_learns_to_fool_and_leaves_target_as_found(trained_cnn, small_tra
     assert rate > max(0.6, base + 0.4), (base, rate, adv.metrics)
     assert [h["epoch"] for h in adv.metrics["history"]] == [1, 2]
     assert all(0 <= h["d_accuracy"] <= 1 for h in adv.metrics["history"])
-    again = train_advgan(target, small_train.head(64), AdvGANConfig(**TINY_ADV), "cpu", True, test_data=test)
+    again = train_advgan(target, small_train.head(64), AdvGANConfig(**TINY_ADV), "cpu", test_data=test)
     assert again.metrics["success_rate"] == attack_success_rate(target, again, test)
 
 
 def test_gan_term_reaches_the_generator(trained_cnn, small_train):
     """If the GAN loss were detached, alpha would not change the generator at all."""
     data = small_train.head(64)
-    a = train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV, alpha=0.0, beta=0.0), "cpu", True)
-    b = train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV, alpha=5.0, beta=0.0), "cpu", True)
+    a = train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV, alpha=0.0, beta=0.0), "cpu")
+    b = train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV, alpha=5.0, beta=0.0), "cpu")
     assert not all(torch.equal(p, q) for p, q in zip(params(a.generator), params(b.generator)))
 
 
@@ -102,14 +102,14 @@ def test_adversarial_dataset_keeps_true_labels(small_train):
 
 
 def test_cgan_samples_respect_labels_better_than_chance(trained_cnn, small_train):
-    cgan = train_cgan(small_train, CGANConfig(epochs=6, batch_size=32), device="cpu", quiet=True)
+    cgan = train_cgan(small_train, CGANConfig(epochs=6, batch_size=32), device="cpu")
     score = gan_test(trained_cnn.model, cgan, n=500, seed=1)
     assert score > 0.3, score  # chance is 0.1
     assert len(cgan.metrics["history"]) == 6
 
 
 def test_sample_shapes_range_labels_and_determinism(small_train):
-    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu", quiet=True)
+    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu")
     s = sample(cgan, 25, seed=7)
     assert s.images.shape == (25, 1, 28, 28) and s.labels.tolist() == [i % 10 for i in range(25)]
     assert float(s.images.min()) >= 0 and float(s.images.max()) <= 1
@@ -123,7 +123,7 @@ def test_sample_shapes_range_labels_and_determinism(small_train):
 
 
 def test_gan_train_is_an_accuracy(small_train, mnist_test):
-    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu", quiet=True)
+    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu")
     acc = gan_train(cgan, mnist_test.head(200), n=100, config=TrainConfig(epochs=1), device="cpu")
     assert 0.0 <= acc <= 1.0
 
@@ -137,7 +137,7 @@ def test_generator_checkpoints_round_trip(tmp_path, small_train, mnist_test):
     x = mnist_test.images[:16]
     assert torch.equal(back.perturb(x), adv.perturb(x))
 
-    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu", quiet=True)
+    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), device="cpu")
     save_generator(tmp_path / "cgan.pt", cgan)
     back = load_generator(tmp_path / "cgan.pt", kind="cgan")
     assert back.config == cgan.config and back.num_classes == 10
@@ -157,25 +157,25 @@ def test_generator_checkpoints_round_trip(tmp_path, small_train, mnist_test):
 def test_advgan_resume_equals_uninterrupted(tmp_path, trained_cnn, small_train):
     data = small_train.head(96)
     cfg = AdvGANConfig(**{**TINY_ADV, "epochs": 3})
-    whole = train_advgan(trained_cnn.model, data, cfg, "cpu", True, state_dir=tmp_path / "a")
-    train_advgan(trained_cnn.model, data, AdvGANConfig(**{**TINY_ADV, "epochs": 2}), "cpu", True,
+    whole = train_advgan(trained_cnn.model, data, cfg, "cpu", state_dir=tmp_path / "a")
+    train_advgan(trained_cnn.model, data, AdvGANConfig(**{**TINY_ADV, "epochs": 2}), "cpu",
                  state_dir=tmp_path / "b")  # "interrupted" after epoch 2
-    resumed = train_advgan(trained_cnn.model, data, cfg, "cpu", True, state_dir=tmp_path / "b")
+    resumed = train_advgan(trained_cnn.model, data, cfg, "cpu", state_dir=tmp_path / "b")
     assert all(torch.equal(p, q) for p, q in zip(params(whole.generator), params(resumed.generator)))
     assert resumed.metrics["history"] == whole.metrics["history"]
     with pytest.raises(InputError, match="already holds 3 epochs"):
-        train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV), "cpu", True, state_dir=tmp_path / "b")
+        train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV), "cpu", state_dir=tmp_path / "b")
     with pytest.raises(InputError, match="different settings"):
-        train_advgan(trained_cnn.model, data, AdvGANConfig(**{**TINY_ADV, "eps": 0.1}), "cpu", True,
+        train_advgan(trained_cnn.model, data, AdvGANConfig(**{**TINY_ADV, "eps": 0.1}), "cpu",
                      state_dir=tmp_path / "b")
 
 
 def test_cgan_resume_equals_uninterrupted(tmp_path, small_train):
     data = small_train.head(96)
     cfg = CGANConfig(**{**TINY_CGAN, "epochs": 3})
-    whole = train_cgan(data, cfg, "cpu", True, state_dir=tmp_path / "a")
-    train_cgan(data, CGANConfig(**TINY_CGAN), "cpu", True, state_dir=tmp_path / "b")
-    resumed = train_cgan(data, cfg, "cpu", True, state_dir=tmp_path / "b")
+    whole = train_cgan(data, cfg, "cpu", state_dir=tmp_path / "a")
+    train_cgan(data, CGANConfig(**TINY_CGAN), "cpu", state_dir=tmp_path / "b")
+    resumed = train_cgan(data, cfg, "cpu", state_dir=tmp_path / "b")
     assert all(torch.equal(p, q) for p, q in zip(params(whole.generator), params(resumed.generator)))
     assert torch.equal(sample(whole, 10).images, sample(resumed, 10).images)
 
@@ -183,4 +183,4 @@ def test_cgan_resume_equals_uninterrupted(tmp_path, small_train):
 @pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=1.5), dict(epochs=0), dict(lr_g=-1.0), dict(kappa=-1.0)])
 def test_bad_advgan_config_is_input_error(small_train, trained_cnn, bad):
     with pytest.raises(InputError):
-        train_advgan(trained_cnn.model, small_train.head(8), AdvGANConfig(**bad), "cpu", True)
+        train_advgan(trained_cnn.model, small_train.head(8), AdvGANConfig(**bad), "cpu")

@@ -19,7 +19,7 @@ def test_worst_pixel_changes_one_pixel_to_an_extreme_and_hurts(trained_cnn, mnis
 def test_harden_returns_a_retrained_copy(trained_mlp, small_train):
     before = {k: v.clone() for k, v in trained_mlp.model.state_dict().items()}
     model, info = harden(trained_mlp.model, small_train.head(128), [small_train.subset(slice(128, 160))],
-                         HardenConfig(epochs=1, pgd_steps=1), device="cpu", quiet=True)
+                         HardenConfig(epochs=1, pgd_steps=1), device="cpu")
     assert all(torch.equal(v, trained_mlp.model.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert info["train_images"] == 160 and info["epochs"] == 1

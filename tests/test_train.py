@@ -12,8 +12,8 @@ def test_training_learns_and_is_deterministic(small_train, mnist_test):
     b = build("mlp")
     cfg = TrainConfig(epochs=3, seed=3, shift=0)
     before = accuracy(a, test)
-    fit(a, small_train, cfg, device="cpu", quiet=True)
-    fit(b, small_train, cfg, device="cpu", quiet=True)
+    fit(a, small_train, cfg, device="cpu")
+    fit(b, small_train, cfg, device="cpu")
     assert accuracy(a, test) > max(0.8, before + 0.5)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
@@ -29,6 +29,6 @@ def test_random_shift_moves_content_without_scaling():
 
 def test_train_classifier_records_metadata(small_train, mnist_test):
     ckpt = train_classifier(small_train.head(200), mnist_test.head(100), "mlp", TrainConfig(epochs=1), "cpu",
-                            quiet=True, extra=[small_train.subset(slice(200, 300))])
+                            extra=[small_train.subset(slice(200, 300))])
     assert ckpt.meta["train_images"] == 300 and 0 <= ckpt.meta["test_accuracy"] <= 1
     assert ckpt.meta["config"]["epochs"] == 1

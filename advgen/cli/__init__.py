@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from .. import __version__
-from ..distributed import PeerFailed, quiet_rank
+from .._version import __version__
+from ..run import configure_logging, log
+from ..distributed import PeerFailed, env_rank
 from ..errors import InputError
 from .attack import attack
 from .bench import bench
@@ -42,11 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the command's exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
-    silent = quiet_rank()
-
-    def say(message: str) -> None:
-        if not silent:
-            click.echo(message, err=True)
+    silent = env_rank() != 0
+    configure_logging()  # until a command starts its run: rank 0 speaks, the others are silent
+    say = log.error
 
     try:
         rv = cli.main(args=args, prog_name="advgen", standalone_mode=False)
@@ -54,20 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.exit_code
     except click.UsageError as exc:
         name = exc.ctx.command_path if exc.ctx else "advgen"
-        say(f"advgen: error: {' '.join(exc.format_message().split())} (see '{name} --help')")
+        say(f"error: {' '.join(exc.format_message().split())} (see '{name} --help')")
         code = 2
     except InputError as exc:
         if debug and not silent:
             raise
-        say(f"advgen: error: {exc}")
+        say(f"error: {exc}")
         code = 2
     except PeerFailed:  # rank 0 failed and reports why
         code = 1
     except (click.Abort, KeyboardInterrupt):
-        say("advgen: interrupted")
+        say("interrupted")
         code = 130
     except click.ClickException as exc:
-        say(f"advgen: error: {' '.join(exc.format_message().split())}")
+        say(f"error: {' '.join(exc.format_message().split())}")
         code = exc.exit_code
     except Exception as exc:  # a bug in advgen, not the user's fault
         if debug:

@@ -1,7 +1,7 @@
 """`advgen attack`: parse options, load the data and the model, and hand over to :func:`advgen.run_attack`.
 
-Under ``torchrun`` every rank runs this same command; :func:`advgen.distributed.session` joins them and
-rank 0 alone loads data first, trains a missing model, and prints the result.
+Under ``torchrun`` every rank runs this same command; :func:`advgen.run.start` joins them and rank 0
+alone downloads the data first, trains a missing model, and prints the result.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ from pathlib import Path
 
 import click
 import torch
-from torch import nn
 
 from .. import data as datasets
-from .. import distributed
 from ..attack_run import run_attack
-from ..errors import InputError
-from ..methods import METHODS, AttackOptions, get_method
-from ..runtime import resolve_device, seed_everything
-from .model_source import checkpoint_or_train
+from ..methods import METHODS, AttackOptions
+from ..outputs import AttackSummary
+from ..run import start
+from ..target import load_target
 from .options import common, data_option, model_options, overwrite_option
 
 
@@ -48,47 +46,31 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
            target: int | None, no_bounds: bool, batch_size: int | None, max_examples: int, out: Path,
            resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Attack test images and report which are fooled (exactly, for the default one-pixel method)."""
-    spec = get_method(method)
-    if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other; pick one")
-    if target is not None and not spec.targeted:
-        raise InputError(f"method {method!r} does not support --target")
-    dev = resolve_device(device)
-    with distributed.session(dev) as world:
-        dev = distributed.device_for_rank(dev)
-        quiet = quiet or not world.is_main
-        test = world.main_first(lambda: datasets.load(data_source, "test"))  # one download, then the cache
-        if target is not None and not 0 <= target < test.num_classes:
-            raise InputError(f"--target must be a class in 0..{test.num_classes - 1}, got {target}")
+    with start(device, seed, out, quiet) as run:
+        with run.main():
+            if run.is_main:
+                datasets.load(data_source, "test")  # one download, then every rank reads the cache
+        test = datasets.load(data_source, "test")
         indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
-        indices = indices[:limit]
         config = {"method": method, "data": data_source, "limit": limit, "model": arch,
                   "checkpoint": str(checkpoint), "mode": mode, "target": target, "bounds": not no_bounds,
-                  "levels": test.levels, "seed": seed}
-
-        def load_model() -> nn.Module:
-            seed_everything(seed)
-            ckpt = checkpoint_or_train(checkpoint, arch, data_source, seed, str(dev), quiet,
-                                       cache=out / "model.pt" if checkpoint is None else None)
-            if tuple(ckpt.input_shape or test.input_shape) != test.input_shape:
-                raise InputError(f"the model expects images of shape {tuple(ckpt.input_shape)}, "
-                                 f"but {data_source} has {test.input_shape}")
-            return ckpt.model
-
-        opts = AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds, batch_size=batch_size,
-                             device=dev, seed=seed)
-        summary = run_attack(load_model, test, indices, out, method=method, options=opts, config=config,
-                             target=target, resume=resume, overwrite=overwrite, max_examples=max_examples,
-                             quiet=quiet, world=world)
-    if world.is_main:
-        _report(summary, method, out, quiet)
+                  "levels": test.levels}
+        cache = out / "model.pt" if checkpoint is None else None
+        summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
+                             indices[:limit], out, method=method,
+                             options=AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds,
+                                                   batch_size=batch_size, seed=seed),
+                             config=config, target=target, resume=resume, overwrite=overwrite,
+                             max_examples=max_examples, run=run)
+        if run.is_main:
+            _report(summary, out, quiet)
 
 
-def _report(summary: dict, method: str, out: Path, quiet: bool) -> None:
+def _report(s: AttackSummary, out: Path, quiet: bool) -> None:
     """One JSON line of counts with --quiet, otherwise one sentence."""
-    shown = {k: summary[k] for k in ("images", "certified", "vulnerable", "robust", "misclassified",
-                                     "robust_accuracy", "seconds")}
+    shown = {k: getattr(s, k) for k in ("images", "certified", "vulnerable", "robust", "misclassified",
+                                        "robust_accuracy", "seconds")}
     click.echo(json.dumps(shown) if quiet else
-               f"{method}: {summary['images']} images: {summary['certified']} certified, {summary['vulnerable']} "
-               f"vulnerable, {summary['robust']} robust (not proven), {summary['misclassified']} misclassified; "
-               f"robust accuracy {summary['robust_accuracy']:.3f}; {summary['seconds']:.1f}s; wrote {out}")
+               f"{s.method}: {s.images} images: {s.certified} certified, {s.vulnerable} vulnerable, {s.robust} "
+               f"robust (not proven), {s.misclassified} misclassified; robust accuracy {s.robust_accuracy:.3f}; "
+               f"{s.seconds:.1f}s; wrote {out}")

@@ -12,8 +12,8 @@ from .. import data as datasets
 from ..bench import as_json, bench_onepixel, correctly_classified, missed_by_exact, table
 from ..files import atomic_write_json
 from ..outputs import SCHEMA_VERSION, versions
-from ..runtime import resolve_device, seed_everything
-from .model_source import checkpoint_or_train
+from ..run import start
+from ..target import load_target
 from .options import common, data_option, model_options, overwrite_option, refuse_clobber
 
 
@@ -41,13 +41,14 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
                        quiet: bool) -> None:
     """Exact one-pixel attack (pruned, dense) vs torchattacks OnePixel: time per image, vulnerable found."""
     refuse_clobber(out, overwrite)
-    dev = resolve_device(device)
-    seed_everything(seed)
-    ckpt = checkpoint_or_train(checkpoint, arch, data_source, seed, device, quiet)
-    test = correctly_classified(ckpt.model, datasets.load(data_source, "test"), limit)
-    rows = bench_onepixel(ckpt.model, test.images, test.labels, levels=test.levels,
-                          dense_limit=min(dense_limit, limit), slow_limit=min(slow_limit, limit), device=dev,
-                          batch_size=batch_size, seed=seed)
+    with start(device, seed, quiet=quiet) as run:
+        test_all = datasets.load(data_source, "test")
+        ckpt = load_target(run, test_all, checkpoint, arch, data_source)
+        test = correctly_classified(ckpt.model, test_all, limit)
+        rows = bench_onepixel(ckpt.model, test.images, test.labels, levels=test.levels,
+                              dense_limit=min(dense_limit, limit), slow_limit=min(slow_limit, limit),
+                              device=run.device, batch_size=batch_size, seed=seed)
+    dev = run.device
     missed = missed_by_exact(rows)
     atomic_write_json(out, {"schema_version": SCHEMA_VERSION, "benchmark": "onepixel", "data": data_source,
                             "model": ckpt.arch, "device": str(dev), "threads": torch.get_num_threads(),

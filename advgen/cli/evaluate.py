@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
 
-from ..distributed import quiet_rank
+from ..distributed import env_rank
 from ..evaluate import AUGMENTATIONS, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
 from ..report import format_gate
@@ -53,9 +52,6 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
 
     Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
     """
-    if overwrite and not resume and (out / "state").exists():
-        shutil.rmtree(out / "state")
-    factory = arch if arch and ":" in arch else None
     config = EvaluateConfig(
         data=data_source, arch=arch or "cnn", onepixel_images=onepixel_images, pgd_images=pgd_images,
         pgd_eps=pgd_eps, pgd_steps=pgd_steps, advgan_images=advgan_images,
@@ -63,10 +59,9 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
         onepixel_train_images=onepixel_train_images, cgan_samples=cgan_samples, train_images=train_images,
         advgan_epochs=advgan_epochs, cgan_epochs=cgan_epochs,
         retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps), seed=seed)
-    say = (lambda s: None) if quiet else (lambda s: click.echo(f"advgen: {s}", err=True))
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
-                          overwrite=overwrite, device=device, quiet=quiet, factory=factory, log=say)
-    if quiet_rank():  # under torchrun rank 0 speaks for the group
+                          overwrite=overwrite, device=device, quiet=quiet)
+    if env_rank() != 0:  # under torchrun rank 0 speaks for the group
         return 0 if report.passed else 1
     click.echo(" ".join(headline(report)))
     click.echo(md_table(metrics_table(report)))

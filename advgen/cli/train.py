@@ -8,6 +8,7 @@ import click
 
 from .. import data as datasets
 from ..models import save_checkpoint
+from ..run import start
 from ..train import TrainConfig, train_classifier
 from .options import common, data_option, overwrite_option, refuse_clobber
 
@@ -33,7 +34,8 @@ def train(data_source: str, arch: str, epochs: int, batch_size: int, lr: float, 
     test_set = datasets.load(data_source, "test") if data_source in (datasets.EMBEDDED, *datasets.TORCHVISION) else None
     extra = [datasets.load_file(p) for p in extra_data]
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    ckpt = train_classifier(train_set, test_set, arch, config, device=device, quiet=quiet, extra=extra)
+    with start(device, seed, quiet=quiet) as run:
+        ckpt = train_classifier(train_set, test_set, arch, config, device=run.device, extra=extra)
     save_checkpoint(out, ckpt)
     acc = ckpt.meta.get("test_accuracy")
     shown = f"test accuracy {acc:.4f}" if acc is not None else "no test split"

@@ -6,12 +6,12 @@
 * :mod:`.nets` -- the small networks; :mod:`.state` -- resumable per-epoch training state.
 """
 
-from .advgan import AdvGAN, AdvGANConfig, adversarial_dataset, attack_success_rate, train_advgan
+from .advgan import AdvGAN, AdvGANConfig, adversarial_dataset, attack_success_rate, outcomes, train_advgan
 from .cgan import CGAN, CGANConfig, gan_test, gan_train, sample, train_cgan
 from .io import load_generator, save_generator
 
 __all__ = [
-    "AdvGAN", "AdvGANConfig", "adversarial_dataset", "attack_success_rate", "train_advgan",
+    "AdvGAN", "AdvGANConfig", "adversarial_dataset", "attack_success_rate", "outcomes", "train_advgan",
     "CGAN", "CGANConfig", "gan_test", "gan_train", "sample", "train_cgan",
     "load_generator", "save_generator",
 ]

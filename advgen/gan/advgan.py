@@ -37,7 +37,8 @@ from ..data import Dataset
 from ..errors import InputError
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
-from .state import frozen, run_epochs
+from ..resume import fingerprint
+from .state import settings as _settings, frozen, run_epochs
 
 KIND = "advgan"
 
@@ -116,8 +117,8 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, kappa: float) -> torch
     return (real - other).clamp(min=-kappa)
 
 
-def train_advgan(target: nn.Module, data: Dataset, config: AdvGANConfig | None = None, device: str = "auto",
-                 quiet: bool = False, state_dir: str | Path | None = None,
+def train_advgan(target: nn.Module, data: Dataset, config: AdvGANConfig | None = None, device: str | torch.device = "auto",
+                 state_dir: str | Path | None = None,
                  test_data: Dataset | None = None, threads: int | None = 1) -> AdvGAN:
     """Train an AdvGAN generator against ``target`` on ``data`` (images and their true labels).
 
@@ -127,10 +128,10 @@ def train_advgan(target: nn.Module, data: Dataset, config: AdvGANConfig | None =
     CPU threads while training (None leaves them alone); one is fastest for these small nets on shared cores.
     """
     with cpu_threads(threads):
-        return _train(target, data, config, device, quiet, state_dir, test_data)
+        return _train(target, data, config, device, state_dir, test_data)
 
 
-def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device: str, quiet: bool,
+def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device: str | torch.device,
            state_dir: str | Path | None, test_data: Dataset | None) -> AdvGAN:
     config = (config or AdvGANConfig()).validate()
     dev = resolve_device(device)
@@ -144,7 +145,7 @@ def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device
             KIND, G, D, asdict(config), gen,
             lambda opt_g, opt_d: _epoch(G, D, opt_g, opt_d, target, images, labels, config, gen),
             lambda st: {"fooled": f"{st['train_fooled']:.3f}", "d_acc": f"{st['d_accuracy']:.2f}"},
-            state_dir, quiet)
+            state_dir, fingerprint(_settings(config), model=target, data=data))
     metrics = {"train_seconds": round(seconds, 3), "epochs": config.epochs,
                "history": history}
     result = AdvGAN(G, config, shape, metrics)
@@ -194,17 +195,22 @@ def _epoch(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torc
 
 
 @torch.no_grad()
-def attack_success_rate(target: nn.Module, advgan: AdvGAN, data: Dataset, batch_size: int = 1024) -> float:
-    """Among images of ``data`` that ``target`` classifies correctly, the share misclassified after AdvGAN."""
+def outcomes(target: nn.Module, advgan: AdvGAN, data: Dataset, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Per image of ``data``: ``correct`` (clean), ``robust`` (still right after AdvGAN), ``fooled`` (both)."""
     from ..train import predict
 
-    clean = predict(target, data.images, batch_size)
-    correct = clean == data.labels
-    if not bool(correct.any()):
+    correct = predict(target, data.images, batch_size) == data.labels
+    robust = predict(target, advgan.perturb(data.images, batch_size), batch_size) == data.labels
+    return {"correct": correct, "fooled": correct & ~robust, "robust": robust}
+
+
+def attack_success_rate(target: nn.Module, advgan: AdvGAN, data: Dataset, batch_size: int = 1024) -> float:
+    """Among images of ``data`` that ``target`` classifies correctly, the share misclassified after AdvGAN."""
+    found = outcomes(target, advgan, data, batch_size)
+    correct = int(found["correct"].sum())
+    if not correct:
         raise InputError("the target classifies none of the images correctly; the success rate is undefined")
-    x = data.images[correct]
-    fooled = predict(target, advgan.perturb(x, batch_size), batch_size) != data.labels[correct]
-    return float(fooled.float().mean())
+    return int(found["fooled"].sum()) / correct
 
 
 def adversarial_dataset(advgan: AdvGAN, data: Dataset, n: int | None = None, seed: int = 0) -> Dataset:

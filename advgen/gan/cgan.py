@@ -29,7 +29,8 @@ from ..data import Dataset
 from ..errors import InputError
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ConditionalGenerator, ImageDiscriminator
-from .state import run_epochs
+from ..resume import fingerprint
+from .state import settings as _settings, run_epochs
 
 KIND = "cgan"
 
@@ -75,7 +76,7 @@ class CGAN:
         return self
 
 
-def train_cgan(data: Dataset, config: CGANConfig | None = None, device: str = "auto", quiet: bool = False,
+def train_cgan(data: Dataset, config: CGANConfig | None = None, device: str | torch.device = "auto",
                state_dir: str | Path | None = None, threads: int | None = 1) -> CGAN:
     """Train a class-conditional GAN on ``data``'s images and labels.
 
@@ -85,10 +86,10 @@ def train_cgan(data: Dataset, config: CGANConfig | None = None, device: str = "a
     small nets on shared cores.
     """
     with cpu_threads(threads):
-        return _train(data, config, device, quiet, state_dir)
+        return _train(data, config, device, state_dir)
 
 
-def _train(data: Dataset, config: CGANConfig | None, device: str, quiet: bool,
+def _train(data: Dataset, config: CGANConfig | None, device: str | torch.device,
            state_dir: str | Path | None) -> CGAN:
     config = (config or CGANConfig()).validate()
     dev = resolve_device(device)
@@ -101,7 +102,7 @@ def _train(data: Dataset, config: CGANConfig | None, device: str, quiet: bool,
         KIND, G, D, asdict(config), gen,
         lambda opt_g, opt_d: _epoch(G, D, opt_g, opt_d, images, labels, config, gen),
         lambda st: {"d_loss": f"{st['d_loss']:.3f}", "g_loss": f"{st['g_loss']:.3f}"},
-        state_dir, quiet)
+        state_dir, fingerprint(_settings(config), data=data))
     metrics = {"train_seconds": round(seconds, 3), "epochs": config.epochs,
                "history": history}
     return CGAN(G, config, shape, k, metrics)
@@ -172,11 +173,11 @@ def gan_test(target: nn.Module, cgan: CGAN, n: int = 1000, seed: int = 0) -> flo
 
 
 def gan_train(cgan: CGAN, test_data: Dataset, n: int = 4000, arch: str = "cnn", config=None, seed: int = 0,
-              device: str = "auto", quiet: bool = True) -> float:
+              device: str | torch.device = "auto") -> float:
     """GAN-train: real-test accuracy of a fresh ``arch`` classifier trained on ``n`` generated samples only."""
     from ..train import TrainConfig, train_classifier
 
     config = config or TrainConfig(seed=seed)
     fake = sample(cgan, n, seed=seed)
-    ckpt = train_classifier(fake, test_data, arch, config, device=device, quiet=quiet)
+    ckpt = train_classifier(fake, test_data, arch, config, device=device)
     return float(ckpt.meta["test_accuracy"])

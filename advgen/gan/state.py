@@ -8,19 +8,22 @@ run to continue bit for bit where the interrupted one stopped (on CPU; CUDA kern
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..files import atomic_torch_save, safe_torch_load
-from ..runtime import progress
+from ..resume import check
+from ..run import progress
 
 STATE_FORMAT = "advgen.gan-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def state_path(state_dir: str | Path, kind: str) -> Path:
@@ -28,36 +31,38 @@ def state_path(state_dir: str | Path, kind: str) -> Path:
     return Path(state_dir) / f"{kind}-state.pt"
 
 
-def save_state(path: Path, kind: str, config: dict, epoch: int, modules: dict[str, nn.Module],
+def settings(config: Any) -> dict:
+    """A GAN config as the settings its training state must match on resume (``epochs`` may grow)."""
+    return {k: v for k, v in asdict(config).items() if k != "epochs"}
+
+
+def save_state(path: Path, kind: str, depends: dict, epoch: int, modules: dict[str, nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator, history: list[dict]) -> None:
     """Write everything needed to continue after ``epoch`` completed epochs, atomically."""
     atomic_torch_save(path, {
-        "format": STATE_FORMAT, "version": STATE_VERSION, "kind": kind, "config": config, "epoch": epoch,
+        "format": STATE_FORMAT, "version": STATE_VERSION, "kind": kind, "fingerprint": json.dumps(depends),
+        "epoch": epoch,
         "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in modules.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "rng": gen.get_state(), "history": history,
     })
 
 
-def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module],
+def load_state(path: Path, kind: str, depends: dict, epochs: int, modules: dict[str, nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator) -> tuple[int, list[dict]]:
     """Restore a state saved by :func:`save_state` in place; return (epochs done, per-epoch history).
 
-    The saved configuration must equal ``config`` except for ``epochs`` (a run may be extended);
-    anything else would silently mix two different experiments, so it is refused.
+    The saved fingerprint (settings but ``epochs``, input model and data, seed, version) must equal
+    ``depends``: anything else would silently mix two different experiments, so it is refused.
     """
     raw = safe_torch_load(path, what="GAN training state")
-    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT or raw.get("kind") != kind:
-        raise InputError(f"{path} is not an advgen {kind} training state")
-    saved = {k: v for k, v in dict(raw["config"]).items() if k != "epochs"}
-    wanted = {k: v for k, v in config.items() if k != "epochs"}
-    if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise InputError(f"cannot resume from {path}: it was trained with different settings "
-                         f"({', '.join(diff)}); use another state directory or start over")
-    if int(raw["epoch"]) > int(config["epochs"]):
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT or raw.get("kind") != kind \
+            or raw.get("version") != STATE_VERSION:
+        raise InputError(f"{path} is not an advgen {kind} training state of this version; start over")
+    check(json.loads(raw["fingerprint"]), depends, str(path))
+    if int(raw["epoch"]) > epochs:
         raise InputError(f"cannot resume from {path}: it already holds {raw['epoch']} epochs, more than the "
-                         f"{config['epochs']} asked for")
+                         f"{epochs} asked for")
     for k, m in modules.items():
         m.load_state_dict(raw["modules"][k])
     for k, o in optimizers.items():
@@ -68,23 +73,24 @@ def load_state(path: Path, kind: str, config: dict, modules: dict[str, nn.Module
 
 def run_epochs(kind: str, G: nn.Module, D: nn.Module, config: dict, gen: torch.Generator,
                epoch: Callable[[torch.optim.Optimizer, torch.optim.Optimizer], dict],
-               shown: Callable[[dict], dict], state_dir: str | Path | None, quiet: bool) -> tuple[list[dict], float]:
+               shown: Callable[[dict], dict], state_dir: str | Path | None, depends: dict) -> tuple[list[dict], float]:
     """Train G and D with Adam for ``config["epochs"]`` epochs, resuming from and saving to ``state_dir``.
 
     ``epoch(opt_g, opt_d)`` runs one pass and returns its statistics; ``shown(stats)`` picks what the
-    progress bar displays. Returns the per-epoch history (including resumed epochs) and the seconds
-    this call spent; G is left in eval mode.
+    progress bar displays; ``depends`` is the fingerprint a saved state must match to be resumed.
+    Returns the per-epoch history (including resumed epochs) and the seconds this call spent; G is left
+    in eval mode.
     """
     opt_g = torch.optim.Adam(G.parameters(), lr=config["lr_g"], betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=config["lr_d"], betas=(0.5, 0.999))
     modules, optimizers = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
     path = state_path(state_dir, kind) if state_dir is not None else None
+    total = int(config["epochs"])
     done, history = 0, []
     if path is not None and path.exists():
-        done, history = load_state(path, kind, config, modules, optimizers, gen)
+        done, history = load_state(path, kind, depends, total, modules, optimizers, gen)
     start = time.perf_counter()
-    total = int(config["epochs"])
-    bar = progress(range(done, total), desc=kind, total=total - done, quiet=quiet, unit="epoch")
+    bar = progress(range(done, total), desc=kind, total=total - done, unit="epoch")
     for n in bar:
         stats = epoch(opt_g, opt_d)
         stats["epoch"] = n + 1
@@ -92,7 +98,7 @@ def run_epochs(kind: str, G: nn.Module, D: nn.Module, config: dict, gen: torch.G
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(**shown(stats))
         if path is not None:
-            save_state(path, kind, config, n + 1, modules, optimizers, gen, history)
+            save_state(path, kind, depends, n + 1, modules, optimizers, gen, history)
     G.eval()
     return history, time.perf_counter() - start
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError
 from ..stats import Rate
 from . import metrics as registry
@@ -197,22 +194,6 @@ def load_report(path: str | os.PathLike) -> Report:
     return Report.from_dict(data, where=str(path))
 
 
-def machine_info(device: str | Any = "cpu") -> dict[str, Any]:
-    """Where the run happened, for reproducing timings: platform, versions, device, CPU count, GPU name."""
-    import torch
-
-    dev = str(device)
-    gpu = None
-    if dev.startswith("cuda") and torch.cuda.is_available():
-        try:
-            gpu = torch.cuda.get_device_name(torch.device(dev))
-        except (RuntimeError, AssertionError, ValueError):
-            gpu = None
-    return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "torchvision": _package_version("torchvision"), "torchattacks": _package_version("torchattacks"),
-            "device": dev, "cpu_count": os.cpu_count(), "gpu": gpu}
-
-
 def _agrees(given: Any, recomputed: Any) -> bool:
     """Whether every value in ``given`` equals its recomputed twin.
 
@@ -222,13 +203,6 @@ def _agrees(given: Any, recomputed: Any) -> bool:
     if isinstance(given, dict) and isinstance(recomputed, dict):
         return all(_agrees(v, recomputed[k]) for k, v in given.items() if k in recomputed)
     return given == recomputed
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,152 @@
+"""One way to resume long work: every saved phase carries the fingerprint of what it depends on.
+
+A fingerprint is a flat JSON object: the phase's settings, the SHA-256 of its input model and data,
+the seed and the advgen version. A phase writes it beside its result before any work (``claim``);
+``--resume`` reuses a result only when the fingerprint it would write now is the same, and otherwise
+stops with one line naming the settings that differ. So a resumed run never mixes results made under
+other settings, a changed checkpoint file, or another version of advgen.
+
+Used by ``advgen attack`` (``run.json`` in its output), ``advgen augment`` and the GAN trainers
+(their per-epoch state), and ``advgen evaluate`` (``state/run.json`` plus one per phase).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .files import atomic_write_json, check_writable_dir
+
+T = TypeVar("T")
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors (sorted by name), bytes as stored: equal weights, equal digest."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_sha256(model: nn.Module) -> str:
+    """The digest of a model's parameters and buffers; every rank of a run must attack the same one."""
+    return tensors_sha256(dict(model.state_dict()))
+
+
+def data_sha256(data: Any) -> str:
+    """The digest of a :class:`~advgen.data.Dataset`'s images, labels and level count."""
+    return tensors_sha256({"images": data.images, "labels": data.labels,
+                           "levels": torch.tensor([data.levels])})
+
+
+def fingerprint(settings: dict[str, Any], *, model: nn.Module | None = None, data: Any = None,
+                seed: int | None = None) -> dict[str, Any]:
+    """What a phase depends on, as the flat JSON object it is stored and compared as."""
+    from ._version import __version__
+
+    fp: dict[str, Any] = {"advgen": __version__}
+    if seed is not None:
+        fp["seed"] = seed
+    if model is not None:
+        fp["model_sha256"] = model_sha256(model)
+    if data is not None:
+        fp["data_sha256"] = data_sha256(data)
+    fp.update(_flat(settings))
+    return json.loads(json.dumps(fp, default=str))  # as it reads back: tuples become lists, paths strings
+
+
+def differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``name (old -> new)`` for every setting that differs; empty when the two are the same."""
+    keys = sorted({*saved, *wanted})
+    return [f"{k} ({_show(saved.get(k))} -> {_show(wanted.get(k))})" for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def check(saved: dict[str, Any], wanted: dict[str, Any], where: str) -> None:
+    """Refuse to continue ``where`` when it was made under another fingerprint (one line, exit 2)."""
+    diff = differences(saved, wanted)
+    if diff:
+        raise InputError(f"{where} was made with different settings: {'; '.join(diff)}; use the same options "
+                         f"to --resume, or --overwrite to start again")
+
+
+def claim(path: Path, wanted: dict[str, Any], where: str) -> bool:
+    """Check ``wanted`` against the fingerprint stored at ``path``, or store it there; True if it was there."""
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} is unreadable ({exc}); --overwrite to start again") from None
+        check(saved, wanted, where)
+        return True
+    atomic_write_json(path, wanted)
+    return False
+
+
+def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool) -> None:
+    """Refuse, clear or keep ``out`` for a run: earlier results are reused only with ``resume``.
+
+    ``outputs`` names what a run writes in ``out`` (files or folders); ``overwrite`` removes just those.
+    """
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other; pick one")
+    names = list(outputs)
+    earlier = [out / n for n in names if (out / n).exists()]
+    if earlier and not (resume or overwrite):
+        raise InputError(f"{out} already holds results of an earlier run; pass --resume to continue it or "
+                         f"--overwrite to start again")
+    if overwrite:
+        for p in earlier:
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    check_writable_dir(out)
+
+
+class Phases:
+    """The phases of one long run under ``root``: each result saved once, beside its fingerprint."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def claim(self, name: str, wanted: dict[str, Any]) -> bool:
+        """Begin phase ``name`` under ``wanted`` (or check it against the earlier run's); True if it was begun."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return claim(self.root / f"{name}.fingerprint.json", wanted, f"{self.root.parent} (phase {name})")
+
+    def cached(self, name: str, wanted: dict[str, Any], compute: Callable[[], T], save: Callable[[Path, T], object],
+               load: Callable[[Path], T], suffix: str = ".pt") -> T:
+        """The phase's result: loaded when an earlier run finished it under the same fingerprint, else computed."""
+        result = self.root / f"{name}{suffix}"
+        self.claim(name, wanted)
+        if result.exists():
+            return load(result)
+        value = compute()
+        save(result, value)
+        return value
+
+    def json(self, name: str, wanted: dict[str, Any], compute: Callable[[], T]) -> T:
+        return self.cached(name, wanted, compute, atomic_write_json, lambda p: json.loads(p.read_text()), ".json")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value) if not isinstance(value, str) else value

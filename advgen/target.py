@@ -1,0 +1,50 @@
+"""The classifier a command works on: a checkpoint when given, otherwise the default model trained now.
+
+Every command that needs a target (attack, augment, bench, evaluate) gets it here, so the rules are
+written once: a user factory is named by ``package.module:factory`` (:func:`~advgen.models.user_factory`),
+a checkpoint must fit the data's image shape, and a model trained on the spot can be cached so that a
+resumed run attacks the very same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import data as datasets
+from .data import Dataset
+from .errors import InputError
+from .models import DEFAULT_ARCH, Checkpoint, build, load_checkpoint, save_checkpoint, user_factory
+from .run import Run
+from .train import TrainConfig, train_classifier
+
+log = logging.getLogger("advgen")
+
+
+def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: str | None = None,
+                data_source: str = datasets.EMBEDDED, cache: Path | None = None, train: Dataset | None = None,
+                test: Dataset | None = None) -> Checkpoint:
+    """Load ``checkpoint`` or train ``arch`` (default cnn) on ``train`` (default: ``data_source``'s train split).
+
+    ``data`` is what the model will see: its image shape must match the model's. ``cache`` keeps a
+    model trained here (e.g. ``out/model.pt``) and is read back when present. ``test``, when given, is
+    scored into the trained model's metadata. The model is returned in eval mode on ``run.device``.
+    """
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint, factory=user_factory(arch))
+    elif cache is not None and cache.is_file():
+        ckpt = load_checkpoint(cache, factory=user_factory(arch))
+    else:
+        arch = arch or DEFAULT_ARCH
+        train = train if train is not None else datasets.load(data_source, "train")
+        build(arch, train.input_shape, train.num_classes)  # a bad name fails before the announcement
+        log.info(f"no --checkpoint given; training a {arch} on {data_source} (train split) with "
+                 f"`advgen train` defaults, seed {run.seed}")
+        ckpt = train_classifier(train, test, arch, TrainConfig(seed=run.seed), device=run.device)
+        if cache is not None:
+            save_checkpoint(cache, ckpt)
+    if ckpt.input_shape and tuple(ckpt.input_shape) != data.input_shape:
+        raise InputError(f"the model expects images of shape {tuple(ckpt.input_shape)}, "
+                         f"but {data.name} has {data.input_shape}")
+    ckpt.model.to(run.device).eval()
+    return ckpt

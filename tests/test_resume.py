@@ -1,0 +1,80 @@
+"""advgen.resume: fingerprints name what changed, and every long command refuses a resume under other settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advgen.cli import main
+from advgen.errors import InputError
+from advgen.models import save_checkpoint
+from advgen.resume import Phases, check, claim, data_sha256, differences, fingerprint, model_sha256
+
+
+def test_fingerprint_is_flat_json_with_digests(trained_cnn, mnist_test):
+    fp = fingerprint({"eps": 0.3, "retrain": {"epochs": 2}, "sizes": (1, 2)}, model=trained_cnn.model,
+                     data=mnist_test.head(5), seed=4)
+    assert fp["retrain.epochs"] == 2 and fp["sizes"] == [1, 2] and fp["seed"] == 4 and "advgen" in fp
+    assert fp["model_sha256"] == model_sha256(trained_cnn.model) and len(fp["model_sha256"]) == 64
+    assert fp["data_sha256"] == data_sha256(mnist_test.head(5)) != data_sha256(mnist_test.head(6))
+    assert json.loads(json.dumps(fp)) == fp
+
+
+def test_differences_name_old_and_new_values():
+    assert differences({"a": 1, "b": "x"}, {"a": 1, "b": "y", "c": True}) == ["b (x -> y)", "c (unset -> true)"]
+    assert differences({"a": 1}, {"a": 1}) == []
+    with pytest.raises(InputError, match=r"made with different settings: eps \(0.3 -> 0.1\)"):
+        check({"eps": 0.3}, {"eps": 0.1}, "out")
+
+
+def test_claim_writes_once_then_checks(tmp_path):
+    path = tmp_path / "run.json"
+    assert claim(path, {"eps": 0.3}, "out") is False and json.loads(path.read_text()) == {"eps": 0.3}
+    assert claim(path, {"eps": 0.3}, "out") is True
+    with pytest.raises(InputError, match="eps"):
+        claim(path, {"eps": 0.1}, "out")
+
+
+def test_phases_compute_once_and_refuse_other_inputs(tmp_path):
+    phases, calls = Phases(tmp_path / "state"), []
+
+    def compute():
+        calls.append(1)
+        return {"robust": "0110"}
+
+    assert phases.json("pgd", {"eps": 0.3}, compute) == {"robust": "0110"}
+    assert phases.json("pgd", {"eps": 0.3}, compute) == {"robust": "0110"} and len(calls) == 1
+    with pytest.raises(InputError, match=r"phase pgd.*eps \(0.3 -> 0.2\)"):
+        phases.json("pgd", {"eps": 0.2}, compute)
+
+
+@pytest.fixture
+def ckpt(tmp_path, trained_cnn):
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(path, trained_cnn)
+    return str(path)
+
+
+def test_attack_resume_with_a_changed_setting_exits_2(ckpt, tmp_path, capsys):
+    args = ["attack", "--checkpoint", ckpt, "--limit", "2", "--out", str(tmp_path / "a"), "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["--resume", "--mode", "first"]) == 2
+    err = capsys.readouterr().err
+    assert "mode (full -> first)" in err and len(err.strip().splitlines()) == 1
+    assert main(args + ["--resume"]) == 0
+
+
+def test_augment_resume_with_a_changed_setting_exits_2(ckpt, tmp_path, capsys):
+    args = ["augment", "--gan", "advgan", "--checkpoint", ckpt, "--epochs", "1", "--num-samples", "8",
+            "--out", str(tmp_path / "g"), "--quiet", "--device", "cpu", "--data"]
+    data = tmp_path / "tiny.pt"
+    from advgen import data as datasets
+
+    datasets.save_file(data, datasets.load("mnist-sample", "train").head(64))
+    assert main(args + [str(data)]) == 0
+    capsys.readouterr()
+    assert main(args + [str(data), "--resume", "--eps", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "eps (0.3 -> 0.1)" in err and len(err.strip().splitlines()) == 1
