@@ -251,7 +251,8 @@ class _Evaluation:
                     "evaluated": summary.evaluated},
             seconds=time.perf_counter() - t0,
             note=f"exact search over all {summary.candidates_total} single-pixel candidates of the first "
-                 f"{summary.images} test images")
+                 f"{summary.images} test images; bounds settled {summary.pruned / max(1, summary.candidates_total):.2%}"
+                 f" of them without running the model")
 
     def _exact(self, model: nn.Module, data: Dataset, where: Path, max_examples: int = 64):
         """The exact one-pixel attack on ``data`` into ``where`` (records per image; resumes; shared over ranks)."""
