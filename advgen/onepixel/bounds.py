@@ -7,7 +7,9 @@ ones stay tight. The final ``nn.Linear`` is folded into margins ``(W_a - W_b) h 
 bound is on the logit difference that decides the argmax, not on two loose logits.
 
 Bounds are computed in fp32; callers certify only with a safety margin and send everything else to the
-real model.
+real model. Every function here is differentiable in the model's weights: the exact search calls them
+under ``torch.no_grad()``, certified training (:mod:`.certified`) calls them with gradients on, so
+the bound a model is trained against is the very bound that later certifies it.
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ class BoundPlan:
     local: object | None = None  # a LocalBounds for the spatial prefix, set by the attack when it applies
 
     def head_abs_diff(self) -> torch.Tensor:
+        """``|W_a - W_b|``; cached for the exact search, rebuilt (and differentiable) while training."""
+        w = self.head.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return (w[:, None, :] - w[None, :, :]).abs()
         if self.abs_diff is None:
-            w = self.head.weight.detach()
+            w = w.detach()
             self.abs_diff = (w[:, None, :] - w[None, :, :]).abs()
         return self.abs_diff
 
@@ -100,7 +106,22 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
     return c, r
 
 
-@torch.no_grad()
+def pixel_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, img: torch.Tensor,
+                ch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, mid: torch.Tensor,
+                half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box (center, radius) on the output of ``plan.body`` for one-pixel boxes: image ``img`` of ``x``
+    (N, C, H, W) with pixel (ch, row, col) anywhere in ``mid +- half``, every other pixel clean.
+
+    Windowed through ``plan.local`` when ``acts`` (its ``prepare(x)``) is given, else on full maps.
+    """
+    if acts is not None:
+        return plan.local.propagate(acts, img, ch, row, col, mid, half)
+    rows = torch.arange(len(img), device=x.device)
+    center = x[img].index_put((rows, ch, row, col), mid)
+    radius = torch.zeros_like(center).index_put((rows, ch, row, col), half)
+    return propagate(plan.body, center, radius)
+
+
 def certificate(plan: BoundPlan, center: torch.Tensor, radius: torch.Tensor, ref: torch.Tensor,
                 targeted: bool) -> torch.Tensor:
     """A lower bound that is > 0 only when no input in the box can succeed; one value per box.
@@ -112,10 +133,19 @@ def certificate(plan: BoundPlan, center: torch.Tensor, radius: torch.Tensor, ref
     return margin_bound(plan, c, r, ref, targeted)
 
 
-@torch.no_grad()
 def margin_bound(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.Tensor,
                  targeted: bool) -> torch.Tensor:
     """:func:`certificate` from a box on the input of the head (the output of ``plan.body``)."""
+    lower = margin_lower(plan, c, r, ref, targeted)
+    return lower.min(1).values if not targeted else lower.max(1).values
+
+
+def margin_lower(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.Tensor,
+                 targeted: bool) -> torch.Tensor:
+    """Per class j, a lower bound of ``z_ref - z_j`` (untargeted) or ``z_j - z_ref`` (targeted): (B, K).
+
+    The ``ref`` column is filled with +inf (untargeted) or -inf (targeted) so it never decides.
+    """
     b = len(ref)
     rows = torch.arange(b, device=ref.device)
     if plan.head is not None:
@@ -128,5 +158,4 @@ def margin_bound(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.T
         lo, hi = (c - r).flatten(1), (c + r).flatten(1)
         lower = lo[rows, ref][:, None] - hi if not targeted else lo - hi[rows, ref][:, None]
     fill = torch.inf if not targeted else -torch.inf
-    lower[rows, ref] = fill
-    return lower.min(1).values if not targeted else lower.max(1).values
+    return lower.index_put((rows, ref), torch.tensor(fill, dtype=lower.dtype, device=lower.device))

@@ -19,7 +19,7 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, certificate, compile_plan, margin_bound
+from .bounds import BoundPlan, compile_plan, margin_bound, pixel_boxes
 from .local import LocalBounds
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
@@ -274,16 +274,8 @@ def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | No
         mid = (lo + hi) / 2
         # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
         half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
-        if acts is not None:
-            c, r = plan.local.propagate(acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
-            out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
-            continue
-        rows = torch.arange(len(lo), device=x.device)
-        center = x[b["img"]].clone()
-        center[rows, b["ch"], b["row"], b["col"]] = mid
-        radius = torch.zeros_like(center)
-        radius[rows, b["ch"], b["row"], b["col"]] = half
-        out[s:s + batch_size] = certificate(plan, center, radius, ref[b["img"]], targeted)
+        c, r = pixel_boxes(plan, x, acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
+        out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
     return out
 
 

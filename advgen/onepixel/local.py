@@ -7,6 +7,7 @@ tile: the clean padded activations around the window, with the box's window past
 no padding. At the end of the spatial prefix the window is pasted into the clean feature map and the
 remaining layers (flatten, linear, ...) run as usual. The result is the same interval as the full-map
 computation up to fp32 rounding (which the certification margin covers), at a fraction of the cost.
+Like :mod:`.bounds`, it is differentiable in the weights; the exact search calls it without gradients.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ class LocalBounds:
                 lo[a], hi[a], sizes[a] = o_min, o_max, n_out
             step.start, step.size = (starts[0], starts[1]), (widths[0], widths[1])
 
-    @torch.no_grad()
     def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
         read, (n, starts_h, starts_w, C, Th, Tw), cut once from the padded input; last, the prefix output."""
@@ -108,7 +108,6 @@ class LocalBounds:
         """Input extent that one output window of the layer reads along ``axis``."""
         return (step.size[axis] - 1) * step.stride[axis] + step.dilation[axis] * (step.kernel[axis] - 1) + 1
 
-    @torch.no_grad()
     def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
                   col: torch.Tensor, mid: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Box (center, radius) on the output of the body for pixels (img, ch, row, col) in mid +- half."""
