@@ -26,23 +26,20 @@ import torch
 from torch import nn
 
 from . import data as datasets
-from . import gan
+from . import gan, measure
 from .gan.state import settings as gan_settings
-from .attack_run import run_attack, statuses
 from .data import Dataset
 from .errors import InputError
 from .files import atomic_write_bytes, safe_torch_load
 from .harden import HardenConfig, harden
-from .methods import AttackOptions, Status, pgd, still_correct
 from .models import Checkpoint, load_checkpoint, save_checkpoint, user_factory
 from .outputs import save_grid
 from .report import (REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs,
                      write_reports)
 from .resume import Phases, claim, fingerprint, prepare_dir
 from .run import Run, start
-from .runtime import machine_info, seed_everything
+from .runtime import machine_info
 from .target import load_target
-from .train import predict
 
 log = logging.getLogger("advgen")
 AUGMENTATIONS = ("onepixel", "advgan", "pgd", "cgan")
@@ -217,69 +214,40 @@ class _Evaluation:
         if config.onepixel_images:
             with self.timer(f"onepixel_{stage}"):
                 found["onepixel"] = self._onepixel(model, stage)
-        advgan = None
+        generator = None
         with run.main():
             if run.is_main:
-                t0 = time.perf_counter()
-                correct = predict(model, self.test.images) == self.test.labels
-                found["clean"] = Measurement.from_flags({"correct": correct}, seconds=time.perf_counter() - t0,
-                                                        note=f"all {len(self.test)} test images")
+                found["clean"] = measure.clean(model, self.test)
                 if config.pgd_images:
                     with self.timer(f"pgd_{stage}"):
                         found["pgd"] = self._pgd(model, stage)
                 if config.advgan_images:
                     with self.timer(f"advgan_{stage}"):
-                        found["advgan"], advgan = self._advgan(model, stage)
-        return found, advgan
+                        found["advgan"], generator = self._advgan(model, stage)
+        return found, generator
 
     def _onepixel(self, model: nn.Module, stage: str) -> Measurement:
         """The exact search on the first test images (shared over ranks); rank 0 copies its pictures."""
-        t0 = time.perf_counter()
         where = self.phases.path(f"onepixel_{stage}")
-        summary = self._exact(model, self.test.head(self.config.onepixel_images), where)
-        status = statuses(where)
-        order = sorted(status)
+        found = measure.onepixel(self.run, model, self.test.head(self.config.onepixel_images), where)
         if self.run.is_main:
             for picture in ("heatmaps", "examples"):
                 made = where / f"{picture}.png"
                 if made.exists():
                     atomic_write_bytes(self.out / f"{picture}_{stage}.png", made.read_bytes())
-        return Measurement.from_flags(
-            {"vulnerable": [status[i] == Status.VULNERABLE for i in order],
-             "certified": [status[i] == Status.CERTIFIED for i in order]},
-            counts={"candidates": summary.candidates_total, "pruned": summary.pruned,
-                    "evaluated": summary.evaluated},
-            seconds=time.perf_counter() - t0,
-            note=f"exact search over all {summary.candidates_total} single-pixel candidates of the first "
-                 f"{summary.images} test images; bounds settled {summary.pruned / max(1, summary.candidates_total):.2%}"
-                 f" of them without running the model")
-
-    def _exact(self, model: nn.Module, data: Dataset, where: Path, max_examples: int = 64):
-        """The exact one-pixel attack on ``data`` into ``where`` (records per image; resumes; shared over ranks)."""
-        return run_attack(model, data, None, where, method="onepixel",
-                          options=AttackOptions(levels=data.levels, seed=self.config.seed), resume=True,
-                          max_examples=max_examples, run=self.run)
+        return found
 
     def _pgd(self, model: nn.Module, stage: str) -> Measurement:
-        config = self.config
+        config, t0 = self.config, time.perf_counter()
         data = self.test.head(config.pgd_images)
-
-        def robust_flags() -> dict:
-            seed_everything(config.seed)
-            attack = pgd(model, eps=config.pgd_eps, steps=config.pgd_steps, alpha=0.01)
-            return {"robust": still_correct(model, attack, data.images, data.labels, self.run.device).tolist()}
-
-        t0 = time.perf_counter()
         wanted = self._fingerprint({"eps": config.pgd_eps, "steps": config.pgd_steps}, model=model, data=data)
-        flags = self.phases.json(f"pgd_{stage}", wanted, robust_flags)
-        return Measurement.from_flags(flags, seconds=time.perf_counter() - t0,
-                                      note=f"PGD-{config.pgd_steps}, L-inf eps {config.pgd_eps:g}, step 0.01, "
-                                           f"random start, first {len(data)} test images")
+        flags = self.phases.json(f"pgd_{stage}", wanted,
+                                 lambda: measure.pgd_flags(self.run, model, data, config.pgd_eps, config.pgd_steps))
+        return measure.pgd_measurement(flags, time.perf_counter() - t0, config.pgd_eps, config.pgd_steps)
 
     def _advgan(self, model: nn.Module, stage: str) -> tuple[Measurement, "gan.AdvGAN"]:
         """A generator trained from scratch against ``model`` (resumed per epoch), scored on test images."""
-        config, dev = self.config, self.run.device
-        t0 = time.perf_counter()
+        config, dev, t0 = self.config, self.run.device, time.perf_counter()
         cfg = gan.AdvGANConfig(eps=config.pgd_eps, seed=config.seed)
         if config.advgan_epochs:
             cfg.epochs = config.advgan_epochs
@@ -289,15 +257,12 @@ class _Evaluation:
                                     state_dir=self.phases.path(f"advgan_{stage}_training"))
 
         wanted = self._fingerprint(gan_settings(cfg) | {"epochs": cfg.epochs}, model=model, data=self.train)
-        advgan = self.phases.cached(f"advgan_{stage}", wanted, train, gan.save_generator,
-                                    lambda p: gan.load_generator(p, kind="advgan")).to(dev)
+        generator = self.phases.cached(f"advgan_{stage}", wanted, train, gan.save_generator,
+                                       lambda p: gan.load_generator(p, kind="advgan")).to(dev)
         scored = self.test.head(config.advgan_images)
-        save_grid(self.out / f"advgan_{stage}.png", torch.cat([scored.images[:16], advgan.perturb(scored.images[:16])]),
-                  nrow=16)
-        return Measurement.from_flags(gan.outcomes(model, advgan, scored),
-                                      seconds=time.perf_counter() - t0,
-                                      note=f"a fresh AdvGAN (eps {cfg.eps:g}, {cfg.epochs} epochs), first "
-                                           f"{len(scored)} test images"), advgan
+        first = scored.images[:16]
+        save_grid(self.out / f"advgan_{stage}.png", torch.cat([first, generator.perturb(first)]), nrow=16)
+        return measure.advgan(model, generator, scored, cfg, time.perf_counter() - t0), generator
 
     # --- generated training data -----------------------------------------------------------------------
 
@@ -341,7 +306,7 @@ class _Evaluation:
         subset = self.train.head(config.onepixel_train_images)
         where = self.phases.path("onepixel_train")
         with self.timer("augment_onepixel"):
-            self._exact(target, subset, where, max_examples=config.onepixel_flips_per_image)
+            measure.exact_search(self.run, target, subset, where, max_examples=config.onepixel_flips_per_image)
         if not self.run.is_main:
             return None
         adv = safe_torch_load(where / "adversarial.pt", what="one-pixel examples")
