@@ -42,7 +42,9 @@ from .runtime import machine_info
 from .target import load_target
 
 log = logging.getLogger("advgen")
-AUGMENTATIONS = ("onepixel", "advgan", "pgd", "cgan")
+#: Sources of retraining data. ``pgd`` and ``certified`` are made on the fly while retraining (PGD
+#: examples, and the certified one-pixel bound of :mod:`advgen.onepixel.certified`); the others first.
+AUGMENTATIONS = ("onepixel", "advgan", "pgd", "cgan", "certified")
 PICTURES = ("examples_before.png", "examples_after.png", "heatmaps_before.png", "heatmaps_after.png",
             "advgan_before.png", "advgan_after.png", "cgan_samples.png")
 
@@ -62,6 +64,7 @@ class EvaluateConfig:
     augment: tuple[str, ...] = AUGMENTATIONS
     onepixel_train_images: int = 200
     onepixel_flips_per_image: int = 16
+    advgan_samples: int = 4000
     cgan_samples: int = 2000
     advgan_epochs: int | None = None
     cgan_epochs: int | None = None
@@ -73,7 +76,8 @@ class EvaluateConfig:
         if unknown:
             raise InputError(f"unknown augmentation {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(AUGMENTATIONS)}")
-        for name in ("onepixel_images", "pgd_images", "advgan_images", "onepixel_train_images", "cgan_samples"):
+        for name in ("onepixel_images", "pgd_images", "advgan_images", "onepixel_train_images", "advgan_samples",
+                     "cgan_samples"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name.replace('_', '-')} must be >= 0")
         if not 0 < self.pgd_eps <= 1:
@@ -185,7 +189,8 @@ class _Evaluation:
         retrain_cfg = HardenConfig(**{
             **asdict(config.retrain), "seed": config.seed,
             "pgd_eps": config.retrain.pgd_eps if "pgd" in config.augment else 0.0,
-            "onepixel_weight": config.retrain.onepixel_weight if "onepixel" in config.augment else 0.0})
+            "onepixel_weight": config.retrain.onepixel_weight if "onepixel" in config.augment else 0.0,
+            "certified_weight": config.retrain.certified_weight if "certified" in config.augment else 0.0})
         path = self.phases.path("retrained.pt")
         load = lambda p: load_checkpoint(p, factory=user_factory(config.arch))  # noqa: E731
 
@@ -277,13 +282,13 @@ class _Evaluation:
                 if "onepixel" in config.augment:
                     counts["onepixel"] = len(flips) if flips is not None else 0
                     extra += [flips] if flips is not None else []
-                if "advgan" in config.augment and advgan is not None:
+                if "advgan" in config.augment and advgan is not None and config.advgan_samples:
+                    source = self.train.head(config.advgan_samples)
                     with self.timer("augment_advgan"):
                         adv = self.phases.cached(
-                            "augment_advgan", self._fingerprint({}, model=advgan.generator, data=self.train),
-                            lambda: Dataset(advgan.perturb(self.train.images.to(run.device)).cpu(),
-                                            self.train.labels.clone(), "advgan", self.train.levels,
-                                            self.train.num_classes),
+                            "augment_advgan", self._fingerprint({}, model=advgan.generator, data=source),
+                            lambda: Dataset(advgan.perturb(source.images.to(run.device)).cpu(),
+                                            source.labels.clone(), "advgan", source.levels, source.num_classes),
                             datasets.save_file, datasets.load_file)
                     extra.append(adv)
                     counts["advgan"] = len(adv)
@@ -296,6 +301,9 @@ class _Evaluation:
                     counts["cgan"] = len(samples)
                 if "pgd" in config.augment:
                     counts["pgd"] = len(self.train) * config.retrain.epochs  # one PGD example per image per epoch
+                if "certified" in config.augment and config.retrain.certified_weight > 0:
+                    per_image = config.retrain.certified_top + config.retrain.certified_random
+                    counts["certified"] = len(self.train) * config.retrain.epochs * per_image  # bounded boxes
         return extra, counts
 
     def _onepixel_flips(self, target: nn.Module) -> Dataset | None:

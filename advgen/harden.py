@@ -18,6 +18,7 @@ too early collapses the clean accuracy.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,8 @@ from .methods import pgd
 from .onepixel.certified import PixelBound, gain_pixels
 from .runtime import resolve_device
 from .train import TrainConfig, concat, fit
+
+log = logging.getLogger("advgen")
 
 
 @dataclass
@@ -64,6 +67,15 @@ def worst_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return out.view_as(x)
 
 
+def _pixel_bound(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device) -> PixelBound | None:
+    """The certified term's bound, or None (with one warning) for a model the bounds do not support."""
+    try:
+        return PixelBound(model, input_shape, device)
+    except ValueError as exc:
+        log.warning(f"retraining without the certified one-pixel term: {exc}")
+        return None
+
+
 def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = None,
            config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
     """Return a retrained copy of ``model`` (the original is untouched) and what the retraining did."""
@@ -72,7 +84,7 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
     data = concat([train_data, *(extra or [])])
     attacks: dict[int, object | None] = {}
     dev = resolve_device(device)
-    bound = PixelBound(model, train_data.input_shape, dev) if config.certified_weight > 0 else None
+    bound = _pixel_bound(model, train_data.input_shape, dev) if config.certified_weight > 0 else None
 
     def pgd_at(epoch: int) -> object | None:
         if epoch not in attacks:

@@ -63,8 +63,8 @@ def pgd_flags(run: Run, model: nn.Module, data: Dataset, eps: float, steps: int)
 
 
 def pgd_measurement(flags: dict, seconds: float, eps: float, steps: int) -> Measurement:
-    return Measurement.from_flags(flags, seconds=seconds, note=f"PGD-{steps}, L-inf eps {eps:g}, step 0.01, "
-                                                               f"random start, first {len(flags['robust'])} test images")
+    note = f"PGD-{steps}, L-inf eps {eps:g}, step 0.01, random start, first {len(flags['robust'])} test images"
+    return Measurement.from_flags(flags, seconds=seconds, note=note)
 
 
 def advgan(model: nn.Module, generator: "gan.AdvGAN", data: Dataset, cfg: "gan.AdvGANConfig",

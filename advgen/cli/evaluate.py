@@ -31,12 +31,19 @@ from .options import common, data_option, fail_under_option, model_options, over
               help="Comma-separated sources of retraining data: " + ", ".join(AUGMENTATIONS) + ".")
 @click.option("--onepixel-train-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_train_images,
               show_default=True, help="Training images the exact attack mines for one-pixel flips.")
-@click.option("--cgan-samples", type=click.IntRange(0), default=EvaluateConfig.cgan_samples, show_default=True)
+@click.option("--advgan-samples", type=click.IntRange(0), default=EvaluateConfig.advgan_samples, show_default=True,
+              help="AdvGAN examples (of the first training images) added to the retraining data.")
+@click.option("--cgan-samples", type=click.IntRange(0), default=EvaluateConfig.cgan_samples, show_default=True,
+              help="Conditional-GAN samples added to the retraining data.")
 @click.option("--train-images", type=click.IntRange(1), default=None,
               help="Use only the first N training images (for every training step) [default: all].")
 @click.option("--advgan-epochs", type=click.IntRange(1), default=None, help="AdvGAN epochs [default: the GAN's].")
 @click.option("--cgan-epochs", type=click.IntRange(1), default=None, help="Conditional-GAN epochs [default: the GAN's].")
 @click.option("--retrain-epochs", type=click.IntRange(1), default=HardenConfig.epochs, show_default=True)
+@click.option("--certified-weight", type=click.FloatRange(0), default=HardenConfig.certified_weight,
+              show_default=True,
+              help="Weight of the certified one-pixel bound in the retraining loss (needs 'certified' in "
+                   "--augment).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               show_default=True, help="Report directory (state for --resume goes to OUT/state).")
 @fail_under_option
@@ -45,8 +52,9 @@ from .options import common, data_option, fail_under_option, model_options, over
 @common
 def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
              pgd_eps: float, pgd_steps: int, advgan_images: int, augment: str, onepixel_train_images: int,
-             cgan_samples: int, train_images: int | None, advgan_epochs: int | None, cgan_epochs: int | None,
-             retrain_epochs: int, out: Path, fail_under: tuple[str, ...], resume: bool,
+             advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
+             cgan_epochs: int | None,
+             retrain_epochs: int, certified_weight: float, out: Path, fail_under: tuple[str, ...], resume: bool,
              overwrite: bool, seed: int, device: str, quiet: bool) -> int:
     """Measure the target, retrain it on generated data, re-attack it from scratch, and report.
 
@@ -56,9 +64,10 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
         data=data_source, arch=arch or "cnn", onepixel_images=onepixel_images, pgd_images=pgd_images,
         pgd_eps=pgd_eps, pgd_steps=pgd_steps, advgan_images=advgan_images,
         augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
-        onepixel_train_images=onepixel_train_images, cgan_samples=cgan_samples, train_images=train_images,
+        onepixel_train_images=onepixel_train_images, advgan_samples=advgan_samples, cgan_samples=cgan_samples,
+        train_images=train_images,
         advgan_epochs=advgan_epochs, cgan_epochs=cgan_epochs,
-        retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps), seed=seed)
+        retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps, certified_weight=certified_weight), seed=seed)
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
                           overwrite=overwrite, device=device, quiet=quiet)
     if env_rank() != 0:  # under torchrun rank 0 speaks for the group
