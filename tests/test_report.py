@@ -319,7 +319,7 @@ def test_markdown_has_counts_intervals_and_mcnemar(gated):
     assert "| AdvGAN success rate (lower is better) | 0.4102 (201/490) " in md
     assert "| PGD robust accuracy | 0.1200 (60/500) \\[0.0944, 0.1514\\] | not measured |  |  |  |" in md
     assert "| FAIL | after.onepixel (onepixel.certified) | 0.9700 | 0.99 |" in md
-    assert ("| after | onepixel | 500 | 27.90 | candidates 376320, pruned 322870 | "
+    assert ("| after | onepixel | 500 | 27.90 | candidates 376320, pruned 322870 (85.80% settled by bounds) | "
             "exact search, first 500 test images |") in md
     assert "| cgan | 500 |" in md and "| total | 1980 |" in md and "| total | 129.60 |" in md
     assert "| augment.cgan | true |" in md and "| device | cpu |" in md
