@@ -6,10 +6,15 @@ that is not certified goes through :func:`predict_candidates`, so the real fp32 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .exact import Boxes
 
 
 def level_values(levels: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -36,14 +41,14 @@ def own_levels(images: torch.Tensor, levels: int) -> torch.Tensor:
     return own
 
 
-def expand_levels(boxes: dict[str, torch.Tensor], own: torch.Tensor) -> dict[str, torch.Tensor]:
+def expand_levels(boxes: "Boxes", own: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every candidate inside level intervals ``[lo, hi]`` except each pixel's own level.
 
-    ``boxes`` holds 1-D tensors ``img, ch, row, col, lo, hi``; ``own`` is the (n, C, H, W) level table.
-    Returns the same keys with ``level`` instead of ``lo``/``hi``.
+    ``boxes`` is a :class:`.exact.Boxes`; ``own`` is the (n, C, H, W) level table. Returns 1-D tensors
+    ``img, ch, row, col, level``.
     """
-    size = boxes["hi"] - boxes["lo"] + 1
-    rep = {k: torch.repeat_interleave(boxes[k], size) for k in ("img", "ch", "row", "col", "lo")}
+    size = boxes.size()
+    rep = {k: torch.repeat_interleave(getattr(boxes, k), size) for k in ("img", "ch", "row", "col", "lo")}
     starts = torch.cumsum(size, 0) - size
     offset = torch.arange(int(size.sum()), device=size.device) - torch.repeat_interleave(starts, size)
     level = rep.pop("lo") + offset

@@ -9,7 +9,9 @@ certified, or every succeeding (channel, row, col, level) is listed.
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Callable, Sequence
 
@@ -19,12 +21,43 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, compile_plan, margin_bound, pixel_boxes
-from .local import LocalBounds
+from .bounds import BoundPlan, build_plan, margin_bound, pixel_boxes
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
 
 TOL_RELATIVE = 1e-4  # certify only when the margin bound exceeds this share of the logit scale
+log = logging.getLogger("advgen")
+
+
+@dataclass
+class Boxes:
+    """Level intervals of single pixels: box k is pixel (ch[k], row[k], col[k]) of image img[k] taking any
+    level in [lo[k], hi[k]], everything else clean. All fields are (B,) int64 on the attack's device."""
+
+    img: torch.Tensor
+    ch: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.img)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> "Boxes":
+        """The boxes a mask, index tensor or slice selects."""
+        return Boxes(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def size(self) -> torch.Tensor:
+        """Levels per box."""
+        return self.hi - self.lo + 1
+
+    def bisect(self) -> "Boxes":
+        """Each box split into its lower and upper half (left halves first)."""
+        mid = (self.lo + self.hi) // 2
+        twice = lambda t: torch.cat([t, t])  # noqa: E731
+        return Boxes(twice(self.img), twice(self.ch), twice(self.row), twice(self.col),
+                     torch.cat([self.lo, mid + 1]), torch.cat([mid, self.hi]))
 
 
 class Mode(str, Enum):
@@ -47,7 +80,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
     equals the target). ``bounds=False`` evaluates every candidate densely (same answer, slower);
-    models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
+    models that :mod:`.graph` cannot bound (a node without an interval rule) always are, with one
+    warning on the ``advgen`` logger naming the node and the expected time. The model is put in eval
     mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
     layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster).
     ``callback`` receives each result as its group finishes (for streaming records); ``indices``
@@ -81,10 +115,11 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     try:
         num_classes = _num_classes(model, images[:1].to(dev))
         tgt = _parse_targets(targets, labels, n, num_classes)
-        plan = compile_plan(model) if bounds else None
-        if plan is not None and locality:
-            local = LocalBounds(plan.body, tuple(images.shape[1:]), dev)
-            plan.local = local if local.useful else None
+        plan = None
+        if bounds:
+            plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality)
+            if plan is None:
+                _warn_dense(why, model, images, labels, levels, dev, batch_size)
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
@@ -98,6 +133,31 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         return results
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def _warn_dense(why: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
+                dev: torch.device, batch_size: int) -> None:
+    """Say once why every candidate goes through the model, and about how long that takes here."""
+    probe = images[:1].to(dev)
+    n_cand = min(batch_size, 256)
+    x = probe.expand(n_cand, *probe.shape[1:]).clone()
+    model(x)  # warm-up
+    start = time.perf_counter()
+    model(x).argmax(1).cpu()
+    rate = n_cand / max(time.perf_counter() - start, 1e-9)
+    total = len(images) * (levels - 1) * images[0].numel()
+    log.warning(f"one-pixel bounds unavailable, dense search for every candidate: {why}. "
+                f"About {_duration(total / rate)} for {len(images)} images "
+                f"({total:,} candidates at ~{rate:,.0f}/s on {dev}).")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _parse_mode(mode: str | Mode) -> Mode:
@@ -158,15 +218,14 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     found: list[torch.Tensor] = []  # rows (img, ch, row, col, level, new_class)
     done = ~active  # images that need no more work
 
-    acts = plan.local.prepare(x) if plan is not None and plan.local is not None else None
+    acts = plan.prepare(x) if plan is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
-    while len(boxes["img"]):
-        size = boxes["hi"] - boxes["lo"] + 1
+    while len(boxes):
+        size = boxes.size()
         leaf = size <= leaf_size if plan is not None else torch.ones_like(size, dtype=torch.bool)
-        leaves = {k: v[leaf] for k, v in boxes.items()}
-        rest = {k: v[~leaf] for k, v in boxes.items()}
+        leaves, rest = boxes[leaf], boxes[~leaf]
         clock = _Clock(stats, dev)
-        if len(leaves["img"]):
+        if len(leaves):
             cand = expand_levels(leaves, own)
             if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
                 cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
@@ -180,16 +239,16 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
                 done[rows[:, 0]] = True
             found.append(rows)
             clock.add("dense_seconds", candidates=len(cand["img"]))
-        if len(rest["img"]) and mode is Mode.FIRST:
-            rest = {k: v[~done[rest["img"]]] for k, v in rest.items()}
-        if not len(rest["img"]):
+        if len(rest) and mode is Mode.FIRST:
+            rest = rest[~done[rest.img]]
+        if not len(rest):
             break
-        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
+        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest.img]
         clock.add("bound_seconds", boxes=len(cert), passes=1)
         mine = own_at(own, rest)  # the pixel's own level is not a candidate
-        count = rest["hi"] - rest["lo"] + 1 - ((mine >= rest["lo"]) & (mine <= rest["hi"])).long()
-        pruned += torch.bincount(rest["img"][cert], weights=count[cert].double(), minlength=n).long()
-        boxes = _bisect({k: v[~cert] for k, v in rest.items()})
+        count = rest.size() - ((mine >= rest.lo) & (mine <= rest.hi)).long()
+        pruned += torch.bincount(rest.img[cert], weights=count[cert].double(), minlength=n).long()
+        boxes = rest[~cert].bisect()
 
     flips = torch.cat(found) if found else torch.zeros(0, 6, dtype=torch.long, device=dev)
     flips = flips[torch.argsort(_key(flips, (c, h, w, levels)))].cpu()
@@ -241,11 +300,11 @@ def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torc
     return {k: torch.cat([c[k] for c in kept]) for k in cand}, torch.cat(preds)
 
 
-def own_at(own: torch.Tensor, boxes: dict[str, torch.Tensor]) -> torch.Tensor:
-    return own[boxes["img"], boxes["ch"], boxes["row"], boxes["col"]]
+def own_at(own: torch.Tensor, boxes: Boxes) -> torch.Tensor:
+    return own[boxes.img, boxes.ch, boxes.row, boxes.col]
 
 
-def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: int) -> dict[str, torch.Tensor]:
+def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: int) -> Boxes:
     """One box per (active image, channel, row, col) spanning every level."""
     c, h, w = shape
     img = torch.nonzero(active).flatten()
@@ -253,29 +312,21 @@ def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: in
     img_r = img.repeat_interleave(len(pos))
     pos_r = pos.repeat(len(img))
     zeros = torch.zeros_like(img_r)
-    return {"img": img_r, "ch": pos_r // (h * w), "row": (pos_r // w) % h, "col": pos_r % w,
-            "lo": zeros, "hi": zeros + (levels - 1)}
+    return Boxes(img_r, pos_r // (h * w), (pos_r // w) % h, pos_r % w, zeros, zeros + (levels - 1))
 
 
-def _bisect(boxes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mid = (boxes["lo"] + boxes["hi"]) // 2
-    left = dict(boxes, hi=mid)
-    right = dict(boxes, lo=mid + 1)
-    return {k: torch.cat([left[k], right[k]]) for k in boxes}
-
-
-def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: dict[str, torch.Tensor],
+def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                  values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
     """The certificate value of every box (> tol means no candidate in it can succeed), in chunks."""
-    out = torch.empty(len(boxes["img"]), device=x.device)
+    out = torch.empty(len(boxes), device=x.device)
     for s in range(0, len(out), batch_size):
-        b = {k: v[s:s + batch_size] for k, v in boxes.items()}
-        lo, hi = values[b["lo"]], values[b["hi"]]
+        b = boxes[s:s + batch_size]
+        lo, hi = values[b.lo], values[b.hi]
         mid = (lo + hi) / 2
         # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
         half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
-        c, r = pixel_boxes(plan, x, acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
-        out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
+        c, r = pixel_boxes(plan, x, acts, b.img, b.ch, b.row, b.col, mid, half)
+        out[s:s + batch_size] = margin_bound(plan, c, r, ref[b.img], targeted)
     return out
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .bounds import IDENTITY, MONOTONE, propagate
+from .rules import IDENTITY, MONOTONE, propagate
 
 
 @dataclass
@@ -57,9 +57,11 @@ def _elementwise(m: nn.Module) -> bool:
 
 
 class LocalBounds:
-    """Windowed interval propagation through the spatial prefix of a plan's body, then the rest as usual."""
+    """Windowed interval propagation through the spatial layers at the start of a chain of one-input
+    layers (a model's prefix, :meth:`.graph.Traced.prefix`), then the chain's other layers on full maps."""
 
     def __init__(self, body: list[nn.Module], input_shape: tuple[int, int, int], device: torch.device) -> None:
+        self.layers = list(body)
         self.steps: list[_Spatial | nn.Module] = []
         k = 0
         while k < len(body) and (_elementwise(body[k]) or _spatial(body[k]) is not None):
@@ -99,7 +101,7 @@ class LocalBounds:
                 acts.append(tiles.permute(0, 2, 3, 1, 4, 5).contiguous())
                 a = step.layer(a)
             else:
-                a = step(a)
+                a = propagate([step], a, torch.zeros_like(a))[0]  # the rule's center: eval statistics
         acts.append(a)
         return acts
 
@@ -110,7 +112,7 @@ class LocalBounds:
 
     def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
                   col: torch.Tensor, mid: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Box (center, radius) on the output of the body for pixels (img, ch, row, col) in mid +- half."""
+        """Box (center, radius) on the output of the chain for pixels (img, ch, row, col) in mid +- half."""
         b = len(img)
         rows_b = torch.arange(b, device=img.device)
         first = self.steps[0]
