@@ -157,23 +157,46 @@ class LocalBounds:
         out_top, out_left = step.start[0][row], step.start[1][col]
         clean = tiles[img, out_top, out_left]  # (B, C, Th, Tw)
         th, tw = clean.shape[2:]
-        # where each tile row/col falls in the box's window (padded tile coordinates -> window index)
-        rel_r = out_top[:, None] * step.stride[0] + torch.arange(th, device=dev) - step.padding[0] - top[:, None]
-        rel_c = out_left[:, None] * step.stride[1] + torch.arange(tw, device=dev) - step.padding[1] - left[:, None]
-        mask = (((rel_r >= 0) & (rel_r < sh))[:, None, :, None] & ((rel_c >= 0) & (rel_c < sw))[:, None, None, :])
-        ir = rel_r.clamp(0, sh - 1)[:, None, :, None].expand(b, c, th, sw)
-        ic = rel_c.clamp(0, sw - 1)[:, None, None, :].expand(b, c, th, tw)
-        tc = torch.where(mask, wc.gather(2, ir).gather(3, ic), clean)
-        tr = torch.where(mask, wr.gather(2, ir).gather(3, ic), torch.zeros((), device=dev))
+        # paste the box's window into the tile: window cell (a, b) is tile cell (off_r + a, off_c + b);
+        # cells that fall outside the tile (no output of this window reads them) go to a dropped slot
+        off_r = top + step.padding[0] - out_top * step.stride[0]
+        off_c = left + step.padding[1] - out_left * step.stride[1]
+        tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
+        tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
+        inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]
+        cells = th * tw
+        base = (torch.arange(b * c, device=dev) * cells).view(b, c, 1)  # where each (box, channel) tile starts
+        spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
+        flat = torch.where(spot >= 0, base + spot, b * c * cells).reshape(-1)  # (B * C * sh * sw,)
+        spare = torch.zeros(1, device=dev, dtype=wc.dtype)
+        tc = torch.cat([clean.reshape(-1), spare]).scatter(0, flat, wc.reshape(-1))[:-1].view(b, c, th, tw)
+        tr = torch.zeros(b * c * cells + 1, device=dev, dtype=wr.dtype).scatter(0, flat, wr.reshape(-1))
+        tr = tr[:-1].view(b, c, th, tw)
         m = step.layer
         if isinstance(m, nn.Conv2d):
             oc = F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
             orad = F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
         elif isinstance(m, nn.MaxPool2d):
-            lo = F.max_pool2d(tc - tr, step.kernel, step.stride, 0, step.dilation)
-            hi = F.max_pool2d(tc + tr, step.kernel, step.stride, 0, step.dilation)
+            both = _max_pool(torch.cat([tc - tr, tc + tr]), step)  # monotone: the two end points at once
+            lo, hi = both[:b], both[b:]
             oc, orad = (hi + lo) / 2, (hi - lo) / 2
         else:
             oc = F.avg_pool2d(tc, step.kernel, step.stride, 0)
             orad = F.avg_pool2d(tr, step.kernel, step.stride, 0)
         return oc, orad, out_top, out_left
+
+
+def _max_pool(t: torch.Tensor, step: _Spatial) -> torch.Tensor:
+    """Max pooling of an unpadded tile. Small non-overlapping windows as an elementwise maximum of
+    strided views: the same values, several times faster on CPU than ``max_pool2d`` (which computes
+    indices there) or ``amax`` over the window axes."""
+    (kh, kw), (sh, sw) = step.kernel, step.stride
+    h, w = t.shape[2:]
+    if (kh, kw) == (sh, sw) and step.dilation == (1, 1) and h % kh == 0 and w % kw == 0 and kh * kw <= 9:
+        out = t[:, :, 0::kh, 0::kw]
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    out = torch.maximum(out, t[:, :, i::kh, j::kw])
+        return out
+    return F.max_pool2d(t, step.kernel, step.stride, 0, step.dilation)
