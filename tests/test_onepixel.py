@@ -298,12 +298,23 @@ def test_records_round_trip_and_helpers():
     ({"targets": 9}, "target classes"),
     ({"mode": "fast"}, "unknown mode"),
     ({"batch_size": 0}, "batch size"),
+    ({"threads": 0}, "threads"),
 ])
 def test_bad_input_raises_input_error(kwargs, needle):
     model = tiny_cnn()
     x, y = images_for(model, (1, 8, 8), 16, 3)
     with pytest.raises(InputError, match=needle):
         onepixel.attack(model, x, y, **{"levels": 16, **kwargs, "device": "cpu"})
+
+
+def test_thread_cap_is_restored_and_does_not_change_results():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 4)
+    before = torch.get_num_threads()
+    one = onepixel.attack(model, x, y, levels=16, device="cpu", threads=1)
+    assert torch.get_num_threads() == before
+    mine = onepixel.attack(model, x, y, levels=16, device="cpu", threads=None)
+    assert [flip_set(r) for r in one] == [flip_set(r) for r in mine]
 
 
 def test_wrong_shape_and_target_equal_label_are_input_errors():
