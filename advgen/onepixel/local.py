@@ -129,13 +129,26 @@ class LocalBounds:
         wr = torch.zeros_like(wc)
         wr[rows_b, ch, 0, 0] = half
         top, left = row, col  # window position in the current layer's (unpadded) coordinates
+        # through runs of monotone layers and max pooling the window is kept as end points (lo, hi),
+        # elsewhere as (center, radius): the same box, with fewer conversions between the two
+        ends = False
         k = 0
         for step in self.steps:
-            if not isinstance(step, _Spatial):
+            to_ends = isinstance(step, MONOTONE) or (isinstance(step, _Spatial) and isinstance(step.layer, nn.MaxPool2d))
+            if to_ends and not ends:
+                wc, wr = wc - wr, wc + wr
+            elif ends and not to_ends:
+                wc, wr = (wr + wc) / 2, (wr - wc) / 2
+            ends = to_ends
+            if isinstance(step, _Spatial):
+                wc, wr, top, left = self._tile_step(step, acts[k], img, wc, wr, top, left, row, col)
+                k += 1
+            elif ends:
+                wc, wr = step(wc), step(wr)
+            else:
                 wc, wr = propagate([step], wc, wr)
-                continue
-            wc, wr, top, left = self._tile_step(step, acts[k], img, wc, wr, top, left, row, col)
-            k += 1
+        if ends:
+            wc, wr = (wr + wc) / 2, (wr - wc) / 2
         full_c = acts[-1][img]  # advanced indexing copies
         full_r = torch.zeros_like(full_c)
         c_out, h, w = full_c.shape[1:]
@@ -151,7 +164,8 @@ class LocalBounds:
     def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                    col: torch.Tensor):
-        """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in."""
+        """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in.
+        The window comes and goes as (center, radius), or as end points (lo, hi) for max pooling."""
         dev = img.device
         b, c, sh, sw = wc.shape
         out_top, out_left = step.start[0][row], step.start[1][col]
@@ -169,17 +183,20 @@ class LocalBounds:
         spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
         flat = torch.where(spot >= 0, base + spot, b * c * cells).reshape(-1)  # (B * C * sh * sw,)
         spare = torch.zeros(1, device=dev, dtype=wc.dtype)
-        tc = torch.cat([clean.reshape(-1), spare]).scatter(0, flat, wc.reshape(-1))[:-1].view(b, c, th, tw)
-        tr = torch.zeros(b * c * cells + 1, device=dev, dtype=wr.dtype).scatter(0, flat, wr.reshape(-1))
-        tr = tr[:-1].view(b, c, th, tw)
+        clean_flat = torch.cat([clean.reshape(-1), spare])
+
+        def paste(under: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+            return under.scatter(0, flat, window.reshape(-1))[:-1].view(b, c, th, tw)
+
         m = step.layer
+        if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here
+            both = _max_pool(torch.cat([paste(clean_flat, wc), paste(clean_flat, wr)]), step)
+            return both[:b], both[b:], out_top, out_left
+        tc = paste(clean_flat, wc)
+        tr = paste(torch.zeros(b * c * cells + 1, device=dev, dtype=wr.dtype), wr)
         if isinstance(m, nn.Conv2d):
             oc = F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
             orad = F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
-        elif isinstance(m, nn.MaxPool2d):
-            both = _max_pool(torch.cat([tc - tr, tc + tr]), step)  # monotone: the two end points at once
-            lo, hi = both[:b], both[b:]
-            oc, orad = (hi + lo) / 2, (hi - lo) / 2
         else:
             oc = F.avg_pool2d(tc, step.kernel, step.stride, 0)
             orad = F.avg_pool2d(tr, step.kernel, step.stride, 0)
