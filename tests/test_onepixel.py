@@ -196,6 +196,29 @@ def test_model_times_a_constant_gets_bounds():
     assert sum(r.pruned for r in results) > 0
 
 
+@pytest.mark.parametrize("targeted", [False, True])
+def test_flips_proven_by_bounds_match_brute_force(targeted):
+    """Where the bounds prove that a whole level range lands on one other class, its flips are listed
+    without the model; they must be exactly the brute-force flips, new class included."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(3)
+    x, y = images_for(model, (1, 6, 6), 32, 8, seed=7)
+    t = (y + 1) % 3 if targeted else None
+    expected = brute_force(model, x, y, 32, targets=t)
+    results = onepixel.attack(model, x, y, levels=32, targets=t, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    if not targeted:
+        assert any(len(r.flips) > r.evaluated for r in results), "some flips should be proven by the bounds"
+    for r in results:
+        if r.status != "misclassified":
+            assert r.evaluated + r.pruned == r.candidates == 31 * 36
+    first = onepixel.attack(model, x, y, levels=32, targets=t, device="cpu", mode="first")
+    for f, g in zip(results, first):
+        assert f.status == g.status and flip_set(g) <= flip_set(f) and len(g.flips) <= 1
+
+
 def test_mode_first_stops_at_one_flip_of_the_full_set():
     model = tiny_cnn()
     x, y = images_for(model, (1, 8, 8), 16, 10)

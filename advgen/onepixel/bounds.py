@@ -169,3 +169,22 @@ def margin_lower(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.T
         lower = lo[rows, ref][:, None] - hi if not targeted else lo - hi[rows, ref][:, None]
     fill = torch.inf if not targeted else -torch.inf
     return lower.index_put((rows, ref), torch.tensor(fill, dtype=lower.dtype, device=lower.device))
+
+
+def dominant_class(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per box, the class whose logit provably beats every other over the whole box, if any: (B,) values
+    ``min_{k != j} LB(z_j - z_k)`` for the best j and (B,) classes j. A value > 0 proves that every input
+    in the box is classified as j -- the search lists such boxes as flips (or safe) without the model.
+    """
+    if plan.head is not None:
+        z = plan.head(c)  # (B, K)
+        k = z.shape[1]
+        slack = (r @ plan.head_abs_diff().reshape(k * k, -1).T).view(-1, k, k)  # |W_j - W_l| . r
+        lower = z[:, :, None] - z[:, None, :] - slack  # (B, K, K): LB(z_j - z_l)
+    else:
+        lo, hi = (c - r).flatten(1), (c + r).flatten(1)
+        k = lo.shape[1]
+        lower = lo[:, :, None] - hi[:, None, :]
+    eye = torch.eye(k, dtype=torch.bool, device=lower.device)
+    worst = lower.masked_fill(eye, torch.inf).min(2).values  # (B, K)
+    return worst.max(1)

@@ -45,10 +45,11 @@ def expand_levels(boxes: "Boxes", own: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every candidate inside level intervals ``[lo, hi]`` except each pixel's own level.
 
     ``boxes`` is a :class:`.exact.Boxes`; ``own`` is the (n, C, H, W) level table. Returns 1-D tensors
-    ``img, ch, row, col, level``.
+    ``img, ch, row, col, level`` and ``box`` (the index of the box each candidate comes from).
     """
     size = boxes.size()
     rep = {k: torch.repeat_interleave(getattr(boxes, k), size) for k in ("img", "ch", "row", "col", "lo")}
+    rep["box"] = torch.repeat_interleave(torch.arange(len(size), device=size.device), size)
     starts = torch.cumsum(size, 0) - size
     offset = torch.arange(int(size.sum()), device=size.device) - torch.repeat_interleave(starts, size)
     level = rep.pop("lo") + offset

@@ -1,10 +1,12 @@
 """The exact one-pixel attack: branch and bound over level intervals, dense enumeration of the rest.
 
 For every correctly classified image, each (channel, row, col) starts with the whole level range. A range
-whose interval bound (:mod:`.bounds`) proves no value in it can succeed is *pruned*; otherwise it is
-bisected, and ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the
-real fp32 model. So the answer is exact (up to fp32 ties the bound's safety margin covers): the image is
-certified, or every succeeding (channel, row, col, level) is listed.
+whose interval bound (:mod:`.bounds`) settles it is *pruned*: either no value in it can succeed, or every
+value in it provably lands on one other class j (each is then listed as a flip to j, with no model run:
+on images near a decision boundary most flips come in such ranges). Otherwise it is bisected, and
+ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the real fp32
+model. Both kinds of proof hold with the same safety margin, so the answer is exact (up to fp32 ties
+the margin covers): the image is certified, or every succeeding (channel, row, col, level) is listed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, build_plan, margin_bound, pixel_boxes
+from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
 
@@ -72,7 +74,7 @@ def default_batch_size(device: torch.device) -> int:
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
            targets: torch.Tensor | int | None = None, mode: str | Mode = "full", bounds: bool = True,
-           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
+           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 1,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
            stats: dict | None = None, locality: bool = True, threads: int | None = 1) -> list[OnePixelResult]:
@@ -88,7 +90,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     names the images in the results (default 0..N-1). A ``stats`` dict accumulates where time goes
     (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
     device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
-    this small go to the model instead of being bisected; ``group_size``: images attacked together.
+    this small go to the model instead of being bisected (1: a bound costs a tenth of a forward pass
+    on CPU, so even two-level ranges are bounded first); ``group_size``: images attacked together.
     ``threads`` caps torch's intra-op CPU threads during the search (None leaves torch's setting): the
     bounds are many small ops, and when another job shares the cores, a second thread's barriers made
     the search 3-9x slower (measured on 2 busy cores); one thread degrades gracefully.
@@ -253,12 +256,24 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
             rest = rest[~done[rest.img]]
         if not len(rest):
             break
-        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest.img]
+        value, top, cls = _settle_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size)
+        cert = value > tol[rest.img]
+        # boxes whose every candidate provably lands on one other class (the target, if targeted): flips
+        proven = (top > tol[rest.img]) & ~cert & ((cls != y[rest.img]) if t is None else (cls == t[rest.img]))
         clock.add("bound_seconds", boxes=len(cert), passes=1)
+        settled = cert | proven
         mine = own_at(own, rest)  # the pixel's own level is not a candidate
         count = rest.size() - ((mine >= rest.lo) & (mine <= rest.hi)).long()
-        pruned += torch.bincount(rest.img[cert], weights=count[cert].double(), minlength=n).long()
-        boxes = rest[~cert].bisect()
+        pruned += torch.bincount(rest.img[settled], weights=count[settled].double(), minlength=n).long()
+        if bool(proven.any()):
+            cand = expand_levels(rest[proven], own)
+            new = cls[proven][cand["box"]]
+            rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], new], 1)
+            if mode is Mode.FIRST:
+                rows = _first_per_image(rows, (c, h, w, levels))
+                done[rows[:, 0]] = True
+            found.append(rows)
+        boxes = rest[~settled].bisect()
 
     flips = torch.cat(found) if found else torch.zeros(0, 6, dtype=torch.long, device=dev)
     flips = flips[torch.argsort(_key(flips, (c, h, w, levels)))].cpu()
@@ -327,8 +342,18 @@ def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: in
 
 def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                  values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
-    """The certificate value of every box (> tol means no candidate in it can succeed), in chunks."""
+    """The certificate value of every box (> tol means no candidate in it can succeed)."""
+    return _settle_boxes(plan, x, acts, boxes, values, ref, targeted, batch_size)[0]
+
+
+def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
+                  values: torch.Tensor, ref: torch.Tensor, targeted: bool,
+                  batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
+    :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class)."""
     out = torch.empty(len(boxes), device=x.device)
+    top = torch.empty(len(boxes), device=x.device)
+    cls = torch.empty(len(boxes), dtype=torch.long, device=x.device)
     for s in range(0, len(out), batch_size):
         b = boxes[s:s + batch_size]
         lo, hi = values[b.lo], values[b.hi]
@@ -337,7 +362,9 @@ def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | No
         half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
         c, r = pixel_boxes(plan, x, acts, b.img, b.ch, b.row, b.col, mid, half)
         out[s:s + batch_size] = margin_bound(plan, c, r, ref[b.img], targeted)
-    return out
+        top[s:s + batch_size], cls[s:s + batch_size] = dominant_class(plan, c, r)
+    return out, top, cls
+
 
 
 def _key(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:
