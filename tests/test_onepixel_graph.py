@@ -242,6 +242,7 @@ def _full_box(x, img, ch, row, col, lo, hi):
     (lambda self, x: self.fc((x - x.mean(0)).flatten(1)), "mean"),       # mixes the batch
     (lambda self, x: self.fc(x.flatten(1)[:, :64].sort(1).values), "getitem"),
     (lambda self, x: self.fc(F.leaky_relu(x, -0.5).flatten(1)), "leaky_relu"),  # not monotone
+    (lambda self, x: self.fc(x.flatten(1) if x.sum() > 0 else -x.flatten(1)), "cannot trace"),  # control flow
 ])
 def test_nodes_without_a_sound_rule_are_named(forward, needle):
     class Odd(nn.Module):
@@ -252,3 +253,36 @@ def test_nodes_without_a_sound_rule_are_named(forward, needle):
     Odd.forward = forward
     plan, why = build_plan(Odd().eval(), (1, 8, 8))
     assert plan is None and needle in why
+
+
+class FunctionalZoo(nn.Module):
+    """Weights as parameters and buffers used through F.conv2d, F.batch_norm and F.linear, plus the other
+    rules: avg pooling, sigmoid, subtraction and division by constants, negation, mean over space."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 1, 3, 3) * 2)
+        self.b = nn.Parameter(torch.randn(3) * 0.1)
+        self.register_buffer("mean", torch.rand(3) * 0.2)
+        self.register_buffer("var", torch.rand(3) + 0.5)
+        self.head = nn.Parameter(torch.randn(4, 3 * 3 * 3 + 3) * 2)
+
+    def forward(self, x):
+        h = F.conv2d(x, self.w, self.b, padding=1)
+        h = F.batch_norm(h, self.mean, self.var, None, None, False, 0.1, 1e-5)
+        h = torch.sigmoid(F.avg_pool2d(h, 2)) - 0.5
+        pooled = -(h.mean((2, 3)) / 2)
+        flat = torch.cat([h.reshape(h.shape[0], -1), pooled], 1)
+        return F.linear(flat, self.head)
+
+
+def test_functional_forms_match_brute_force():
+    torch.manual_seed(8)
+    model = FunctionalZoo().eval()
+    plan, why = build_plan(model, (1, 6, 6))
+    assert plan is not None, why
+    x, y = images_for(model, (1, 6, 6), 16, 8, seed=8)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert sum(r.pruned for r in results) > 0

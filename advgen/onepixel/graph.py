@@ -208,7 +208,7 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
         if node.op == "call_function" and node.target is getattr:
             if a_args[1] in ("shape",):
                 kind[node.name] = _RUNTIME
-                return Step(node.name, rules.attribute(a_args[1]), r_args, {})
+                return Step(node.name, rules.attribute, r_args, {})
             return f"no interval rule for attribute {a_args[1]!r}"
         rule = rules.rule_for_call(node.op, node.target, a_args, a_kwargs, lambda v: v is _BOX)
         if rule is None:

@@ -243,10 +243,9 @@ def size(box: Box, *args: Any) -> Any:
     return box.center.size(*args)
 
 
-def attribute(name: str) -> Callable[[Box], Any]:
-    def rule(box: Box) -> Any:
-        return getattr(box.center, name)
-    return rule
+def attribute(box: Box, name: str) -> Any:
+    """``x.shape`` and the like: a plain value read off the center."""
+    return getattr(box.center, name)
 
 
 def batch_norm(box: Box, running_mean: torch.Tensor, running_var: torch.Tensor, weight: torch.Tensor | None = None,
