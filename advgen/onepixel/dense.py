@@ -6,15 +6,25 @@ that is not certified goes through :func:`predict_candidates`, so the real fp32 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 
-if TYPE_CHECKING:
-    from .exact import Boxes
+
+class LevelRanges(Protocol):
+    """What :func:`expand_levels` reads of a set of boxes (:class:`.exact.Boxes` is one): (B,) tensors."""
+
+    img: torch.Tensor
+    ch: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def size(self) -> torch.Tensor: ...
 
 
 def level_values(levels: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -41,7 +51,7 @@ def own_levels(images: torch.Tensor, levels: int) -> torch.Tensor:
     return own
 
 
-def expand_levels(boxes: "Boxes", own: torch.Tensor) -> dict[str, torch.Tensor]:
+def expand_levels(boxes: LevelRanges, own: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every candidate inside level intervals ``[lo, hi]`` except each pixel's own level.
 
     ``boxes`` is a :class:`.exact.Boxes`; ``own`` is the (n, C, H, W) level table. Returns 1-D tensors
