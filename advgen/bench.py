@@ -53,10 +53,11 @@ def _sync(device: torch.device) -> None:
 
 
 def exact_row(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int, bounds: bool,
-              device: torch.device, batch_size: int | None, threads: int | None = 1) -> BenchRow:
-    """Time the exact attack; with ``bounds=False`` every candidate is evaluated (dense throughput)."""
+              device: torch.device, batch_size: int | None, threads: int | None = 1, mode: str = "full") -> BenchRow:
+    """Time the exact attack; with ``bounds=False`` every candidate is evaluated (dense throughput).
+    Mode ``first`` stops at an image's first flip, as DE does (certified images still cost in full)."""
     run = lambda x, y, **kw: onepixel.attack(model, x, y, levels=levels, bounds=bounds, device=device,  # noqa: E731
-                                             batch_size=batch_size, threads=threads, **kw)
+                                             batch_size=batch_size, threads=threads, mode=mode, **kw)
     run(images[:1], labels[:1])  # warm-up: kernels, allocator
     _sync(device)
     start = time.perf_counter()
@@ -88,13 +89,18 @@ def de_row(name: str, params: dict, model: nn.Module, images: torch.Tensor, labe
 
 def bench_onepixel(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
                    dense_limit: int = 2, slow_limit: int = 3, device: str | torch.device = "auto",
-                   batch_size: int | None = None, seed: int = 0, threads: int | None = 1) -> list[BenchRow]:
-    """All rows on prefixes of the same images: pruned exact on all, dense exact on ``dense_limit``,
+                   batch_size: int | None = None, seed: int = 0, threads: int | None = 1,
+                   first: bool = True) -> list[BenchRow]:
+    """All rows on prefixes of the same images: pruned exact on all (every flip, and with ``first``
+    also stopping at the first flip per image), dense exact on ``dense_limit``,
     DE defaults on all, DE steps=100 popsize=100 on ``slow_limit`` (0 skips a row). Every row runs with
     ``threads`` CPU threads (None: torch's setting)."""
     dev = resolve_device(device)
     model.to(dev).eval()
     rows = [exact_row("advgen exact (pruned)", model, images, labels, levels, True, dev, batch_size, threads)]
+    if first:
+        rows.append(exact_row("advgen exact (pruned, first flip)", model, images, labels, levels, True, dev,
+                              batch_size, threads, mode="first"))
     if dense_limit:
         rows.append(exact_row("advgen exact (dense)", model, images[:dense_limit], labels[:dense_limit], levels,
                               False, dev, batch_size, threads))
@@ -104,10 +110,10 @@ def bench_onepixel(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return rows
 
 
-def exact_to_de_ratio(rows: list[BenchRow]) -> float | None:
-    """Time per image of the pruned exact attack over DE with defaults, on the same images in one run
+def exact_to_de_ratio(rows: list[BenchRow], name: str = "advgen exact (pruned)") -> float | None:
+    """Time per image of the exact row ``name`` over DE with defaults, on the same images in one run
     (<= 1: the exact search is no slower than the heuristic); None when either row is missing."""
-    exact = next((r for r in rows if r.name == "advgen exact (pruned)"), None)
+    exact = next((r for r in rows if r.name == name), None)
     de = next((r for r in rows if r.name.startswith("torchattacks") and r.images == (exact.images if exact else -1)), None)
     if exact is None or de is None or not de.seconds_per_image:
         return None

@@ -22,16 +22,19 @@ def test_bench_rows_agree_on_a_tiny_model():
     with torch.no_grad():
         y = model(x).argmax(1)
     rows = bench_onepixel(model, x, y, levels=16, dense_limit=4, slow_limit=1, device="cpu")
-    assert [r.name.split(" (")[0] for r in rows] == ["advgen exact", "advgen exact", "torchattacks OnePixel",
-                                                      "torchattacks OnePixel"]
-    pruned, dense = rows[0], rows[1]
+    assert [r.name.split(" (")[0] for r in rows] == ["advgen exact", "advgen exact", "advgen exact",
+                                                      "torchattacks OnePixel", "torchattacks OnePixel"]
+    pruned, first, dense = rows[0], rows[1], rows[2]
+    assert first.vulnerable_indices == pruned.vulnerable_indices and first.evaluated <= pruned.evaluated
     assert pruned.vulnerable_indices == dense.vulnerable_indices
     assert dense.evaluated == 4 * 15 * 64 and dense.candidates_per_second > 0
     assert pruned.evaluated + pruned.pruned == dense.evaluated
     assert "bound_seconds" in pruned.breakdown or pruned.evaluated == dense.evaluated
     assert missed_by_exact(rows) == [] or all(i not in pruned.vulnerable_indices for i in missed_by_exact(rows))
     assert "advgen exact (pruned)" in table(rows)
-    assert exact_to_de_ratio(rows) == round(pruned.seconds_per_image / rows[2].seconds_per_image, 3)
+    assert exact_to_de_ratio(rows) == round(pruned.seconds_per_image / rows[3].seconds_per_image, 3)
+    assert exact_to_de_ratio(rows, "advgen exact (pruned, first flip)") == round(
+        first.seconds_per_image / rows[3].seconds_per_image, 3)
     assert exact_to_de_ratio(rows[1:]) is None
 
 
@@ -43,7 +46,7 @@ def test_bench_cli_writes_json(tmp_path, trained_mlp, capsys):
                  "--slow-limit", "0", "--out", str(out), "--quiet", "--device", "cpu", "--threads", "2"])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["schema_version"] == 1 and [r["images"] for r in result["rows"]] == [1, 1]
+    assert result["schema_version"] == 1 and [r["images"] for r in result["rows"]] == [1, 1, 1]
     assert result["threads"] == 2 and result["exact_to_de_ratio"] > 0
     printed = capsys.readouterr().out
     assert "advgen exact (pruned)" in printed and "exact/DE time ratio" in printed

@@ -350,10 +350,11 @@ def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | N
                   values: torch.Tensor, ref: torch.Tensor, targeted: bool,
                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
-    :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class)."""
+    :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class), the
+    latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip)."""
     out = torch.empty(len(boxes), device=x.device)
-    top = torch.empty(len(boxes), device=x.device)
-    cls = torch.empty(len(boxes), dtype=torch.long, device=x.device)
+    top = torch.full((len(boxes),), -torch.inf, device=x.device)
+    cls = torch.zeros(len(boxes), dtype=torch.long, device=x.device)
     for s in range(0, len(out), batch_size):
         b = boxes[s:s + batch_size]
         lo, hi = values[b.lo], values[b.hi]
@@ -361,8 +362,11 @@ def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | N
         # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
         half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
         c, r = pixel_boxes(plan, x, acts, b.img, b.ch, b.row, b.col, mid, half)
-        out[s:s + batch_size] = margin_bound(plan, c, r, ref[b.img], targeted)
-        top[s:s + batch_size], cls[s:s + batch_size] = dominant_class(plan, c, r)
+        value = margin_bound(plan, c, r, ref[b.img], targeted)
+        out[s:s + batch_size] = value
+        open_ = torch.nonzero(value <= 0).flatten()
+        if len(open_):
+            top[s + open_], cls[s + open_] = dominant_class(plan, c[open_], r[open_])
     return out, top, cls
 
 
