@@ -149,7 +149,7 @@ class LocalBounds:
                 wc, wr = propagate([step], wc, wr)
         if ends:
             wc, wr = (wr + wc) / 2, (wr - wc) / 2
-        full_c = acts[-1][img]  # advanced indexing copies
+        full_c = _rows(acts[-1], img, 1)  # a copy
         full_r = torch.zeros_like(full_c)
         c_out, h, w = full_c.shape[1:]
         sh, sw = wc.shape[2:]
@@ -169,7 +169,7 @@ class LocalBounds:
         dev = img.device
         b, c, sh, sw = wc.shape
         out_top, out_left = step.start[0][row], step.start[1][col]
-        clean = tiles[img, out_top, out_left]  # (B, C, Th, Tw)
+        clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, C, Th, Tw)
         th, tw = clean.shape[2:]
         # paste the box's window into the tile: window cell (a, b) is tile cell (off_r + a, off_c + b);
         # cells that fall outside the tile (no output of this window reads them) go to a dropped slot
@@ -217,3 +217,10 @@ def _max_pool(t: torch.Tensor, step: _Spatial) -> torch.Tensor:
                     out = torch.maximum(out, t[:, :, i::kh, j::kw])
         return out
     return F.max_pool2d(t, step.kernel, step.stride, 0, step.dilation)
+
+
+def _rows(table: torch.Tensor, index: torch.Tensor, lead: int) -> torch.Tensor:
+    """``table`` with its first ``lead`` axes flattened, rows ``index`` picked: ``index_select`` is several
+    times faster on CPU than advanced indexing with one index tensor per axis."""
+    rest = table.shape[lead:]
+    return table.reshape(-1, *rest).index_select(0, index)
