@@ -23,7 +23,7 @@ from torch import nn
 
 from .graph import Traced, trace_steps
 from .local import LocalBounds
-from .rules import IDENTITY, MONOTONE, Box, propagate  # noqa: F401 - re-exported for callers
+from .rules import Box
 
 PROBE_TOLERANCE = 1e-4  # the plan's clean pass must reproduce the model's logits this closely (relative)
 

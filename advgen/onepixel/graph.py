@@ -13,7 +13,6 @@ head, folded into margins by :mod:`.bounds`) and the chain of one-input layers r
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -178,13 +177,14 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
         kind[node.name] = value
         return Step(node.name, _constant(value), (), {})
     if not any(v is _BOX or v is _RUNTIME for v in inputs):
-        # a constant computed from constants (rare in traced models): evaluate it once, here
+        # a constant computed from constants (``self.w * 2``): its value now decides which rules apply;
+        # it is recomputed at every run, so certified training sees the weights it is changing
         try:
             value = _call(gm, node, a_args, a_kwargs)
         except Exception as exc:  # noqa: BLE001
             return f"cannot evaluate a constant ({type(exc).__name__})"
         kind[node.name] = value
-        return Step(node.name, _constant(value), (), {})
+        return Step(node.name, lambda *args, **kwargs: _call(gm, node, args, kwargs), r_args, r_kwargs)
     if not any(v is _BOX for v in inputs):
         # shape arithmetic at run time (``x.size(0) * 2``, ``x.shape[1]``): plain values, no box
         if node.op == "call_function" and getattr(node.target, "__module__", None) in ("_operator", "operator"):
