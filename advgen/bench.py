@@ -3,7 +3,9 @@
 Each row runs one configuration on the first images of one set and reports time per image and the
 vulnerable images it found. The exact rows also report candidates evaluated per second (the dense
 throughput) and where the time went (bounds vs model evaluation). Slow configurations run on a prefix
-of the images (``limit`` for each row), recorded in the row.
+of the images (``limit`` for each row), recorded in the row. Every row runs with the same number of
+CPU threads (``threads``, default one: on shared cores a second thread made both attacks several times
+slower), so the exact-to-DE ratio of one run compares like with like.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 from . import onepixel
 from .data import Dataset
 from .methods import AttackOptions, run_method
-from .runtime import resolve_device
+from .runtime import cpu_threads, resolve_device
 
 DE_CONFIGS = {"torchattacks OnePixel (steps=10, popsize=10)": {},
               "torchattacks OnePixel (steps=100, popsize=100)": {"steps": 100, "popsize": 100}}
@@ -51,19 +53,20 @@ def _sync(device: torch.device) -> None:
 
 
 def exact_row(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int, bounds: bool,
-              device: torch.device, batch_size: int | None) -> BenchRow:
-    """Time the exact attack; with ``bounds=False`` every candidate is evaluated (dense throughput)."""
-    onepixel.attack(model, images[:1], labels[:1], levels=levels, bounds=bounds, device=device,
-                    batch_size=batch_size)  # warm-up: kernels, allocator
+              device: torch.device, batch_size: int | None, threads: int | None = 1, mode: str = "full") -> BenchRow:
+    """Time the exact attack; with ``bounds=False`` every candidate is evaluated (dense throughput).
+    Mode ``first`` stops at an image's first flip, as DE does (certified images still cost in full)."""
+    run = lambda x, y, **kw: onepixel.attack(model, x, y, levels=levels, bounds=bounds, device=device,  # noqa: E731
+                                             batch_size=batch_size, threads=threads, mode=mode, **kw)
+    run(images[:1], labels[:1])  # warm-up: kernels, allocator
     _sync(device)
     start = time.perf_counter()
-    res = onepixel.attack(model, images, labels, levels=levels, bounds=bounds, device=device, batch_size=batch_size)
+    res = run(images, labels)
     _sync(device)
     seconds = time.perf_counter() - start
     stats: dict = {}
     if bounds:  # a second, instrumented pass says which part costs what (it synchronises, so it is separate)
-        onepixel.attack(model, images, labels, levels=levels, bounds=bounds, device=device, batch_size=batch_size,
-                        stats=stats)
+        run(images, labels, stats=stats)
     evaluated = sum(r.evaluated for r in res)
     vuln = [r.index for r in res if r.vulnerable]
     return BenchRow(name, len(images), round(seconds, 4), round(seconds / len(images), 5), len(vuln), vuln,
@@ -72,11 +75,12 @@ def exact_row(name: str, model: nn.Module, images: torch.Tensor, labels: torch.T
 
 
 def de_row(name: str, params: dict, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-           device: torch.device, seed: int) -> BenchRow:
+           device: torch.device, seed: int, threads: int | None = 1) -> BenchRow:
     _sync(device)
     start = time.perf_counter()
-    recs = run_method("onepixel-de", model, images, labels, options=AttackOptions(device=device, seed=seed,
-                                                                                   params=params))
+    with cpu_threads(threads if device.type == "cpu" else None):
+        recs = run_method("onepixel-de", model, images, labels, options=AttackOptions(device=device, seed=seed,
+                                                                                       params=params))
     _sync(device)
     seconds = time.perf_counter() - start
     vuln = [r.index for r in recs if r.success]
@@ -85,19 +89,35 @@ def de_row(name: str, params: dict, model: nn.Module, images: torch.Tensor, labe
 
 def bench_onepixel(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
                    dense_limit: int = 2, slow_limit: int = 3, device: str | torch.device = "auto",
-                   batch_size: int | None = None, seed: int = 0) -> list[BenchRow]:
-    """All rows on prefixes of the same images: pruned exact on all, dense exact on ``dense_limit``,
-    DE defaults on all, DE steps=100 popsize=100 on ``slow_limit`` (0 skips a row)."""
+                   batch_size: int | None = None, seed: int = 0, threads: int | None = 1,
+                   first: bool = True) -> list[BenchRow]:
+    """All rows on prefixes of the same images: pruned exact on all (every flip, and with ``first``
+    also stopping at the first flip per image), dense exact on ``dense_limit``,
+    DE defaults on all, DE steps=100 popsize=100 on ``slow_limit`` (0 skips a row). Every row runs with
+    ``threads`` CPU threads (None: torch's setting)."""
     dev = resolve_device(device)
     model.to(dev).eval()
-    rows = [exact_row("advgen exact (pruned)", model, images, labels, levels, True, dev, batch_size)]
+    rows = [exact_row("advgen exact (pruned)", model, images, labels, levels, True, dev, batch_size, threads)]
+    if first:
+        rows.append(exact_row("advgen exact (pruned, first flip)", model, images, labels, levels, True, dev,
+                              batch_size, threads, mode="first"))
     if dense_limit:
         rows.append(exact_row("advgen exact (dense)", model, images[:dense_limit], labels[:dense_limit], levels,
-                              False, dev, batch_size))
+                              False, dev, batch_size, threads))
     for (name, params), limit in zip(DE_CONFIGS.items(), (len(images), slow_limit)):
         if limit:
-            rows.append(de_row(name, params, model, images[:limit], labels[:limit], dev, seed))
+            rows.append(de_row(name, params, model, images[:limit], labels[:limit], dev, seed, threads))
     return rows
+
+
+def exact_to_de_ratio(rows: list[BenchRow], name: str = "advgen exact (pruned)") -> float | None:
+    """Time per image of the exact row ``name`` over DE with defaults, on the same images in one run
+    (<= 1: the exact search is no slower than the heuristic); None when either row is missing."""
+    exact = next((r for r in rows if r.name == name), None)
+    de = next((r for r in rows if r.name.startswith("torchattacks") and r.images == (exact.images if exact else -1)), None)
+    if exact is None or de is None or not de.seconds_per_image:
+        return None
+    return round(exact.seconds_per_image / de.seconds_per_image, 3)
 
 
 def missed_by_exact(rows: list[BenchRow]) -> list[int]:

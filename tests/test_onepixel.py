@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from advgen import InputError, onepixel
-from advgen.onepixel.bounds import compile_plan
+from advgen.onepixel.bounds import compile_plan, pixel_boxes
 
 
 def brute_force(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
@@ -167,15 +167,56 @@ def test_unsupported_model_falls_back_to_dense():
             self.inner = tiny_mlp(seed=4)
 
         def forward(self, x):
-            return self.inner(x) * 2.0
+            z = self.inner(x)
+            return z * z.sigmoid()  # a product of two input-dependent tensors has no interval rule
 
     model = Custom().eval()
     assert compile_plan(model) is None
-    x, y = images_for(model.inner, (1, 6, 6), 8, 4, seed=4)
+    x, y = images_for(model, (1, 6, 6), 8, 4, seed=4)
     expected = brute_force(model, x, y, 8)
     results = onepixel.attack(model, x, y, levels=8, device="cpu")
     assert_matches_brute_force(results, expected, x)
     assert all(r.pruned == 0 for r in results)
+
+
+def test_model_times_a_constant_gets_bounds():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_mlp(seed=4)
+
+        def forward(self, x):
+            return self.inner(x) * 2.0
+
+    model = Scaled().eval()
+    x, y = images_for(model.inner, (1, 6, 6), 8, 4, seed=4)
+    expected = brute_force(model, x, y, 8)
+    results = onepixel.attack(model, x, y, levels=8, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert sum(r.pruned for r in results) > 0
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_flips_proven_by_bounds_match_brute_force(targeted):
+    """Where the bounds prove that a whole level range lands on one other class, its flips are listed
+    without the model; they must be exactly the brute-force flips, new class included."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(3)
+    x, y = images_for(model, (1, 6, 6), 32, 8, seed=7)
+    t = (y + 1) % 3 if targeted else None
+    expected = brute_force(model, x, y, 32, targets=t)
+    results = onepixel.attack(model, x, y, levels=32, targets=t, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    if not targeted:
+        assert any(len(r.flips) > r.evaluated for r in results), "some flips should be proven by the bounds"
+    for r in results:
+        if r.status != "misclassified":
+            assert r.evaluated + r.pruned == r.candidates == 31 * 36
+    first = onepixel.attack(model, x, y, levels=32, targets=t, device="cpu", mode="first")
+    for f, g in zip(results, first):
+        assert f.status == g.status and flip_set(g) <= flip_set(f) and len(g.flips) <= 1
 
 
 def test_mode_first_stops_at_one_flip_of_the_full_set():
@@ -280,12 +321,23 @@ def test_records_round_trip_and_helpers():
     ({"targets": 9}, "target classes"),
     ({"mode": "fast"}, "unknown mode"),
     ({"batch_size": 0}, "batch size"),
+    ({"threads": 0}, "threads"),
 ])
 def test_bad_input_raises_input_error(kwargs, needle):
     model = tiny_cnn()
     x, y = images_for(model, (1, 8, 8), 16, 3)
     with pytest.raises(InputError, match=needle):
         onepixel.attack(model, x, y, **{"levels": 16, **kwargs, "device": "cpu"})
+
+
+def test_thread_cap_is_restored_and_does_not_change_results():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 4)
+    before = torch.get_num_threads()
+    one = onepixel.attack(model, x, y, levels=16, device="cpu", threads=1)
+    assert torch.get_num_threads() == before
+    mine = onepixel.attack(model, x, y, levels=16, device="cpu", threads=None)
+    assert [flip_set(r) for r in one] == [flip_set(r) for r in mine]
 
 
 def test_wrong_shape_and_target_equal_label_are_input_errors():
@@ -300,7 +352,6 @@ def test_wrong_shape_and_target_equal_label_are_input_errors():
 def test_window_bounds_equal_full_map_bounds():
     """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding)."""
     from advgen.onepixel.bounds import certificate, margin_bound
-    from advgen.onepixel.local import LocalBounds
 
     torch.manual_seed(6)
     model = nn.Sequential(
@@ -310,17 +361,17 @@ def test_window_bounds_equal_full_map_bounds():
     ).eval()
     x = torch.rand(3, 2, 9, 11)
     assert model(x).shape == (3, 4)
-    plan = compile_plan(model)
-    local = LocalBounds(plan.body, (2, 9, 11), torch.device("cpu"))
-    assert local.useful
-    acts = local.prepare(x)
+    plan = compile_plan(model, (2, 9, 11))
+    local = plan.local
+    assert local is not None and local.useful
+    acts = plan.prepare(x)
     g = torch.Generator().manual_seed(0)
     n = 400
     img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
     row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
     mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
     ref = torch.randint(0, 4, (n,), generator=g)
-    windowed = margin_bound(plan, *local.propagate(acts, img, ch, row, col, mid, half), ref, False)
+    windowed = margin_bound(plan, *pixel_boxes(plan, x, acts, img, ch, row, col, mid, half), ref, False)
     center = x[img].clone()
     center[torch.arange(n), ch, row, col] = mid
     radius = torch.zeros_like(center)

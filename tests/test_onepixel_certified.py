@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from advgen.models import build
 from advgen.onepixel.certified import PixelBound, gain_pixels
 from advgen.onepixel.dense import level_values
-from advgen.onepixel.exact import _bound_boxes
+from advgen.onepixel.exact import Boxes, _bound_boxes
 
 
 def _exact_bound(pb: PixelBound, x, y, pixels):
@@ -17,10 +17,9 @@ def _exact_bound(pb: PixelBound, x, y, pixels):
     c, h, w = x.shape[1:]
     img = torch.arange(n).repeat_interleave(k)
     f = pixels.reshape(-1)
-    boxes = {"img": img, "ch": f // (h * w), "row": (f // w) % h, "col": f % w,
-             "lo": torch.zeros_like(img), "hi": torch.full_like(img, 255)}
+    boxes = Boxes(img, f // (h * w), (f // w) % h, f % w, torch.zeros_like(img), torch.full_like(img, 255))
     with torch.no_grad():
-        acts = pb.plan.local.prepare(x) if pb.plan.local is not None else None
+        acts = pb.plan.prepare(x)
         return _bound_boxes(pb.plan, x, acts, boxes, level_values(256), y, False, 1024)
 
 

@@ -7,8 +7,10 @@
     [r.status for r in results]                               # certified / vulnerable / misclassified
     onepixel.adversarial_examples(results[0], images[0])      # the images of every flip
 
-Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.bounds` (interval bounds
-along one pixel), :mod:`.exact` (branch and bound), :mod:`.result` (the per-image result).
+Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.graph` (a model traced by
+``torch.fx`` into bound steps), :mod:`.rules` (the interval rule of each kind of node), :mod:`.local`
+(receptive-field windows), :mod:`.bounds` (the plan and the margins it bounds), :mod:`.exact` (branch
+and bound), :mod:`.result` (the per-image result), :mod:`.certified` (the bounds as a training loss).
 """
 
 from .dense import level_values, quantize

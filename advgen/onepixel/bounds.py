@@ -1,10 +1,12 @@
-"""Sound interval bounds along ONE varying pixel, through an ``nn.Sequential`` of supported layers.
+"""Sound interval bounds along ONE varying pixel, through any traced model with a rule for every node.
 
 Interval bound propagation (IBP) in center/radius form: a box is the clean image with one pixel ranging
-over ``[lo, hi]``. Affine layers map the center exactly and the radius through ``|W|``; monotone layers
-map the end points. Because a single input dimension varies, the first affine layer is exact and later
-ones stay tight. The final ``nn.Linear`` is folded into margins ``(W_a - W_b) h + (b_a - b_b)`` so the
-bound is on the logit difference that decides the argmax, not on two loose logits.
+over ``[lo, hi]``. The model is traced by :mod:`.graph` and each node's rule comes from :mod:`.rules`:
+affine nodes map the center exactly and the radius through ``|W|``, monotone ones map the end points.
+Because a single input dimension varies, the first affine layer is exact and later ones stay tight. The
+final ``nn.Linear`` is folded into margins ``(W_a - W_b) h + (b_a - b_b)`` so the bound is on the logit
+difference that decides the argmax, not on two loose logits. The chain of spatial layers right after the
+input is bounded on receptive-field windows (:mod:`.local`) when the plan is built for an input shape.
 
 Bounds are computed in fp32; callers certify only with a safety margin and send everything else to the
 real model. Every function here is differentiable in the model's weights: the exact search calls them
@@ -18,21 +20,23 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh, nn.Softplus,
-            nn.Hardsigmoid)
-IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+from .graph import Traced, trace_steps
+from .local import LocalBounds
+from .rules import Box
+
+PROBE_TOLERANCE = 1e-4  # the plan's clean pass must reproduce the model's logits this closely (relative)
 
 
 @dataclass
 class BoundPlan:
-    """The layers of a supported model, flattened, with the final Linear kept apart for margin folding."""
+    """A traced model's bound steps up to the head's input, the final Linear kept apart for margin
+    folding, and (when built for an input shape) the windowed bounds of its spatial prefix."""
 
-    body: list[nn.Module]
+    graph: Traced
     head: nn.Linear | None
+    local: LocalBounds | None = None
     abs_diff: torch.Tensor | None = None  # (K, K, F): |W_a - W_b|, built lazily on the head's device
-    local: object | None = None  # a LocalBounds for the spatial prefix, set by the attack when it applies
 
     def head_abs_diff(self) -> torch.Tensor:
         """``|W_a - W_b|``; cached for the exact search, rebuilt (and differentiable) while training."""
@@ -44,82 +48,88 @@ class BoundPlan:
             self.abs_diff = (w[:, None, :] - w[None, :, :]).abs()
         return self.abs_diff
 
+    def prepare(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """What :func:`pixel_boxes` needs per group of images ``x``: the windowed prefix's clean tiles."""
+        return self.local.prepare(x) if self.local is not None else None
 
-def _flatten(module: nn.Module) -> list[nn.Module] | None:
-    if isinstance(module, nn.Sequential):
-        out: list[nn.Module] = []
-        for child in module:
-            part = _flatten(child)
-            if part is None:
-                return None
-            out.extend(part)
-        return out
-    return [module] if _supported(module) else None
+    def body(self, center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A box on the head's input from a box on the model's input (full feature maps)."""
+        out = self.graph.run(Box(center, radius))
+        return out.center, out.radius
 
 
-def _supported(m: nn.Module) -> bool:
-    if isinstance(m, nn.Conv2d):
-        return m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return m.track_running_stats and m.running_mean is not None
-    if isinstance(m, (nn.MaxPool2d,)):
-        return not m.return_indices
-    return isinstance(m, (nn.Linear, nn.AvgPool2d, nn.Flatten, *MONOTONE, *IDENTITY))
+def build_plan(model: nn.Module, input_shape: tuple[int, int, int] | None = None,
+               device: torch.device | str = "cpu", locality: bool = True) -> tuple[BoundPlan | None, str | None]:
+    """A :class:`BoundPlan` for ``model`` and None, or None and the reason (naming the node without a rule).
+
+    With ``input_shape`` (C, H, W) the plan is checked once on a random probe (its clean pass must give
+    the model's logits, row by row) and, with ``locality``, gets its windowed prefix (:mod:`.local`).
+    """
+    traced = trace_steps(model)
+    if isinstance(traced, str):
+        return None, traced
+    plan = BoundPlan(traced, traced.head)
+    if input_shape is None:
+        return plan, None
+    dev = torch.device(device)
+    if locality:
+        chain = traced.prefix()
+        if chain:
+            local = LocalBounds(chain, tuple(input_shape), dev)
+            plan.local = local if local.useful else None
+    why = _probe(model, plan, tuple(input_shape), dev)
+    return (plan, None) if why is None else (None, why)
 
 
-def compile_plan(model: nn.Module) -> BoundPlan | None:
-    """A :class:`BoundPlan` for ``model``, or None when some layer is not supported (use dense search)."""
-    layers = _flatten(model)
-    if not layers:
-        return None
-    if isinstance(layers[-1], nn.Linear):
-        return BoundPlan(layers[:-1], layers[-1])
-    return BoundPlan(layers, None)
+def compile_plan(model: nn.Module, input_shape: tuple[int, int, int] | None = None,
+                 device: torch.device | str = "cpu", locality: bool = True) -> BoundPlan | None:
+    """A :class:`BoundPlan` for ``model``, or None when some node has no rule (use dense search)."""
+    return build_plan(model, input_shape, device, locality)[0]
 
 
-def _affine_abs(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
-    """The radius through an affine layer: the layer's linear part with absolute weights, no bias."""
-    if isinstance(m, nn.Linear):
-        return F.linear(r, m.weight.abs())
-    if isinstance(m, nn.Conv2d):
-        return F.conv2d(r, m.weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
-    if isinstance(m, nn.AvgPool2d):
-        return m(r)
-    # batch norm in eval mode: a per-channel scale
-    scale = (m.weight if m.affine else torch.ones_like(m.running_var)) / torch.sqrt(m.running_var + m.eps)
-    shape = (1, -1) + (1,) * (r.ndim - 2)
-    return r * scale.abs().view(shape)
+@torch.no_grad()
+def _probe(model: nn.Module, plan: BoundPlan, shape: tuple[int, int, int], dev: torch.device) -> str | None:
+    """None when the plan's clean pass (zero radius) reproduces the model, each row on its own; else why not."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *shape, generator=gen).to(dev)
+    try:
+        want = model(x)
+        got = [_logits(plan, plan.body(x, torch.zeros_like(x))[0]), _logits(plan, plan.body(x[:1], torch.zeros_like(x[:1]))[0])]
+        if plan.local is not None:
+            zero = torch.zeros(2, dtype=torch.long, device=dev)
+            rows = torch.arange(2, device=dev)
+            c, _ = pixel_boxes(plan, x, plan.prepare(x), rows, zero, zero, zero, x[:, 0, 0, 0], torch.zeros(2, device=dev))
+            got.append(_logits(plan, c))
+    except Exception as exc:  # noqa: BLE001 - a plan that cannot run is no plan
+        return f"the bound plan does not run on inputs of shape {shape} ({type(exc).__name__}: {str(exc)[:120]})"
+    scale = PROBE_TOLERANCE * max(1.0, float(want.abs().max()))
+    for g in got:
+        if g.shape[1:] != want.shape[1:] or not torch.allclose(g, want[: len(g)], rtol=0, atol=scale):
+            return "the bound plan's clean pass does not reproduce the model's logits (batch mixing or a missed op)"
+    return None
 
 
-def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Push a box (center, radius >= 0) through ``layers``; returns a box that contains every output."""
-    c, r = center, radius
-    for m in layers:
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)):
-            c, r = m(c), _affine_abs(m, r)
-        elif isinstance(m, (nn.MaxPool2d, *MONOTONE)):
-            lo, hi = m(c - r), m(c + r)
-            c, r = (hi + lo) / 2, (hi - lo) / 2
-        elif isinstance(m, nn.Flatten):
-            c, r = m(c), m(r)
-        # identities (dropout in eval) leave the box unchanged
-    return c, r
+def _logits(plan: BoundPlan, h: torch.Tensor) -> torch.Tensor:
+    return plan.head(h) if plan.head is not None else h.flatten(1)
 
 
 def pixel_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, img: torch.Tensor,
                 ch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, mid: torch.Tensor,
                 half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box (center, radius) on the output of ``plan.body`` for one-pixel boxes: image ``img`` of ``x``
+    """Box (center, radius) on the head's input for one-pixel boxes: image ``img`` of ``x``
     (N, C, H, W) with pixel (ch, row, col) anywhere in ``mid +- half``, every other pixel clean.
 
     Windowed through ``plan.local`` when ``acts`` (its ``prepare(x)``) is given, else on full maps.
     """
     if acts is not None:
-        return plan.local.propagate(acts, img, ch, row, col, mid, half)
+        c, r = plan.local.propagate(acts, img, ch, row, col, mid, half)
+        k = len(plan.local.layers)
+        out = plan.graph.run(Box(c, r), start=k, at=plan.graph.steps[k - 1].node)
+        return out.center, out.radius
     rows = torch.arange(len(img), device=x.device)
     center = x[img].index_put((rows, ch, row, col), mid)
     radius = torch.zeros_like(center).index_put((rows, ch, row, col), half)
-    return propagate(plan.body, center, radius)
+    return plan.body(center, radius)
 
 
 def certificate(plan: BoundPlan, center: torch.Tensor, radius: torch.Tensor, ref: torch.Tensor,
@@ -129,7 +139,7 @@ def certificate(plan: BoundPlan, center: torch.Tensor, radius: torch.Tensor, ref
     Untargeted (``ref`` = true label y): ``min_{j != y} LB(z_y - z_j)`` -- y stays the unique argmax.
     Targeted (``ref`` = target t): ``max_{j != t} LB(z_j - z_t)`` -- some class always beats t.
     """
-    c, r = propagate(plan.body, center, radius)
+    c, r = plan.body(center, radius)
     return margin_bound(plan, c, r, ref, targeted)
 
 
@@ -159,3 +169,22 @@ def margin_lower(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor, ref: torch.T
         lower = lo[rows, ref][:, None] - hi if not targeted else lo - hi[rows, ref][:, None]
     fill = torch.inf if not targeted else -torch.inf
     return lower.index_put((rows, ref), torch.tensor(fill, dtype=lower.dtype, device=lower.device))
+
+
+def dominant_class(plan: BoundPlan, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per box, the class whose logit provably beats every other over the whole box, if any: (B,) values
+    ``min_{k != j} LB(z_j - z_k)`` for the best j and (B,) classes j. A value > 0 proves that every input
+    in the box is classified as j -- the search lists such boxes as flips (or safe) without the model.
+    """
+    if plan.head is not None:
+        z = plan.head(c)  # (B, K)
+        k = z.shape[1]
+        slack = (r @ plan.head_abs_diff().reshape(k * k, -1).T).view(-1, k, k)  # |W_j - W_l| . r
+        lower = z[:, :, None] - z[:, None, :] - slack  # (B, K, K): LB(z_j - z_l)
+    else:
+        lo, hi = (c - r).flatten(1), (c + r).flatten(1)
+        k = lo.shape[1]
+        lower = lo[:, :, None] - hi[:, None, :]
+    eye = torch.eye(k, dtype=torch.bool, device=lower.device)
+    worst = lower.masked_fill(eye, torch.inf).min(2).values  # (B, K)
+    return worst.max(1)

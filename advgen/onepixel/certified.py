@@ -18,8 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .bounds import BoundPlan, compile_plan, margin_lower, pixel_boxes
-from .local import LocalBounds
+from .bounds import BoundPlan, build_plan, margin_lower, pixel_boxes
 
 
 class PixelBound:
@@ -27,13 +26,10 @@ class PixelBound:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, int, int], device: torch.device,
                  locality: bool = True) -> None:
-        plan = compile_plan(model)
+        plan, why = build_plan(model, input_shape, device, locality)
         if plan is None:
-            raise ValueError("the model has layers the one-pixel bounds do not support; "
-                             "certified training needs an nn.Sequential of supported layers")
-        if locality:
-            local = LocalBounds(plan.body, input_shape, device)
-            plan.local = local if local.useful else None
+            raise ValueError(f"the one-pixel bounds do not support this model, so certified training "
+                             f"cannot use it: {why}")
         self.plan: BoundPlan = plan
 
     def worst_logits(self, x: torch.Tensor, y: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -50,7 +46,7 @@ class PixelBound:
         ch, row, col = flat // (h * w), (flat // w) % h, flat % w
         mid = torch.full((n * k,), 0.5, device=x.device)
         half = torch.full((n * k,), 0.5 * (1 + 1e-6) + 1e-7, device=x.device)
-        acts = self.plan.local.prepare(x) if self.plan.local is not None else None
+        acts = self.plan.prepare(x)
         cb, rb = pixel_boxes(self.plan, x, acts, img, ch, row, col, mid, half)
         ref = y[img]
         lower = margin_lower(self.plan, cb, rb, ref, targeted=False)  # (N * k, K), +inf at ref

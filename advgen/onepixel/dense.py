@@ -6,10 +6,25 @@ that is not certified goes through :func:`predict_candidates`, so the real fp32 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
 from ..errors import InputError
+
+
+class LevelRanges(Protocol):
+    """What :func:`expand_levels` reads of a set of boxes (:class:`.exact.Boxes` is one): (B,) tensors."""
+
+    img: torch.Tensor
+    ch: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def size(self) -> torch.Tensor: ...
 
 
 def level_values(levels: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -36,14 +51,15 @@ def own_levels(images: torch.Tensor, levels: int) -> torch.Tensor:
     return own
 
 
-def expand_levels(boxes: dict[str, torch.Tensor], own: torch.Tensor) -> dict[str, torch.Tensor]:
+def expand_levels(boxes: LevelRanges, own: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every candidate inside level intervals ``[lo, hi]`` except each pixel's own level.
 
-    ``boxes`` holds 1-D tensors ``img, ch, row, col, lo, hi``; ``own`` is the (n, C, H, W) level table.
-    Returns the same keys with ``level`` instead of ``lo``/``hi``.
+    ``boxes`` is a :class:`.exact.Boxes`; ``own`` is the (n, C, H, W) level table. Returns 1-D tensors
+    ``img, ch, row, col, level`` and ``box`` (the index of the box each candidate comes from).
     """
-    size = boxes["hi"] - boxes["lo"] + 1
-    rep = {k: torch.repeat_interleave(boxes[k], size) for k in ("img", "ch", "row", "col", "lo")}
+    size = boxes.size()
+    rep = {k: torch.repeat_interleave(getattr(boxes, k), size) for k in ("img", "ch", "row", "col", "lo")}
+    rep["box"] = torch.repeat_interleave(torch.arange(len(size), device=size.device), size)
     starts = torch.cumsum(size, 0) - size
     offset = torch.arange(int(size.sum()), device=size.device) - torch.repeat_interleave(starts, size)
     level = rep.pop("lo") + offset

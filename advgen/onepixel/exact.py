@@ -1,15 +1,19 @@
 """The exact one-pixel attack: branch and bound over level intervals, dense enumeration of the rest.
 
 For every correctly classified image, each (channel, row, col) starts with the whole level range. A range
-whose interval bound (:mod:`.bounds`) proves no value in it can succeed is *pruned*; otherwise it is
-bisected, and ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the
-real fp32 model. So the answer is exact (up to fp32 ties the bound's safety margin covers): the image is
-certified, or every succeeding (channel, row, col, level) is listed.
+whose interval bound (:mod:`.bounds`) settles it is *pruned*: either no value in it can succeed, or every
+value in it provably lands on one other class j (each is then listed as a flip to j, with no model run:
+on images near a decision boundary most flips come in such ranges). Otherwise it is bisected, and
+ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the real fp32
+model. Both kinds of proof hold with the same safety margin, so the answer is exact (up to fp32 ties
+the margin covers): the image is certified, or every succeeding (channel, row, col, level) is listed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Callable, Sequence
 
@@ -19,12 +23,43 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, compile_plan, margin_bound, pixel_boxes
-from .local import LocalBounds
+from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
 
 TOL_RELATIVE = 1e-4  # certify only when the margin bound exceeds this share of the logit scale
+log = logging.getLogger("advgen")
+
+
+@dataclass
+class Boxes:
+    """Level intervals of single pixels: box k is pixel (ch[k], row[k], col[k]) of image img[k] taking any
+    level in [lo[k], hi[k]], everything else clean. All fields are (B,) int64 on the attack's device."""
+
+    img: torch.Tensor
+    ch: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.img)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> "Boxes":
+        """The boxes a mask, index tensor or slice selects."""
+        return Boxes(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def size(self) -> torch.Tensor:
+        """Levels per box."""
+        return self.hi - self.lo + 1
+
+    def bisect(self) -> "Boxes":
+        """Each box split into its lower and upper half (left halves first)."""
+        mid = (self.lo + self.hi) // 2
+        twice = lambda t: torch.cat([t, t])  # noqa: E731
+        return Boxes(twice(self.img), twice(self.ch), twice(self.row), twice(self.col),
+                     torch.cat([self.lo, mid + 1]), torch.cat([mid, self.hi]))
 
 
 class Mode(str, Enum):
@@ -39,22 +74,27 @@ def default_batch_size(device: torch.device) -> int:
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
            targets: torch.Tensor | int | None = None, mode: str | Mode = "full", bounds: bool = True,
-           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
+           batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 1,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
-           stats: dict | None = None, locality: bool = True) -> list[OnePixelResult]:
+           stats: dict | None = None, locality: bool = True, threads: int | None = 1) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
     equals the target). ``bounds=False`` evaluates every candidate densely (same answer, slower);
-    models that are not an ``nn.Sequential`` of supported layers always are. The model is put in eval
+    models that :mod:`.graph` cannot bound (a node without an interval rule) always are, with one
+    warning on the ``advgen`` logger naming the node and the expected time. The model is put in eval
     mode on ``device`` for the attack. ``locality`` computes the bounds of convolution and pooling
     layers on the receptive-field window of the pixel only (same bounds up to rounding, much faster).
     ``callback`` receives each result as its group finishes (for streaming records); ``indices``
     names the images in the results (default 0..N-1). A ``stats`` dict accumulates where time goes
     (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
     device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
-    this small go to the model instead of being bisected; ``group_size``: images attacked together.
+    this small go to the model instead of being bisected (1: a bound costs a tenth of a forward pass
+    on CPU, so even two-level ranges are bounded first); ``group_size``: images attacked together.
+    ``threads`` caps torch's intra-op CPU threads during the search (None leaves torch's setting): the
+    bounds are many small ops, and when another job shares the cores, a second thread's barriers made
+    the search 3-9x slower (measured on 2 busy cores); one thread degrades gracefully.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
@@ -76,15 +116,22 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     batch_size = batch_size or default_batch_size(dev)
     group_size = group_size or (64 if dev.type == "cuda" else 4)
 
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+
     was_training = model.training
     model.to(dev).eval()
+    threads_before = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
     try:
         num_classes = _num_classes(model, images[:1].to(dev))
         tgt = _parse_targets(targets, labels, n, num_classes)
-        plan = compile_plan(model) if bounds else None
-        if plan is not None and locality:
-            local = LocalBounds(plan.body, tuple(images.shape[1:]), dev)
-            plan.local = local if local.useful else None
+        plan = None
+        if bounds:
+            plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality)
+            if plan is None:
+                _warn_dense(why, model, images, labels, levels, dev, batch_size)
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
@@ -97,7 +144,33 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
                     callback(res)
         return results
     finally:
+        torch.set_num_threads(threads_before)
         model.train(was_training)
+
+
+@torch.no_grad()
+def _warn_dense(why: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
+                dev: torch.device, batch_size: int) -> None:
+    """Say once why every candidate goes through the model, and about how long that takes here."""
+    probe = images[:1].to(dev)
+    n_cand = min(batch_size, 256)
+    x = probe.expand(n_cand, *probe.shape[1:]).clone()
+    model(x)  # warm-up
+    start = time.perf_counter()
+    model(x).argmax(1).cpu()
+    rate = n_cand / max(time.perf_counter() - start, 1e-9)
+    total = len(images) * (levels - 1) * images[0].numel()
+    log.warning(f"one-pixel bounds unavailable, dense search for every candidate: {why}. "
+                f"About {_duration(total / rate)} for {len(images)} images "
+                f"({total:,} candidates at ~{rate:,.0f}/s on {dev}).")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _parse_mode(mode: str | Mode) -> Mode:
@@ -158,15 +231,14 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     found: list[torch.Tensor] = []  # rows (img, ch, row, col, level, new_class)
     done = ~active  # images that need no more work
 
-    acts = plan.local.prepare(x) if plan is not None and plan.local is not None else None
+    acts = plan.prepare(x) if plan is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
-    while len(boxes["img"]):
-        size = boxes["hi"] - boxes["lo"] + 1
+    while len(boxes):
+        size = boxes.size()
         leaf = size <= leaf_size if plan is not None else torch.ones_like(size, dtype=torch.bool)
-        leaves = {k: v[leaf] for k, v in boxes.items()}
-        rest = {k: v[~leaf] for k, v in boxes.items()}
+        leaves, rest = boxes[leaf], boxes[~leaf]
         clock = _Clock(stats, dev)
-        if len(leaves["img"]):
+        if len(leaves):
             cand = expand_levels(leaves, own)
             if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
                 cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
@@ -180,16 +252,28 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
                 done[rows[:, 0]] = True
             found.append(rows)
             clock.add("dense_seconds", candidates=len(cand["img"]))
-        if len(rest["img"]) and mode is Mode.FIRST:
-            rest = {k: v[~done[rest["img"]]] for k, v in rest.items()}
-        if not len(rest["img"]):
+        if len(rest) and mode is Mode.FIRST:
+            rest = rest[~done[rest.img]]
+        if not len(rest):
             break
-        cert = _bound_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size) > tol[rest["img"]]
+        value, top, cls = _settle_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size)
+        cert = value > tol[rest.img]
+        # boxes whose every candidate provably lands on one other class (the target, if targeted): flips
+        proven = (top > tol[rest.img]) & ~cert & ((cls != y[rest.img]) if t is None else (cls == t[rest.img]))
         clock.add("bound_seconds", boxes=len(cert), passes=1)
+        settled = cert | proven
         mine = own_at(own, rest)  # the pixel's own level is not a candidate
-        count = rest["hi"] - rest["lo"] + 1 - ((mine >= rest["lo"]) & (mine <= rest["hi"])).long()
-        pruned += torch.bincount(rest["img"][cert], weights=count[cert].double(), minlength=n).long()
-        boxes = _bisect({k: v[~cert] for k, v in rest.items()})
+        count = rest.size() - ((mine >= rest.lo) & (mine <= rest.hi)).long()
+        pruned += torch.bincount(rest.img[settled], weights=count[settled].double(), minlength=n).long()
+        if bool(proven.any()):
+            cand = expand_levels(rest[proven], own)
+            new = cls[proven][cand["box"]]
+            rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], new], 1)
+            if mode is Mode.FIRST:
+                rows = _first_per_image(rows, (c, h, w, levels))
+                done[rows[:, 0]] = True
+            found.append(rows)
+        boxes = rest[~settled].bisect()
 
     flips = torch.cat(found) if found else torch.zeros(0, 6, dtype=torch.long, device=dev)
     flips = flips[torch.argsort(_key(flips, (c, h, w, levels)))].cpu()
@@ -241,11 +325,11 @@ def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torc
     return {k: torch.cat([c[k] for c in kept]) for k in cand}, torch.cat(preds)
 
 
-def own_at(own: torch.Tensor, boxes: dict[str, torch.Tensor]) -> torch.Tensor:
-    return own[boxes["img"], boxes["ch"], boxes["row"], boxes["col"]]
+def own_at(own: torch.Tensor, boxes: Boxes) -> torch.Tensor:
+    return own[boxes.img, boxes.ch, boxes.row, boxes.col]
 
 
-def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: int) -> dict[str, torch.Tensor]:
+def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: int) -> Boxes:
     """One box per (active image, channel, row, col) spanning every level."""
     c, h, w = shape
     img = torch.nonzero(active).flatten()
@@ -253,30 +337,38 @@ def _initial_boxes(active: torch.Tensor, shape: tuple[int, int, int], levels: in
     img_r = img.repeat_interleave(len(pos))
     pos_r = pos.repeat(len(img))
     zeros = torch.zeros_like(img_r)
-    return {"img": img_r, "ch": pos_r // (h * w), "row": (pos_r // w) % h, "col": pos_r % w,
-            "lo": zeros, "hi": zeros + (levels - 1)}
+    return Boxes(img_r, pos_r // (h * w), (pos_r // w) % h, pos_r % w, zeros, zeros + (levels - 1))
 
 
-def _bisect(boxes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mid = (boxes["lo"] + boxes["hi"]) // 2
-    left = dict(boxes, hi=mid)
-    right = dict(boxes, lo=mid + 1)
-    return {k: torch.cat([left[k], right[k]]) for k in boxes}
-
-
-def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: dict[str, torch.Tensor],
+def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                  values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int) -> torch.Tensor:
-    """The certificate value of every box (> tol means no candidate in it can succeed), in chunks."""
-    out = torch.empty(len(boxes["img"]), device=x.device)
+    """The certificate value of every box (> tol means no candidate in it can succeed)."""
+    return _settle_boxes(plan, x, acts, boxes, values, ref, targeted, batch_size)[0]
+
+
+def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
+                  values: torch.Tensor, ref: torch.Tensor, targeted: bool,
+                  batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
+    :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class), the
+    latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip)."""
+    out = torch.empty(len(boxes), device=x.device)
+    top = torch.full((len(boxes),), -torch.inf, device=x.device)
+    cls = torch.zeros(len(boxes), dtype=torch.long, device=x.device)
     for s in range(0, len(out), batch_size):
-        b = {k: v[s:s + batch_size] for k, v in boxes.items()}
-        lo, hi = values[b["lo"]], values[b["hi"]]
+        b = boxes[s:s + batch_size]
+        lo, hi = values[b.lo], values[b.hi]
         mid = (lo + hi) / 2
         # widen by a hair so fp32 rounding of (hi - lo) / 2 never shrinks the box below [lo, hi]
         half = (hi - lo) / 2 * (1 + 1e-6) + 1e-7
-        c, r = pixel_boxes(plan, x, acts, b["img"], b["ch"], b["row"], b["col"], mid, half)
-        out[s:s + batch_size] = margin_bound(plan, c, r, ref[b["img"]], targeted)
-    return out
+        c, r = pixel_boxes(plan, x, acts, b.img, b.ch, b.row, b.col, mid, half)
+        value = margin_bound(plan, c, r, ref[b.img], targeted)
+        out[s:s + batch_size] = value
+        open_ = torch.nonzero(value <= 0).flatten()
+        if len(open_):
+            top[s + open_], cls[s + open_] = dominant_class(plan, c[open_], r[open_])
+    return out, top, cls
+
 
 
 def _key(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:

@@ -19,7 +19,9 @@ class OnePixelResult:
     ``status`` is ``certified`` (no single-pixel change to another level succeeds), ``vulnerable``
     (``flips`` lists every succeeding change, or only the first in mode ``first``) or ``misclassified``
     (the clean image already fails; not attacked). ``flips`` is an int64 (K, 5) tensor of
-    (channel, row, col, level, new_class), sorted. ``candidates = evaluated + pruned`` in mode ``full``.
+    (channel, row, col, level, new_class), sorted. ``candidates = evaluated + pruned`` in mode ``full``:
+    ``evaluated`` went through the model, ``pruned`` were settled by the bounds (proved safe, or proved
+    to flip to one class).
     """
 
     index: int

@@ -1,0 +1,323 @@
+"""Sound interval rules, one per kind of graph node, in center/radius form.
+
+A :class:`Box` holds every value a tensor can take while one input pixel ranges over an interval:
+``center +- radius`` elementwise, ``radius >= 0``. Each rule maps boxes to a box that contains every
+output (Gowal et al. 2018 for IBP; auto_LiRPA's design of one bound rule per operator of a traced
+graph, Xu et al. 2020):
+
+- affine maps (conv, linear, average pooling, batch norm in eval mode): the center exactly, the radius
+  through the absolute linear part, no bias;
+- monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
+- ``add`` adds centers and radii, ``sub`` subtracts centers and adds radii, a constant factor scales the
+  radius by its absolute value, ``cat`` and reshapes act on both.
+
+Functional calls (``F.relu``, ``F.max_pool2d``, ...) are turned into the equivalent layer module
+(:func:`layer_for_call`), so one rule serves both spellings and the receptive-field windows of
+:mod:`.local` see the same layers either way. Everything here is differentiable in the weights.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh, nn.Softplus,
+            nn.Hardsigmoid)
+IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class Box:
+    """Every value of a tensor lies in ``center +- radius``; both (B, ...) with one row per input box."""
+
+    center: torch.Tensor
+    radius: torch.Tensor
+
+
+def supported_layer(m: nn.Module) -> str | None:
+    """None when :func:`layer` has a sound rule for module ``m``, else why not."""
+    if isinstance(m, nn.Conv2d):
+        ok = m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+        return None if ok else "convolution with non-zero padding mode or 'same'/'valid' padding"
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return None if m.track_running_stats and m.running_mean is not None else "batch norm without running stats"
+    if isinstance(m, nn.MaxPool2d):
+        return None if not m.return_indices else "max pooling that returns indices"
+    if isinstance(m, nn.LeakyReLU):
+        return None if m.negative_slope >= 0 else "leaky ReLU with a negative slope is not monotone"
+    if isinstance(m, nn.ELU):
+        return None if m.alpha >= 0 else "ELU with a negative alpha is not monotone"
+    if isinstance(m, nn.Softplus):
+        return None if m.beta > 0 else "softplus with beta <= 0"
+    if isinstance(m, nn.Hardtanh):
+        return None if m.min_val <= m.max_val else "hardtanh with min > max"
+    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *IDENTITY)):
+        return None
+    return f"no interval rule for {type(m).__name__}"
+
+
+def _bn_scale(m: nn.Module) -> torch.Tensor:
+    return (m.weight if m.affine else torch.ones_like(m.running_var)) / torch.sqrt(m.running_var + m.eps)
+
+
+def _affine_abs(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
+    """The radius through an affine layer: the layer's linear part with absolute weights, no bias."""
+    if isinstance(m, nn.Linear):
+        return F.linear(r, m.weight.abs())
+    if isinstance(m, nn.Conv2d):
+        return F.conv2d(r, m.weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
+    if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return m(r)  # non-negative weights
+    # batch norm in eval mode: a per-channel scale
+    shape = (1, -1) + (1,) * (r.ndim - 2)
+    return r * _bn_scale(m).abs().view(shape)
+
+
+def _affine_center(m: nn.Module, c: torch.Tensor) -> torch.Tensor:
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):  # eval statistics whatever the module's mode
+        return F.batch_norm(c, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+    return m(c)
+
+
+def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Push a box (center, radius >= 0) through one-input ``layers``; returns a box that contains every output."""
+    c, r = center, radius
+    for m in layers:
+        if isinstance(m, AFFINE):
+            c, r = _affine_center(m, c), _affine_abs(m, r)
+        elif isinstance(m, (nn.MaxPool2d, *MONOTONE)):
+            lo, hi = m(c - r), m(c + r)
+            c, r = (hi + lo) / 2, (hi - lo) / 2
+        elif isinstance(m, nn.Flatten):
+            c, r = m(c), m(r)
+        # identities (dropout in eval) leave the box unchanged
+    return c, r
+
+
+def layer(m: nn.Module) -> Callable[[Box], Box]:
+    """The rule of a one-input layer."""
+    def rule(box: Box) -> Box:
+        return Box(*propagate([m], box.center, box.radius))
+    return rule
+
+
+# ---- functional calls that are layers in disguise -------------------------------------------------
+
+def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Arguments after the input, by name (a tiny ``inspect.signature(...).bind`` for builtins)."""
+    out = dict(defaults)
+    out.update(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names:
+            raise TypeError(k)
+        out[k] = v
+    return out
+
+
+def _max_pool(a: dict) -> nn.Module:
+    return nn.MaxPool2d(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a["dilation"],
+                        ceil_mode=a["ceil_mode"], return_indices=a["return_indices"])
+
+
+def _avg_pool(a: dict) -> nn.Module:
+    return nn.AvgPool2d(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a["ceil_mode"],
+                        a["count_include_pad"], a["divisor_override"])
+
+
+def _dropout(a: dict) -> nn.Module | None:
+    return nn.Identity() if not a["training"] else None  # dropout while training is random: no rule
+
+
+_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False}
+_AVG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+_AVG_DEFAULTS = {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
+                 "divisor_override": None}
+_DROP = ("p", "training", "inplace")
+_DROP_DEFAULTS = {"p": 0.5, "training": True, "inplace": False}
+
+# callable -> (argument names after the input, defaults, module factory)
+_FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module | None]]] = {
+    F.relu: (("inplace",), {"inplace": False}, lambda a: nn.ReLU()),
+    torch.relu: ((), {}, lambda a: nn.ReLU()),
+    F.relu6: (("inplace",), {"inplace": False}, lambda a: nn.ReLU6()),
+    F.leaky_relu: (("negative_slope", "inplace"), {"negative_slope": 0.01, "inplace": False},
+                   lambda a: nn.LeakyReLU(a["negative_slope"])),
+    F.elu: (("alpha", "inplace"), {"alpha": 1.0, "inplace": False}, lambda a: nn.ELU(a["alpha"])),
+    F.hardtanh: (("min_val", "max_val", "inplace"), {"min_val": -1.0, "max_val": 1.0, "inplace": False},
+                 lambda a: nn.Hardtanh(a["min_val"], a["max_val"])),
+    F.softplus: (("beta", "threshold"), {"beta": 1.0, "threshold": 20.0},
+                 lambda a: nn.Softplus(a["beta"], a["threshold"])),
+    F.hardsigmoid: (("inplace",), {"inplace": False}, lambda a: nn.Hardsigmoid()),
+    torch.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
+    F.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
+    torch.tanh: ((), {}, lambda a: nn.Tanh()),
+    F.tanh: ((), {}, lambda a: nn.Tanh()),
+    F.max_pool2d: (_POOL, _POOL_DEFAULTS, _max_pool),
+    torch.max_pool2d: (_POOL[:-1], {k: v for k, v in _POOL_DEFAULTS.items() if k != "return_indices"},
+                       lambda a: _max_pool({**a, "return_indices": False})),
+    F.avg_pool2d: (_AVG, _AVG_DEFAULTS, _avg_pool),
+    F.adaptive_avg_pool2d: (("output_size",), {}, lambda a: nn.AdaptiveAvgPool2d(a["output_size"])),
+    F.dropout: (_DROP, _DROP_DEFAULTS, _dropout),
+    F.dropout2d: (_DROP, _DROP_DEFAULTS, _dropout),
+    torch.flatten: (("start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1},
+                    lambda a: nn.Flatten(a["start_dim"], a["end_dim"]) if a["start_dim"] != 0 else None),
+}
+# tensor methods: x.relu(), x.flatten(1), ...
+_METHODS: dict[str, Any] = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                            "flatten": torch.flatten}
+
+
+def layer_for_call(kind: str, target: Any, args: tuple, kwargs: dict) -> nn.Module | None:
+    """The layer module equivalent to ``target(input, *args, **kwargs)`` (a function or a tensor method
+    name), or None when there is none. ``args`` and ``kwargs`` are constants here."""
+    fn = _METHODS.get(target) if kind == "call_method" else target
+    try:
+        spec = _FUNCTIONAL.get(fn)
+    except TypeError:  # unhashable target
+        return None
+    if spec is None:
+        return None
+    names, defaults, make = spec
+    try:
+        m = make(_bind(names, defaults, args, kwargs))
+    except (TypeError, KeyError, ValueError):
+        return None
+    return m if m is not None and supported_layer(m) is None else None
+
+
+# ---- rules with several inputs or constants ---------------------------------------------------------
+
+def _is_const(v: Any) -> bool:
+    return isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool)
+
+
+def add(a: Any, b: Any) -> Box:
+    if isinstance(a, Box) and isinstance(b, Box):
+        return Box(a.center + b.center, a.radius + b.radius)
+    box, k = (a, b) if isinstance(a, Box) else (b, a)
+    return Box(box.center + k, box.radius + torch.zeros_like(k) if isinstance(k, torch.Tensor) else box.radius)
+
+
+def sub(a: Any, b: Any) -> Box:
+    if isinstance(a, Box) and isinstance(b, Box):
+        return Box(a.center - b.center, a.radius + b.radius)
+    if isinstance(a, Box):
+        return add(a, -b)
+    return add(neg(b), a)
+
+
+def neg(a: Box) -> Box:
+    return Box(-a.center, a.radius)
+
+
+def mul(a: Any, b: Any) -> Box:
+    """A box times a constant (a number or a tensor that broadcasts); a box times a box has no rule."""
+    box, k = (a, b) if isinstance(a, Box) else (b, a)
+    return Box(box.center * k, box.radius * abs(k))
+
+
+def div(a: Box, k: Any) -> Box:
+    return Box(a.center / k, a.radius / abs(k))
+
+
+def cat(boxes: list[Box], dim: int = 0) -> Box:
+    return Box(torch.cat([b.center for b in boxes], dim), torch.cat([b.radius for b in boxes], dim))
+
+
+def reshape(method: str) -> Callable[..., Box]:
+    """``view``/``reshape``/``contiguous``/... applied to center and radius alike."""
+    def rule(box: Box, *args: Any, **kwargs: Any) -> Box:
+        return Box(getattr(box.center, method)(*args, **kwargs), getattr(box.radius, method)(*args, **kwargs))
+    return rule
+
+
+def size(box: Box, *args: Any) -> Any:
+    """``x.size(...)``: a plain value, read off the center (its batch dimension is the boxes')."""
+    return box.center.size(*args)
+
+
+def attribute(box: Box, name: str) -> Any:
+    """``x.shape`` and the like: a plain value read off the center."""
+    return getattr(box.center, name)
+
+
+def batch_norm(box: Box, running_mean: torch.Tensor, running_var: torch.Tensor, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Box:
+    """``F.batch_norm`` with eval statistics: a per-channel affine map."""
+    scale = (weight if weight is not None else torch.ones_like(running_var)) / torch.sqrt(running_var + eps)
+    shape = (1, -1) + (1,) * (box.center.ndim - 2)
+    return Box(F.batch_norm(box.center, running_mean, running_var, weight, bias, False, 0.0, eps),
+               box.radius * scale.abs().view(shape))
+
+
+def linear(box: Box, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Box:
+    return Box(F.linear(box.center, weight, bias), F.linear(box.radius, weight.abs()))
+
+
+def conv2d(box: Box, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Box:
+    return Box(F.conv2d(box.center, weight, bias, stride, padding, dilation, groups),
+               F.conv2d(box.radius, weight.abs(), None, stride, padding, dilation, groups))
+
+
+def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
+    """A mean over some dimensions: linear with non-negative weights."""
+    return Box(box.center.mean(dim, keepdim), box.radius.mean(dim, keepdim))
+
+
+def _dims_keep_batch(dim: Any) -> bool:
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return all(isinstance(d, int) and d != 0 for d in dims)
+
+
+def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Callable[[Any], bool]) -> Callable | None:
+    """The rule of a call that is not a one-input layer, or None. ``args`` may hold earlier nodes;
+    ``is_box(v)`` says whether an argument carries a box (depends on the pixel) or is a constant."""
+    boxes = [is_box(a) for a in args]
+    name = target if kind == "call_method" else None
+    if target in (operator.add, torch.add, operator.iadd) or name in ("add", "add_", "__add__", "__radd__"):
+        if len(args) == 2 and not kwargs and (all(boxes) or boxes[0] or (boxes[1] and not name)):
+            return add
+    if target in (operator.sub, torch.sub, operator.isub) or name in ("sub", "sub_"):
+        if len(args) == 2 and not kwargs and (boxes[0] or not name):
+            return sub
+    if target in (operator.mul, torch.mul, operator.imul) or name in ("mul", "mul_"):
+        if len(args) == 2 and not kwargs and sum(boxes) == 1 and _is_const(args[1 - boxes.index(True)]):
+            return mul
+    if target in (operator.truediv, torch.div, operator.itruediv) or name in ("div", "div_"):
+        if len(args) == 2 and not kwargs and boxes == [True, False] and _is_const(args[1]):
+            return div
+    if target in (operator.neg, torch.neg) or name == "neg":
+        return neg if boxes == [True] else None
+    if target is torch.cat or target is torch.concat:
+        parts = args[0] if args else kwargs.get("tensors")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if isinstance(parts, (list, tuple)) and all(is_box(p) for p in parts) and _dims_keep_batch(dim):
+            return cat
+        return None
+    if name in ("view", "reshape", "contiguous", "flatten", "squeeze", "unsqueeze", "permute", "transpose"):
+        return reshape(name) if boxes and boxes[0] else None
+    if target is torch.reshape:
+        return (lambda box, shape: reshape("reshape")(box, shape)) if boxes and boxes[0] else None
+    if name == "size":
+        return size
+    if target is F.batch_norm:
+        training = args[5] if len(args) > 5 else kwargs.get("training", False)
+        return batch_norm if boxes[0] and not any(boxes[1:]) and training is False else None
+    if target is F.linear:
+        return linear if boxes[0] and not any(boxes[1:]) else None
+    if target is F.conv2d:
+        pad = args[4] if len(args) > 4 else kwargs.get("padding", 0)
+        return conv2d if boxes[0] and not any(boxes[1:]) and not isinstance(pad, str) else None
+    if target is torch.mean or name == "mean":
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        return mean if boxes[0] and dim is not None and _dims_keep_batch(dim) else None
+    return None

@@ -1,0 +1,293 @@
+"""Traced models (classes with ``forward``, residual blocks) against brute force, and the rules' soundness."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from advgen import onepixel
+from advgen.onepixel.bounds import build_plan, certificate, compile_plan, margin_bound, pixel_boxes
+from test_onepixel import assert_matches_brute_force, brute_force, images_for
+
+
+def _sharpen(model: nn.Module, gain: float = 3.0) -> nn.Module:
+    """Default init is too gentle for single pixels to matter; random batch-norm statistics."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(gain)
+    return model.eval()
+
+
+class ExampleNet(nn.Module):
+    """Shaped like the PyTorch examples' MNIST net: modules in __init__, functional ops in forward."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, 1, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(6 * 2 * 2, 16)
+        self.fc2 = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(x, 2)
+        x = self.conv2(x)
+        x = F.leaky_relu(x, 0.1)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.dropout(x, 0.5, training=self.training)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+class Block(nn.Module):
+    """A ResNet basic block, with a 1x1 projection when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.short(x)
+        return F.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, 1, 1)
+        self.layer1 = Block(4, 4, 1)
+        self.layer2 = Block(4, 6, 2)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(2 * 6 * 2 * 2, classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = self.layer2(self.layer1(x))
+        x = self.pool(x)
+        both = torch.cat([x, 0.5 * x - 0.1], dim=1)  # cat, a scale, a constant shift
+        return self.fc(both.view(both.size(0), -1))
+
+
+class Squared(nn.Module):
+    """A product of two input-dependent tensors: no interval rule, so the dense search must take over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x))
+        return self.fc((h * h).flatten(1))
+
+
+def test_class_model_with_functional_ops_matches_brute_force():
+    torch.manual_seed(0)
+    model = _sharpen(ExampleNet())
+    plan = compile_plan(model, (1, 8, 8))
+    assert plan is not None and plan.head is model.fc2 and plan.local is not None
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu", batch_size=300)
+    assert_matches_brute_force(results, expected, x)
+    assert any(r.status == "vulnerable" for r in results) and any(r.status == "certified" for r in results)
+    assert sum(r.pruned for r in results) > 0.3 * sum(r.candidates for r in results if r.status != "misclassified")
+
+
+def test_residual_cnn_matches_brute_force():
+    torch.manual_seed(1)
+    model = _sharpen(TinyResNet(), gain=2.0)
+    plan = compile_plan(model, (1, 8, 8))
+    assert plan is not None and plan.head is model.fc
+    x, y = images_for(model, (1, 8, 8), 16, 8, seed=1)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert any(r.status == "vulnerable" for r in results)
+    assert sum(r.pruned for r in results) > 0
+
+
+def test_targeted_residual_matches_brute_force():
+    torch.manual_seed(2)
+    model = _sharpen(TinyResNet(), gain=2.0)
+    x, y = images_for(model, (1, 8, 8), 8, 6, seed=2)
+    t = (y + 1) % 4
+    expected = brute_force(model, x, y, 8, targets=t)
+    assert_matches_brute_force(onepixel.attack(model, x, y, levels=8, targets=t, device="cpu"), expected, x)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_unsupported_op_falls_back_to_dense_with_one_warning():
+    torch.manual_seed(3)
+    model = _sharpen(Squared())
+    plan, why = build_plan(model, (1, 8, 8))
+    assert plan is None and "'mul'" in why
+    x, y = images_for(model, (1, 8, 8), 8, 4, seed=3)
+    expected = brute_force(model, x, y, 8)
+    logger = logging.getLogger("advgen")
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        results = onepixel.attack(model, x, y, levels=8, device="cpu")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert_matches_brute_force(results, expected, x)
+    assert all(r.pruned == 0 for r in results)
+    assert len(handler.messages) == 1
+    assert "'mul'" in handler.messages[0] and "for 4 images" in handler.messages[0]
+
+
+class _Sequentialised(nn.Module):
+    """The same layers as an nn.Sequential, spelled as a class."""
+
+    def __init__(self, seq: nn.Sequential) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = seq[0], seq[3], seq[6]
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.a(x)), 2)
+        return self.fc(torch.flatten(torch.relu(self.b(x)), 1))
+
+
+def test_class_and_sequential_spellings_give_the_same_bounds():
+    torch.manual_seed(4)
+    seq = _sharpen(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(5 * 3 * 3, 4)))
+    cls = _Sequentialised(seq).eval()
+    x = torch.rand(3, 2, 11, 11)
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    row, col = torch.randint(0, 11, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
+    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
+    ref = torch.randint(0, 4, (n,), generator=g)
+    values = []
+    for model in (seq, cls):
+        for locality in (True, False):
+            plan = compile_plan(model, (2, 11, 11), locality=locality)
+            assert (plan.local is not None) == locality
+            c, r = pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, mid, half)
+            values.append(margin_bound(plan, c, r, ref, False))
+    for v in values[1:]:
+        torch.testing.assert_close(v, values[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("factory", [ExampleNet, TinyResNet])
+def test_bounds_contain_every_sampled_margin(factory):
+    """Soundness, sampled: the model's margin at any pixel value in a box is at least the box's bound."""
+    torch.manual_seed(5)
+    model = _sharpen(factory(), gain=2.0)
+    x = torch.rand(2, 1, 8, 8)
+    plan = compile_plan(model, (1, 8, 8))
+    g = torch.Generator().manual_seed(1)
+    n = 64
+    img, ch = torch.randint(0, 2, (n,), generator=g), torch.zeros(n, dtype=torch.long)
+    row, col = torch.randint(0, 8, (n,), generator=g), torch.randint(0, 8, (n,), generator=g)
+    lo = torch.rand(n, generator=g) * 0.7
+    hi = lo + torch.rand(n, generator=g) * 0.3
+    ref = torch.randint(0, 4, (n,), generator=g)
+    with torch.no_grad():
+        bound = margin_bound(plan, *pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, (lo + hi) / 2,
+                                                 (hi - lo) / 2), ref, False)
+        full = certificate(plan, *_full_box(x, img, ch, row, col, lo, hi), ref, False)
+        torch.testing.assert_close(bound, full, atol=1e-5, rtol=1e-5)
+        for s in torch.linspace(0, 1, 9):
+            xs = x[img].clone()
+            xs[torch.arange(n), ch, row, col] = lo + s * (hi - lo)
+            z = model(xs)
+            margin = (z[torch.arange(n), ref][:, None] - z).masked_fill(
+                F.one_hot(ref, 4).bool(), float("inf")).min(1).values
+            assert bool((margin >= bound - 1e-5).all())
+
+
+def _full_box(x, img, ch, row, col, lo, hi):
+    center = x[img].clone()
+    center[torch.arange(len(img)), ch, row, col] = (lo + hi) / 2
+    radius = torch.zeros_like(center)
+    radius[torch.arange(len(img)), ch, row, col] = (hi - lo) / 2
+    return center, radius
+
+
+@pytest.mark.parametrize("forward, needle", [
+    (lambda self, x: self.fc((x - x.mean(0)).flatten(1)), "mean"),       # mixes the batch
+    (lambda self, x: self.fc(x.flatten(1)[:, :64].sort(1).values), "getitem"),
+    (lambda self, x: self.fc(F.leaky_relu(x, -0.5).flatten(1)), "leaky_relu"),  # not monotone
+    (lambda self, x: self.fc(x.flatten(1) if x.sum() > 0 else -x.flatten(1)), "cannot trace"),  # control flow
+])
+def test_nodes_without_a_sound_rule_are_named(forward, needle):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 3)
+
+    Odd.forward = forward
+    plan, why = build_plan(Odd().eval(), (1, 8, 8))
+    assert plan is None and needle in why
+
+
+class FunctionalZoo(nn.Module):
+    """Weights as parameters and buffers used through F.conv2d, F.batch_norm and F.linear, plus the other
+    rules: avg pooling, sigmoid, subtraction and division by constants, negation, mean over space."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 1, 3, 3) * 2)
+        self.b = nn.Parameter(torch.randn(3) * 0.1)
+        self.register_buffer("mean", torch.rand(3) * 0.2)
+        self.register_buffer("var", torch.rand(3) + 0.5)
+        self.head = nn.Parameter(torch.randn(4, 3 * 3 * 3 + 3) * 2)
+
+    def forward(self, x):
+        h = F.conv2d(x, self.w, self.b, padding=1)
+        h = F.batch_norm(h, self.mean, self.var, None, None, False, 0.1, 1e-5)
+        h = torch.sigmoid(F.avg_pool2d(h, 2)) - 0.5
+        pooled = -(h.mean((2, 3)) / 2)
+        flat = torch.cat([h.reshape(h.shape[0], -1), pooled], 1)
+        return F.linear(flat, self.head * 1.5)  # a constant computed from a weight
+
+
+def test_functional_forms_match_brute_force():
+    torch.manual_seed(8)
+    model = FunctionalZoo().eval()
+    plan, why = build_plan(model, (1, 6, 6))
+    assert plan is not None, why
+    x, y = images_for(model, (1, 6, 6), 16, 8, seed=8)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(results, expected, x)
+    assert sum(r.pruned for r in results) > 0
+    # derived constants follow the weights: the plan built before a change bounds the changed model
+    with torch.no_grad():
+        model.head.mul_(-1)
+        c, r = plan.body(x, torch.zeros_like(x))
+        torch.testing.assert_close(c, model(x))
