@@ -38,15 +38,15 @@ log = logging.getLogger("advgen")
 class HardenConfig:
     """How the target is retrained; ``pgd_eps=0`` switches the on-the-fly PGD examples off."""
 
-    epochs: int = 22
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     pgd_eps: float = 0.3
     pgd_steps: int = 7
     pgd_ramp_epochs: int = 3
-    clean_weight: float = 0.45
-    onepixel_weight: float = 0.15
-    certified_weight: float = 0.0
+    clean_weight: float = 0.55
+    onepixel_weight: float = 0.0
+    certified_weight: float = 0.5
     certified_ramp_epochs: int = 4
     certified_top: int = 8
     certified_random: int = 8

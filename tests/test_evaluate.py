@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from advgen.cli import main
-from advgen.evaluate import EvaluateConfig, evaluate
+from advgen.evaluate import AUGMENTATIONS, EvaluateConfig, evaluate
 from advgen.harden import HardenConfig
 from advgen.models import load_checkpoint, save_checkpoint
 from advgen.report import load_report
@@ -24,7 +24,7 @@ from advgen.train import predict
 
 def tiny_config(**kw) -> EvaluateConfig:
     base = dict(train_images=300, onepixel_images=3, pgd_images=40, pgd_steps=3, advgan_images=40,
-                advgan_epochs=1, cgan_epochs=1, cgan_samples=40, onepixel_train_images=4,
+                advgan_epochs=1, cgan_epochs=1, cgan_samples=40, onepixel_train_images=4, augment=AUGMENTATIONS,
                 retrain=HardenConfig(epochs=1), seed=0)
     base.update(kw)
     return EvaluateConfig(**base)
@@ -99,7 +99,8 @@ def test_gates_and_exit_codes(finished, target_path, capsys):
     common = ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
               "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3",
               "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
-              "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1"]
+              "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
+              "--augment", ",".join(AUGMENTATIONS)]
     assert main(common + ["--fail-under", "clean=0.5"]) == 0
     assert main(common + ["--fail-under", "clean=0.5", "--fail-under", "pgd=1.0"]) == 1
     capsys.readouterr()
@@ -131,7 +132,8 @@ def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, 
     common = ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
               "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3",
               "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
-              "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1"]
+              "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
+              "--augment", ",".join(AUGMENTATIONS)]
     capsys.readouterr()
     assert main(common + changed) == 2
     err = capsys.readouterr().err
@@ -149,7 +151,8 @@ def _cli_args(target_path, out):
     return [sys.executable, "-m", "advgen", "evaluate", "--checkpoint", str(target_path), "--out", str(out),
             "--quiet", "--device", "cpu", "--train-images", "300", "--onepixel-images", "4",
             "--pgd-images", "40", "--pgd-steps", "3", "--advgan-images", "40", "--advgan-epochs", "2",
-            "--cgan-epochs", "2", "--cgan-samples", "40", "--onepixel-train-images", "4", "--retrain-epochs", "1"]
+            "--cgan-epochs", "2", "--cgan-samples", "40", "--onepixel-train-images", "4", "--retrain-epochs", "1",
+            "--augment", ",".join(AUGMENTATIONS)]
 
 
 def _outcomes(report: dict) -> dict:

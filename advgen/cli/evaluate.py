@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..distributed import env_rank
-from ..evaluate import AUGMENTATIONS, EvaluateConfig, evaluate as run_evaluate
+from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
 from ..report import format_gate
 from ..report.markdown import md_table
@@ -27,7 +27,7 @@ from .options import common, data_option, fail_under_option, model_options, over
 @click.option("--pgd-steps", type=click.IntRange(1), default=EvaluateConfig.pgd_steps, show_default=True)
 @click.option("--advgan-images", type=click.IntRange(0), default=EvaluateConfig.advgan_images, show_default=True,
               help="Test images scored against a freshly trained AdvGAN (0: skip AdvGAN).")
-@click.option("--augment", default=",".join(AUGMENTATIONS), show_default=True,
+@click.option("--augment", default=",".join(DEFAULT_AUGMENT), show_default=True,
               help="Comma-separated sources of retraining data: " + ", ".join(AUGMENTATIONS) + ".")
 @click.option("--onepixel-train-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_train_images,
               show_default=True, help="Training images the exact attack mines for one-pixel flips.")
