@@ -8,12 +8,15 @@
     onepixel.adversarial_examples(results[0], images[0])      # the images of every flip
 
 Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.bounds` (interval bounds
-along one pixel), :mod:`.exact` (branch and bound), :mod:`.result` (the per-image result).
+along one pixel), :mod:`.exact` (branch and bound), :mod:`.result` (the per-image result); for all channels
+of a location together (``attack(..., joint_channels=True)``), :mod:`.joint` with :mod:`.joint_bounds`
+and :mod:`.joint_dense`.
 """
 
 from .dense import level_values, quantize
 from .exact import Mode, attack
-from .result import FLIP_COLUMNS, STATUSES, OnePixelResult, adversarial_examples, heatmap
+from .result import (FLIP_COLUMNS, STATUSES, OnePixelResult, adversarial_examples, flip_changes, flip_classes,
+                     heatmap)
 
 __all__ = ["attack", "Mode", "OnePixelResult", "adversarial_examples", "heatmap", "level_values", "quantize",
-           "STATUSES", "FLIP_COLUMNS"]
+           "STATUSES", "FLIP_COLUMNS", "flip_changes", "flip_classes"]

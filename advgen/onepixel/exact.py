@@ -42,7 +42,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
            batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
-           stats: dict | None = None, locality: bool = True) -> list[OnePixelResult]:
+           stats: dict | None = None, locality: bool = True,
+           joint_channels: bool = False) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
@@ -55,7 +56,15 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
     device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
     this small go to the model instead of being bisected; ``group_size``: images attacked together.
+    ``joint_channels``: a candidate is a whole colour at one location, every channel at once (the
+    threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_joint`.
     """
+    if joint_channels:
+        from .joint import attack_joint
+
+        return attack_joint(model, images, labels, levels=levels, targets=targets, mode=mode, bounds=bounds,
+                            batch_size=batch_size, device=device, leaf_size=leaf_size, group_size=group_size,
+                            indices=indices, callback=callback, stats=stats)
     mode = _parse_mode(mode)
     dev = resolve_device(device)
     validate_images(images)
