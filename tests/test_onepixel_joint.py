@@ -242,3 +242,49 @@ def test_records_heatmaps_and_examples():
             assert torch.equal(pred[known], r.flips[known, -1])
             changes = onepixel.flip_changes(r, img, 8)
             assert torch.allclose(changes, (adv - img).abs().flatten(1).amax(1))
+
+
+def test_bench_joint_row_holds_every_snapped_de_success():
+    pytest.importorskip("torchattacks")
+    from advgen.bench import bench_onepixel, missed_by_exact
+
+    model = one_pixel_model()
+    x, y = images_for(model, (3, 4, 4), 16, 5, seed=1)
+    x, y = x[:-1], y[:-1]
+    rows = bench_onepixel(model, x, y, levels=16, dense_limit=0, slow_limit=0, joint_limit=4, device="cpu")
+    joint = rows[-1]
+    assert joint.name == "advgen exact (joint channels)" and joint.images == 4
+    assert joint.de_checked >= 1, "DE found no grid-snapped flip to check"
+    assert joint.de_outside_flips == [] and missed_by_exact(rows) == []
+    assert joint.breakdown["flip_count"] > 0
+
+
+def test_attack_cli_joint_channels(tmp_path, capsys):
+    from advgen.cli import main
+    from advgen.data import Dataset, save_file
+    from advgen.files import read_jsonl
+    from advgen.models import Checkpoint, build, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build("cnn", (3, 8, 8), 4)
+    with torch.no_grad():
+        model[0].weight.mul_(6)
+    x, y = images_for(model.eval(), (3, 8, 8), 8, 3, seed=5)
+    save_file(tmp_path / "colour.pt", Dataset(x, y, "colour", levels=8, num_classes=4))
+    save_checkpoint(tmp_path / "cnn.pt", Checkpoint(model, "cnn", (3, 8, 8), 4, {}))
+    out = tmp_path / "run"
+    args = ["attack", "--data", tmp_path / "colour.pt", "--checkpoint", tmp_path / "cnn.pt", "--limit", 3,
+            "--out", out, "--quiet", "--device", "cpu", "--joint-channels"]
+    assert main([str(a) for a in args]) == 0
+    records = read_jsonl(out / "records.jsonl")
+    results = [onepixel.OnePixelResult.from_record(r["exact"]) for r in records]
+    assert all(r.joint_channels == 3 for r in results)
+    direct = onepixel.attack(model, x, y, levels=8, joint_channels=True, device="cpu")
+    assert [r.flip_count for r in results] == [r.flip_count for r in direct]
+    assert any(r.vulnerable for r in direct) and (out / "heatmaps.png").is_file()
+    adv = torch.load(out / "adversarial.pt", weights_only=True)
+    assert len(adv["images"]) > 0 and ((adv["images"] != x[adv["source_index"]]).any(1).flatten(1).sum(1) == 1).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["flips_total"] == sum(r.flip_count for r in direct)
+    assert summary["candidates_total"] == sum(r.candidates for r in direct if r.status != "misclassified")
+    assert main([str(a) for a in [*args[:-1], "--method", "fgsm", "--joint-channels", "--overwrite"]]) == 2

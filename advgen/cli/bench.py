@@ -31,13 +31,15 @@ def bench() -> None:
               help="Images for the dense (no bounds) exact attack; 0 skips it.")
 @click.option("--slow-limit", type=click.IntRange(0, None), default=3, show_default=True,
               help="Images for DE with steps=100 popsize=100 (slow); 0 skips it.")
+@click.option("--joint-limit", type=click.IntRange(0, None), default=2, show_default=True,
+              help="Colour data: images for the exact attack over whole colours (--joint-channels); 0 skips it.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None, help="Candidates per forward pass.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench/onepixel.json"),
               show_default=True, help="Where to write the JSON results.")
 @overwrite_option
 @common
 def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | None, limit: int, dense_limit: int,
-                       slow_limit: int, batch_size: int | None, out: Path, overwrite: bool, seed: int, device: str,
+                       slow_limit: int, joint_limit: int, batch_size: int | None, out: Path, overwrite: bool, seed: int, device: str,
                        quiet: bool) -> None:
     """Exact one-pixel attack (pruned, dense) vs torchattacks OnePixel: time per image, vulnerable found."""
     refuse_clobber(out, overwrite)
@@ -47,6 +49,7 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
         test = correctly_classified(ckpt.model, test_all, limit)
         rows = bench_onepixel(ckpt.model, test.images, test.labels, levels=test.levels,
                               dense_limit=min(dense_limit, limit), slow_limit=min(slow_limit, limit),
+                              joint_limit=min(joint_limit, limit),
                               device=run.device, batch_size=batch_size, seed=seed)
     dev = run.device
     missed = missed_by_exact(rows)
@@ -55,5 +58,9 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
                             "machine": platform.machine(), "seed": seed, "rows": as_json(rows),
                             "de_vulnerable_missed_by_exact": missed, "versions": versions()})
     click.echo(table(rows))
+    joint = [r for r in rows if r.de_outside_flips is not None]
+    if joint:
+        click.echo(f"joint channels: {joint[0].de_checked} grid-snapped DE flips checked, outside the exact flip "
+                   f"set: {joint[0].de_outside_flips or 'none'}")
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; DE-broken images the exact attack missed: "
                f"{missed or 'none'}; wrote {out}")

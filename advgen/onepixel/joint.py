@@ -6,7 +6,7 @@ per-channel certificate does not cover it. Here each (image, row, col) starts as
 ``levels^C`` colours (16.7M for 8-bit RGB), far too many to enumerate. A box the bounds
 (:mod:`.joint_bounds`) prove *safe* is pruned; one they prove *all-flip* is counted without
 enumeration and kept as one row; a *mixed* box is halved along its widest channel. A box at most
-``leaf_size`` levels wide in every channel goes to the real fp32 model colour by colour. So the answer
+``leaf_size`` colours goes to the real fp32 model colour by colour. So the answer
 is exact (up to fp32 ties the bounds' safety margin covers): the exact number of succeeding colours per
 location, and all of them, as whole boxes plus single colours.
 
@@ -44,9 +44,10 @@ def attack_joint(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     Same arguments and statuses. Results have ``joint_channels = C`` and ``flips`` rows
     ``(row, col, lo_0..lo_{C-1}, hi_0..hi_{C-1}, new_class)``: every colour of the box succeeds
     (``new_class`` -1 when the box is not proven to be one class); a single colour has lo == hi.
-    ``flip_count`` is the exact number of succeeding colours. ``leaf_size``: boxes at most this many
-    levels wide in every channel go to the model (up to ``leaf_size^C`` colours); ``batch_size`` is
-    both the boxes bounded and the colours evaluated per pass. ``bounds=False`` evaluates every colour.
+    ``flip_count`` is the exact number of succeeding colours. ``leaf_size``: boxes of at most this many
+    colours go to the model (a box costs about two forward passes to bound, a colour one to evaluate);
+    ``batch_size`` is both the boxes bounded and the colours evaluated per pass. ``bounds=False``
+    evaluates every colour.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
@@ -123,7 +124,7 @@ def _attack_group(model: nn.Module, colour_bounds: ColourBounds | None, x: torch
         if not len(boxes):
             continue
         clock = _Clock(stats, dev)
-        leaf = boxes.widths() <= leaf_size if colour_bounds is not None else boxes.sizes() <= leaf_size ** c
+        leaf = boxes.sizes() <= (leaf_size if colour_bounds is not None else max(leaf_size, batch_size))
         if bool(leaf.any()):
             rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, mode, batch_size)
             evaluated += ev
