@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -57,14 +58,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
     this small go to the model instead of being bisected; ``group_size``: images attacked together.
     ``joint_channels``: a candidate is a whole colour at one location, every channel at once (the
-    threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_joint`.
+    threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_group`.
     """
-    if joint_channels:
-        from .joint import attack_joint
-
-        return attack_joint(model, images, labels, levels=levels, targets=targets, mode=mode, bounds=bounds,
-                            batch_size=batch_size, device=device, leaf_size=leaf_size, group_size=group_size,
-                            indices=indices, callback=callback, stats=stats)
     mode = _parse_mode(mode)
     dev = resolve_device(device)
     validate_images(images)
@@ -91,15 +86,20 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         num_classes = _num_classes(model, images[:1].to(dev))
         tgt = _parse_targets(targets, labels, n, num_classes)
         plan = compile_plan(model) if bounds else None
-        if plan is not None and locality:
+        attack_group = _attack_group
+        if joint_channels:  # every channel of a location together: colour boxes
+            from .joint import attack_group as joint_group
+
+            attack_group = partial(joint_group, tol_relative=TOL_RELATIVE)
+        elif plan is not None and locality:
             local = LocalBounds(plan.body, tuple(images.shape[1:]), dev)
             plan.local = local if local.useful else None
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
-            group = _attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
-                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
-                                  indices[sl], stats)
+            group = attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
+                                 None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
+                                 indices[sl], stats)
             for res in group:
                 results.append(res)
                 if callback is not None:

@@ -12,101 +12,53 @@ location, and all of them, as whole boxes plus single colours.
 
 Work is a stack of box batches (depth first), so memory stays bounded and mode ``first`` meets a flip
 early. With C = 1 this is the same threat model as the per-channel search, and gives the same answer.
+:func:`.exact.attack` validates the inputs and hands each group of images here (``joint_channels=True``);
+this module imports nothing from it, so data flows one way.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..data import validate_images
 from ..errors import InputError
-from ..runtime import resolve_device
-from .bounds import compile_plan
+from .bounds import BoundPlan
 from .dense import flips_mask, level_values, own_levels
-from .exact import TOL_RELATIVE, Mode, _num_classes, _parse_mode, _parse_targets, default_batch_size
 from .joint_bounds import ColourBounds
 from .joint_dense import ColourBoxes, expand_colours, predict_colours, whole_cubes
 from .result import OnePixelResult
 
 
-def attack_joint(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
-                 targets: torch.Tensor | int | None = None, mode: str | Mode = "full", bounds: bool = True,
-                 batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 4,
-                 group_size: int | None = None, indices: Sequence[int] | None = None,
-                 callback: Callable[[OnePixelResult], None] | None = None,
-                 stats: dict | None = None) -> list[OnePixelResult]:
-    """:func:`.exact.attack` with ``joint_channels=True``: a candidate is a colour at one location.
-
-    Same arguments and statuses. Results have ``joint_channels = C`` and ``flips`` rows
-    ``(row, col, lo_0..lo_{C-1}, hi_0..hi_{C-1}, new_class)``: every colour of the box succeeds
-    (``new_class`` -1 when the box is not proven to be one class); a single colour has lo == hi.
-    ``flip_count`` is the exact number of succeeding colours. ``leaf_size``: boxes of at most this many
-    colours go to the model (a box costs about two forward passes to bound, a colour one to evaluate);
-    ``batch_size`` is both the boxes bounded and the colours evaluated per pass. ``bounds=False``
-    evaluates every colour.
-    """
-    mode = _parse_mode(mode)
-    dev = resolve_device(device)
-    validate_images(images)
-    n = len(images)
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    if len(labels) != n:
-        raise InputError(f"expected {n} labels, got {len(labels)}")
-    if not 2 <= levels <= 65536:
-        raise InputError(f"levels must be in 2..65536, got {levels}")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
-    if leaf_size < 1:
-        raise InputError(f"leaf size must be at least 1, got {leaf_size}")
-    indices = list(range(n)) if indices is None else [int(i) for i in indices]
-    if len(indices) != n:
-        raise InputError(f"expected {n} indices, got {len(indices)}")
-    if levels ** images.shape[1] * images.shape[2] * images.shape[3] >= 2 ** 62:
-        raise InputError(f"{levels}^{images.shape[1]} colours per location is too many to count in int64")
-    own_levels(images, levels)  # refuse off-grid images before any work
-    batch_size = batch_size or default_batch_size(dev) // 4  # a box costs a few forward passes of one image
-    group_size = group_size or (64 if dev.type == "cuda" else 4)
-
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        num_classes = _num_classes(model, images[:1].to(dev))
-        tgt = _parse_targets(targets, labels, n, num_classes)
-        plan = compile_plan(model) if bounds else None
-        colour_bounds = ColourBounds(plan) if plan is not None else None
-        results: list[OnePixelResult] = []
-        for start in range(0, n, group_size):
-            sl = slice(start, start + group_size)
-            group = _attack_group(model, colour_bounds, images[sl].to(dev), labels[sl].to(dev),
-                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
-                                  indices[sl], stats)
-            for res in group:
-                results.append(res)
-                if callback is not None:
-                    callback(res)
-        return results
-    finally:
-        model.train(was_training)
-
-
 @torch.no_grad()
-def _attack_group(model: nn.Module, colour_bounds: ColourBounds | None, x: torch.Tensor, y: torch.Tensor,
-                  t: torch.Tensor | None, levels: int, mode: Mode, batch_size: int, leaf_size: int,
-                  indices: list[int], stats: dict | None) -> list[OnePixelResult]:
-    """Attack a few images together; each image's outcome does not depend on its group-mates."""
+def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
+                 levels: int, mode: str, batch_size: int, leaf_size: int, indices: list[int],
+                 stats: dict | None = None, *, tol_relative: float) -> list[OnePixelResult]:
+    """:func:`.exact.attack` with ``joint_channels=True`` hands each group of images (validated, on the
+    device, the model in eval mode) to this function; each image's outcome does not depend on its
+    group-mates. A candidate is a colour at one location; ``plan`` is None for the dense search.
+
+    Results have ``joint_channels = C`` and ``flips`` rows ``(row, col, lo_0..lo_{C-1},
+    hi_0..hi_{C-1}, new_class)``: every colour of the box succeeds (``new_class`` -1 when the box is not
+    proven to be one class); a single colour has lo == hi. ``flip_count`` is the exact number of
+    succeeding colours. ``leaf_size``: boxes of at most this many colours go to the model (a box costs
+    about two forward passes to bound, a colour one to evaluate); ``batch_size``: boxes bounded, and
+    colours evaluated, per pass. A bound must clear ``tol_relative`` of the logit scale to decide.
+    """
     start = time.perf_counter()
     dev = x.device
     n, c, h, w = x.shape
+    if levels ** c * h * w >= 2 ** 62:
+        raise InputError(f"{levels}^{c} colours per location is too many to count in int64")
+    first = mode == "first"
+    colour_bounds = ColourBounds(plan) if plan is not None else None
     own = own_levels(x, levels)
     values = level_values(levels, dev)
     logits = model(x)
     clean = logits.argmax(1)
     active = clean == y
-    tol = TOL_RELATIVE * logits.abs().amax(1).clamp_min(1.0)
+    tol = tol_relative * logits.abs().amax(1).clamp_min(1.0)
     ref = y if t is None else t
 
     evaluated = torch.zeros(n, dtype=torch.long, device=dev)
@@ -119,19 +71,19 @@ def _attack_group(model: nn.Module, colour_bounds: ColourBounds | None, x: torch
         if len(boxes) > batch_size:
             stack.append(boxes.take(slice(batch_size, None)))
             boxes = boxes.take(slice(0, batch_size))
-        if mode is Mode.FIRST:
+        if first:
             boxes = boxes.take(~done[boxes.img])
         if not len(boxes):
             continue
         clock = _Clock(stats, dev)
         leaf = boxes.sizes() <= (leaf_size if colour_bounds is not None else max(leaf_size, batch_size))
         if bool(leaf.any()):
-            rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, mode, batch_size)
+            rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, first, batch_size)
             evaluated += ev
             found.append(rows)
             clock.add("dense_seconds", candidates=int(ev.sum()))
         rest = boxes.take(~leaf)
-        if mode is Mode.FIRST:
+        if first:
             rest = rest.take(~done[rest.img])
         if not len(rest):
             continue
@@ -146,7 +98,7 @@ def _attack_group(model: nn.Module, colour_bounds: ColourBounds | None, x: torch
             flip = rest.take(v.all_flip)
             rows = torch.cat([flip.img[:, None], flip.row[:, None], flip.col[:, None], flip.lo, flip.hi,
                               v.cls[v.all_flip][:, None]], 1)
-            if mode is Mode.FIRST:
+            if first:
                 rows = _first_per_image(rows)
                 done[rows[:, 0]] = True
             found.append(rows)
@@ -169,22 +121,22 @@ def _attack_group(model: nn.Module, colour_bounds: ColourBounds | None, x: torch
         else:
             status = "vulnerable" if len(mine) else "certified"
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
-                                  seconds, exhaustive=mode is Mode.FULL or status != "vulnerable",
+                                  seconds, exhaustive=not first or status != "vulnerable",
                                   joint_channels=c))
     return out
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, leaves: ColourBoxes, own: torch.Tensor, values: torch.Tensor,
-              y: torch.Tensor, t: torch.Tensor | None, done: torch.Tensor, mode: Mode,
+              y: torch.Tensor, t: torch.Tensor | None, done: torch.Tensor, first: bool,
               batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every colour of the leaf boxes through the model: flip rows (img, row, col, colour, colour, class)
     and colours evaluated per image. Mode ``first`` stops an image at its first flipping chunk."""
     colours, _ = expand_colours(leaves, own)
     rows, evaluated = [], torch.zeros(len(x), dtype=torch.long, device=x.device)
-    step = batch_size if mode is Mode.FIRST else max(len(colours), 1)
+    step = batch_size if first else max(len(colours), 1)
     for s in range(0, len(colours), step):
         part = colours.take(slice(s, s + step))
-        if mode is Mode.FIRST:
+        if first:
             part = part.take(~done[part.img])
         if not len(part):
             continue
@@ -193,7 +145,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, leaves: ColourBoxes, own: torch
         evaluated += torch.bincount(part.img, minlength=len(x))
         got = torch.cat([part.img[:, None], part.row[:, None], part.col[:, None], part.lo, part.hi,
                          preds[:, None]], 1)[hit]
-        if mode is Mode.FIRST and len(got):
+        if first and len(got):
             got = _first_per_image(got)
             done[got[:, 0]] = True
         rows.append(got)
