@@ -41,10 +41,6 @@ class ColourBoxes:
         """(B,) colours per box (int64: up to 65536^3)."""
         return (self.hi - self.lo + 1).prod(1)
 
-    def widths(self) -> torch.Tensor:
-        """(B,) the widest channel range, in levels."""
-        return (self.hi - self.lo + 1).amax(1)
-
     def own_colour(self, own: torch.Tensor) -> torch.Tensor:
         """(B, C) the clean colour at each box's location; ``own`` is the (n, C, H, W) level table."""
         return own[self.img, :, self.row, self.col]
