@@ -93,10 +93,8 @@ class AttackRecord:
 
 def _representative(res: onepixel.OnePixelResult, image: torch.Tensor, levels: int) -> tuple[torch.Tensor, int]:
     """The flip with the smallest change (first in table order on ties): its image and index."""
-    values = onepixel.level_values(levels)
     f = res.flips
-    delta = (values[f[:, 3]] - image.cpu()[f[:, 0], f[:, 1], f[:, 2]]).abs()
-    k = int(torch.argmin(delta))
+    k = int(torch.argmin(onepixel.flip_changes(res, image.cpu(), levels)))
     return onepixel.adversarial_examples(onepixel.OnePixelResult(**{**res.__dict__, "flips": f[k:k + 1]}),
                                          image.cpu(), levels)[0], k
 
@@ -133,7 +131,10 @@ def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targ
         if rec.success:
             image = images[by_index[res.index]]
             rec.adversarial, k = _representative(res, image, opts.levels)
-            rec.adv_pred, rec.l0 = int(res.flips[k, 4]), 1
+            rec.adv_pred, rec.l0 = int(onepixel.flip_classes(res)[k]), int((rec.adversarial != image.cpu()).sum())
+            if rec.adv_pred < 0:  # a joint box of several classes: ask the model about the colour kept
+                with torch.no_grad():
+                    rec.adv_pred = int(model(rec.adversarial[None].to(resolve_device(opts.device))).argmax(1))
             rec.linf = float((rec.adversarial - image.cpu()).abs().max())
         emit([rec])
 

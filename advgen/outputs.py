@@ -11,7 +11,7 @@ import torch
 from ._version import __version__
 from .files import atomic_torch_save, atomic_write_png
 from .methods import AttackRecord, Status
-from .onepixel import OnePixelResult, adversarial_examples, heatmap
+from .onepixel import OnePixelResult, adversarial_examples, flip_changes, flip_classes, heatmap
 
 SCHEMA_VERSION = 1
 
@@ -66,7 +66,7 @@ def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, ta
         robust_accuracy=(n - count[Status.VULNERABLE] - count[Status.MISCLASSIFIED]) / n if n else 0.0,
         candidates_total=sum(e["candidates"] for e in exact if e["status"] != Status.MISCLASSIFIED),
         evaluated=sum(e["evaluated"] for e in exact), pruned=sum(e["pruned"] for e in exact),
-        flips_total=sum(len(e["flips"]) for e in exact), seconds=round(seconds, 4),
+        flips_total=sum(e.get("flip_count", len(e["flips"])) for e in exact), seconds=round(seconds, 4),
         seconds_per_image=round(seconds / n, 6) if n else 0.0, seed=seed, mode=mode, target=target,
         levels=levels, data=data, versions=versions())
 
@@ -83,7 +83,9 @@ def adversarial_set(records: list[AttackRecord], images: dict[int, torch.Tensor]
     """The adversarial images with labels, new classes and source indices.
 
     For the exact method every flip (up to ``max_per_image`` per image, smallest changes first) is an
-    image whose values lie exactly on the level grid; other methods give one float image per success.
+    image whose values lie exactly on the level grid (for a joint-channel box, its colour closest to the
+    clean one; ``new_class`` -1 when the box holds several classes); other methods give one float image per
+    success.
     """
     xs, labels, new, src = [], [], [], []
     for r in records:
@@ -92,12 +94,10 @@ def adversarial_set(records: list[AttackRecord], images: dict[int, torch.Tensor]
         if r.exact is not None:
             res = OnePixelResult.from_record(r.exact)
             img = images[r.index]
-            values = torch.arange(levels, dtype=torch.float32) / float(levels - 1)
-            delta = (values[res.flips[:, 3]] - img[res.flips[:, 0], res.flips[:, 1], res.flips[:, 2]]).abs()
-            order = torch.sort(delta, stable=True).indices[:max_per_image]
+            order = torch.sort(flip_changes(res, img, levels), stable=True).indices[:max_per_image]
             res.flips = res.flips[order]
             xs.append(adversarial_examples(res, img, levels))
-            new.extend(res.flips[:, 4].tolist())
+            new.extend(flip_classes(res).tolist())
             labels.extend([r.label] * len(order))
             src.extend([r.index] * len(order))
         elif r.adversarial is not None:
@@ -125,7 +125,8 @@ def save_examples(path: Path, records: list[AttackRecord], limit: int = 64) -> b
 
 
 def vulnerability_map(record: AttackRecord, image: torch.Tensor) -> torch.Tensor:
-    """(H, W) map: flipping values per pixel (exact method) or the size of the change (other methods)."""
+    """(H, W) map: flipping values (or colours, joint channels) per pixel (exact method) or the size of the
+    change (other methods)."""
     if record.exact is not None:
         return heatmap(OnePixelResult.from_record(record.exact), tuple(image.shape)).sum(0).float()
     if record.adversarial is None:

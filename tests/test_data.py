@@ -67,3 +67,23 @@ def test_truncated_dataset_file(tmp_path, mnist_test):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(InputError, match="corrupted"):
         datasets.load(str(path))
+
+
+def test_cifar10_loads_through_torchvision_as_colour_images(monkeypatch, tmp_path):
+    """``--data cifar10`` goes through torchvision (which downloads); faked here so no network is needed."""
+    import torchvision
+
+    raw = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+
+    class FakeCIFAR10:
+        classes = [str(k) for k in range(10)]
+
+        def __init__(self, root, train, download):
+            assert download and not train
+            self.data, self.targets = raw, [3, 1, 4, 1, 5]
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    ds = datasets.load("cifar10", "test", root=tmp_path)
+    assert ds.images.shape == (5, 3, 32, 32) and ds.levels == 256 and ds.num_classes == 10
+    assert torch.equal(ds.images[2, 1], torch.from_numpy(raw[2, :, :, 1]).float() / 255)
+    assert ds.labels.tolist() == [3, 1, 4, 1, 5]

@@ -14,6 +14,7 @@ import torch
 
 from .. import data as datasets
 from ..attack_run import run_attack
+from ..errors import InputError
 from ..methods import METHODS, AttackOptions
 from ..outputs import AttackSummary
 from ..run import start
@@ -33,6 +34,9 @@ from .options import common, data_option, model_options, overwrite_option
 @click.option("--target", type=int, default=None, metavar="CLASS",
               help="Targeted attack towards CLASS (images of that class are skipped).")
 @click.option("--no-bounds", is_flag=True, help="onepixel: skip interval pruning; evaluate every candidate.")
+@click.option("--joint-channels", is_flag=True,
+              help="onepixel: a pixel is a location with all its channels (a colour, as in torchattacks' "
+                   "OnePixel): search every colour of the level grid there, not one channel at a time.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None,
               help="Candidates per forward pass [default: 1024 on CPU, 16384 on CUDA].")
 @click.option("--max-examples", type=click.IntRange(1, None), default=64, show_default=True,
@@ -43,9 +47,11 @@ from .options import common, data_option, model_options, overwrite_option
 @overwrite_option
 @common
 def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoint: Path | None, mode: str,
-           target: int | None, no_bounds: bool, batch_size: int | None, max_examples: int, out: Path,
-           resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
+           target: int | None, no_bounds: bool, joint_channels: bool, batch_size: int | None, max_examples: int,
+           out: Path, resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Attack test images and report which are fooled (exactly, for the default one-pixel method)."""
+    if joint_channels and method != "onepixel":
+        raise InputError(f"--joint-channels applies to the onepixel method only, not {method!r}")
     with start(device, seed, out, quiet) as run:
         with run.main():
             if run.is_main:
@@ -54,12 +60,13 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
         config = {"method": method, "data": data_source, "limit": limit, "model": arch,
                   "checkpoint": str(checkpoint), "mode": mode, "target": target, "bounds": not no_bounds,
-                  "levels": test.levels}
+                  "levels": test.levels, **({"joint_channels": True} if joint_channels else {})}
         cache = out / "model.pt" if checkpoint is None else None
         summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
                              indices[:limit], out, method=method,
                              options=AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds,
-                                                   batch_size=batch_size, seed=seed),
+                                                   batch_size=batch_size, seed=seed,
+                                                   params={"joint_channels": True} if joint_channels else {}),
                              config=config, target=target, resume=resume, overwrite=overwrite,
                              max_examples=max_examples, run=run)
         if run.is_main:

@@ -33,6 +33,8 @@ def bench() -> None:
               help="Also time the exact attack stopping at each image's first flip (what DE looks for).")
 @click.option("--slow-limit", type=click.IntRange(0, None), default=3, show_default=True,
               help="Images for DE with steps=100 popsize=100 (slow); 0 skips it.")
+@click.option("--joint-limit", type=click.IntRange(0, None), default=2, show_default=True,
+              help="Colour data: images for the exact attack over whole colours (--joint-channels); 0 skips it.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None, help="Candidates per forward pass.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="CPU threads for every row (exact and DE alike); one is fastest on shared cores.")
@@ -41,8 +43,8 @@ def bench() -> None:
 @overwrite_option
 @common
 def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | None, limit: int, dense_limit: int,
-                       first: bool, slow_limit: int, batch_size: int | None, threads: int, out: Path, overwrite: bool, seed: int,
-                       device: str, quiet: bool) -> None:
+                       first: bool, slow_limit: int, joint_limit: int, batch_size: int | None, threads: int,
+                       out: Path, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Exact one-pixel attack (pruned, dense) vs torchattacks OnePixel: time per image, vulnerable found."""
     refuse_clobber(out, overwrite)
     with start(device, seed, quiet=quiet) as run:
@@ -51,8 +53,8 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
         test = correctly_classified(ckpt.model, test_all, limit)
         rows = bench_onepixel(ckpt.model, test.images, test.labels, levels=test.levels,
                               dense_limit=min(dense_limit, limit), slow_limit=min(slow_limit, limit),
-                              device=run.device, batch_size=batch_size, seed=seed, threads=threads,
-                              first=first)
+                              joint_limit=min(joint_limit, limit), device=run.device, batch_size=batch_size,
+                              seed=seed, threads=threads, first=first)
     dev = run.device
     missed = missed_by_exact(rows)
     ratio = exact_to_de_ratio(rows)
@@ -64,6 +66,10 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
                             "exact_first_to_de_ratio": ratio_first,
                             "de_vulnerable_missed_by_exact": missed, "versions": versions()})
     click.echo(table(rows))
+    joint = [r for r in rows if r.de_outside_flips is not None]
+    if joint:
+        click.echo(f"joint channels: {joint[0].de_checked} grid-snapped DE flips checked, outside the exact flip "
+                   f"set: {joint[0].de_outside_flips or 'none'}")
     shown = "-" if ratio is None else f"{ratio:.2f}"
     shown_first = "" if ratio_first is None else f" (first flip: {ratio_first:.2f})"
     click.echo(f"device {dev}, {threads} thread(s) per row; exact/DE time ratio {shown}{shown_first}; DE-broken "

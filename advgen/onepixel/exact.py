@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from enum import Enum
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -77,7 +78,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
            batch_size: int | None = None, device: str | torch.device = "auto", leaf_size: int = 1,
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
-           stats: dict | None = None, locality: bool = True, threads: int | None = 1) -> list[OnePixelResult]:
+           stats: dict | None = None, locality: bool = True, threads: int | None = 1,
+           joint_channels: bool = False) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
@@ -95,6 +97,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     ``threads`` caps torch's intra-op CPU threads during the search (None leaves torch's setting): the
     bounds are many small ops, and when another job shares the cores, a second thread's barriers made
     the search 3-9x slower (measured on 2 busy cores); one thread degrades gracefully.
+    ``joint_channels``: a candidate is a whole colour at one location, every channel at once (the
+    threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_group`.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
@@ -129,15 +133,20 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         tgt = _parse_targets(targets, labels, n, num_classes)
         plan = None
         if bounds:
-            plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality)
+            plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality and not joint_channels)
             if plan is None:
                 _warn_dense(why, model, images, labels, levels, dev, batch_size)
+        attack_group = _attack_group
+        if joint_channels:  # every channel of a location together: colour boxes
+            from .joint import attack_group as joint_group
+
+            attack_group = partial(joint_group, tol_relative=TOL_RELATIVE)
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
-            group = _attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
-                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
-                                  indices[sl], stats)
+            group = attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
+                                 None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
+                                 indices[sl], stats)
             for res in group:
                 results.append(res)
                 if callback is not None:
