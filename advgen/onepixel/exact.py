@@ -25,6 +25,7 @@ from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
+from .clock import Clock
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
 
@@ -246,7 +247,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
         size = boxes.size()
         leaf = size <= leaf_size if plan is not None else torch.ones_like(size, dtype=torch.bool)
         leaves, rest = boxes[leaf], boxes[~leaf]
-        clock = _Clock(stats, dev)
+        clock = Clock(stats, dev)
         if len(leaves):
             cand = expand_levels(leaves, own)
             if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
@@ -391,22 +392,3 @@ def _first_per_image(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> tor
     first = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
     first[1:] = rows[1:, 0] != rows[:-1, 0]
     return rows[first]
-
-
-class _Clock:
-    """Adds elapsed time and counts to a stats dict, if the caller asked for one (synchronising the device)."""
-
-    def __init__(self, stats: dict | None, device: torch.device) -> None:
-        self.stats, self.device = stats, device
-        self.last = time.perf_counter()
-
-    def add(self, key: str, **counts: int) -> None:
-        if self.stats is None:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        self.stats[key] = self.stats.get(key, 0.0) + now - self.last
-        for k, v in counts.items():
-            self.stats[k] = self.stats.get(k, 0) + int(v)
-        self.last = now

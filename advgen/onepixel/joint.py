@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import InputError
 from .bounds import BoundPlan
+from .clock import Clock
 from .dense import flips_mask, level_values, own_levels
 from .joint_bounds import ColourBounds
 from .joint_dense import ColourBoxes, expand_colours, predict_colours, whole_cubes
@@ -75,7 +76,7 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
             boxes = boxes.take(~done[boxes.img])
         if not len(boxes):
             continue
-        clock = _Clock(stats, dev)
+        clock = Clock(stats, dev)
         leaf = boxes.sizes() <= (leaf_size if colour_bounds is not None else max(leaf_size, batch_size))
         if bool(leaf.any()):
             rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, first, batch_size)
@@ -167,22 +168,3 @@ def _first_per_image(rows: torch.Tensor) -> torch.Tensor:
     first = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
     first[1:] = rows[1:, 0] != rows[:-1, 0]
     return rows[first]
-
-
-class _Clock:
-    """Adds elapsed time and counts to a stats dict, if the caller asked for one (synchronising the device)."""
-
-    def __init__(self, stats: dict | None, device: torch.device) -> None:
-        self.stats, self.device = stats, device
-        self.last = time.perf_counter()
-
-    def add(self, key: str, **counts: int) -> None:
-        if self.stats is None:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        self.stats[key] = self.stats.get(key, 0.0) + now - self.last
-        for k, v in counts.items():
-            self.stats[k] = self.stats.get(k, 0) + int(v)
-        self.last = now

@@ -1,0 +1,30 @@
+"""Where a search's time goes: seconds and counts added to a caller's stats dict, only if it asked for one.
+
+Shared by the per-channel search (:mod:`.exact`) and the colour search (:mod:`.joint`). Asking for
+stats synchronises the device at each step, so leave them out when timing matters on a GPU.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class Clock:
+    """Adds elapsed time and counts to a stats dict, if the caller asked for one (synchronising the device)."""
+
+    def __init__(self, stats: dict | None, device: torch.device) -> None:
+        self.stats, self.device = stats, device
+        self.last = time.perf_counter()
+
+    def add(self, key: str, **counts: int) -> None:
+        if self.stats is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.stats[key] = self.stats.get(key, 0.0) + now - self.last
+        for k, v in counts.items():
+            self.stats[k] = self.stats.get(k, 0) + int(v)
+        self.last = now
