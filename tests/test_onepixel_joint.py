@@ -14,6 +14,7 @@ from advgen.onepixel.bounds import compile_plan
 from advgen.onepixel.joint_bounds import ColourBounds
 from advgen.onepixel.joint_dense import ColourBoxes, expand_colours
 from advgen.onepixel.result import box_sizes
+from test_onepixel import images_for  # the same boundary-and-far image picker
 
 
 def brute_force(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
@@ -101,21 +102,6 @@ def one_pixel_model(classes: int = 3) -> nn.Sequential:
         w[:, :, 1, 1] = torch.tensor([[4.0, -2.0, 1.0], [-3.0, 4.0, 0.5], [0.0, -1.0, 3.0]])[:classes]
         lin.bias.zero_()
     return nn.Sequential(nn.Flatten(), lin, nn.ReLU(), nn.Linear(classes, classes)).eval()
-
-
-def images_for(model: nn.Module, shape: tuple[int, int, int], levels: int, n: int, seed: int = 0):
-    """Random grid images labelled by the model: half near a decision boundary, half far; the last one
-    deliberately mislabelled (misclassified)."""
-    gen = torch.Generator().manual_seed(seed)
-    pool = torch.randint(0, levels, (40 * n, *shape), generator=gen).float() / float(levels - 1)
-    with torch.no_grad():
-        logits = model(pool)
-    top = logits.topk(2, 1).values
-    order = torch.argsort(top[:, 0] - top[:, 1])
-    pick = torch.cat([order[: n // 2], order[-(n - n // 2):]])
-    x, y = pool[pick], logits[pick].argmax(1)
-    y[-1] = (y[-1] + 1) % logits.shape[1]
-    return x, y
 
 
 @pytest.mark.parametrize("bounds", [True, False])
