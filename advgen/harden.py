@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchattacks import TPGD
 
 from .data import Dataset
 from .methods import pgd
@@ -36,7 +37,13 @@ log = logging.getLogger("advgen")
 
 @dataclass
 class HardenConfig:
-    """How the target is retrained; ``pgd_eps=0`` switches the on-the-fly PGD examples off."""
+    """How the target is retrained; ``pgd_eps=0`` switches the on-the-fly PGD examples off.
+
+    With ``trades_beta > 0`` the PGD term is TRADES' (Zhang et al. 2019): cross-entropy on the clean
+    image plus ``trades_beta`` times the KL divergence between the clean and the adversarial
+    prediction, the adversary maximising that divergence (torchattacks' TPGD); ``clean_weight`` is
+    then unused.
+    """
 
     epochs: int = 20
     batch_size: int = 64
@@ -45,6 +52,7 @@ class HardenConfig:
     pgd_steps: int = 7
     pgd_ramp_epochs: int = 3
     clean_weight: float = 0.55
+    trades_beta: float = 0.0
     onepixel_weight: float = 0.0
     certified_weight: float = 0.5
     certified_ramp_epochs: int = 4
@@ -89,12 +97,16 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
     def pgd_at(epoch: int) -> object | None:
         if epoch not in attacks:
             eps = config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
-            attacks[epoch] = (pgd(model, eps=eps, steps=config.pgd_steps, alpha=2.5 * eps / config.pgd_steps)
-                              if eps > 0 else None)
+            alpha = 2.5 * eps / config.pgd_steps
+            attacks[epoch] = None if eps <= 0 else \
+                TPGD(model, eps=eps, alpha=alpha, steps=config.pgd_steps) if config.trades_beta > 0 else \
+                pgd(model, eps=eps, steps=config.pgd_steps, alpha=alpha)
         return attacks[epoch]
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        loss = config.clean_weight * F.cross_entropy(model(x), y)
+        logits = model(x)
+        trades = config.trades_beta > 0
+        loss = (1.0 if trades else config.clean_weight) * F.cross_entropy(logits, y)
         rest = 1 - config.clean_weight
         if config.onepixel_weight > 0:
             loss = loss + config.onepixel_weight * F.cross_entropy(model(worst_pixel(model, x, y)), y)
@@ -103,7 +115,11 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
         if attack is not None:
             x_adv = attack(x, y)
             model.train()
-            loss = loss + rest * F.cross_entropy(model(x_adv), y)
+            if trades:
+                loss = loss + config.trades_beta * F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1),
+                                                            reduction="batchmean")
+            else:
+                loss = loss + rest * F.cross_entropy(model(x_adv), y)
         if bound is not None:
             ramp = min(1.0, epoch / max(1, config.certified_ramp_epochs))
             if ramp > 0:

@@ -1,9 +1,10 @@
 """One attack against one model, measured as per-image outcomes (a :class:`~advgen.report.Measurement`).
 
-The evaluator runs these for each stage; each takes what it measures and how, and returns flags per
-image, so the report can give every rate with its count and interval and pair stages image by image.
-Caching and resuming stay with the caller (:mod:`advgen.evaluate`), which knows the phases; the exact
-search keeps its own per-image records in ``where`` and so resumes by itself.
+The evaluator runs these for each stage. Each takes what it measures and how, saves its result as a
+phase of the :class:`~advgen.workspace.Workspace` (so a killed run resumes and a changed setting is
+refused), and returns flags per image, so the report can give every rate with its count and interval
+and pair the stages image by image. The exact search keeps its own per-image records and so resumes
+image by image; the others resume per phase.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import gan
 from .attack_run import run_attack, statuses
+from .autoattack import AutoAttackConfig, worst_case
 from .data import Dataset
-from .methods import AttackOptions, Status, pgd, still_correct
-from .outputs import AttackSummary
+from .files import atomic_write_bytes
+from .gan.state import settings as gan_settings
+from .methods import AttackOptions, Status, pgd as make_pgd
+from .outputs import AttackSummary, save_grid
 from .report import Measurement
 from .run import Run
 from .runtime import seed_everything
-from .train import predict
+from .train import predict, still_correct
+from .workspace import Workspace
 
 
 def clean(model: nn.Module, data: Dataset) -> Measurement:
@@ -39,12 +45,19 @@ def exact_search(run: Run, model: nn.Module, data: Dataset, where: Path, max_exa
                       max_examples=max_examples, run=run)
 
 
-def onepixel(run: Run, model: nn.Module, data: Dataset, where: Path) -> Measurement:
-    """``vulnerable`` and ``certified`` per image from the exact search, and how much the bounds settled."""
-    t0 = time.perf_counter()
-    summary = exact_search(run, model, data, where)
+def onepixel(ws: Workspace, model: nn.Module, data: Dataset, stage: str) -> Measurement:
+    """``vulnerable`` and ``certified`` per image from the exact search, and how much the bounds settled.
+
+    Every rank searches its share; rank 0 copies the search's pictures next to the report.
+    """
+    t0, where = time.perf_counter(), ws.phases.path(f"onepixel_{stage}")
+    summary = exact_search(ws.run, model, data, where)
     status = statuses(where)
     order = sorted(status)
+    if ws.run.is_main:
+        for picture in ("heatmaps", "examples"):
+            if (where / f"{picture}.png").exists():
+                atomic_write_bytes(ws.out / f"{picture}_{stage}.png", (where / f"{picture}.png").read_bytes())
     settled = summary.pruned / max(1, summary.candidates_total)
     return Measurement.from_flags(
         {"vulnerable": [status[i] == Status.VULNERABLE for i in order],
@@ -58,19 +71,53 @@ def onepixel(run: Run, model: nn.Module, data: Dataset, where: Path) -> Measurem
 def pgd_flags(run: Run, model: nn.Module, data: Dataset, eps: float, steps: int) -> dict[str, list[bool]]:
     """``robust`` per image under PGD-``steps`` at L-inf ``eps`` (step 0.01, random start, seeded)."""
     seed_everything(run.seed)
-    attack = pgd(model, eps=eps, steps=steps, alpha=0.01)
+    attack = make_pgd(model, eps=eps, steps=steps, alpha=0.01)
     return {"robust": still_correct(model, attack, data.images, data.labels, run.device).tolist()}
 
 
-def pgd_measurement(flags: dict, seconds: float, eps: float, steps: int) -> Measurement:
-    note = f"PGD-{steps}, L-inf eps {eps:g}, step 0.01, random start, first {len(flags['robust'])} test images"
-    return Measurement.from_flags(flags, seconds=seconds, note=note)
-
-
-def advgan(model: nn.Module, generator: "gan.AdvGAN", data: Dataset, cfg: "gan.AdvGANConfig",
-           seconds: float) -> Measurement:
-    """``correct``, ``robust`` and ``fooled`` per image of ``data`` under a trained AdvGAN generator."""
-    return Measurement.from_flags(gan.outcomes(model, generator, data), seconds=seconds,
-                                  note=f"a fresh AdvGAN (eps {cfg.eps:g}, {cfg.epochs} epochs), first "
+def pgd(ws: Workspace, model: nn.Module, data: Dataset, eps: float, steps: int, stage: str) -> Measurement:
+    """PGD's ``robust`` flags, saved as the phase ``pgd_<stage>``."""
+    t0 = time.perf_counter()
+    wanted = ws.fingerprint({"eps": eps, "steps": steps}, model=model, data=data)
+    flags = ws.phases.json(f"pgd_{stage}", wanted, lambda: pgd_flags(ws.run, model, data, eps, steps))
+    return Measurement.from_flags(flags, seconds=time.perf_counter() - t0,
+                                  note=f"PGD-{steps}, L-inf eps {eps:g}, step 0.01, random start, first "
                                        f"{len(data)} test images")
 
+
+def autoattack(ws: Workspace, model: nn.Module, data: Dataset, config: AutoAttackConfig, stage: str,
+               pgd_robust: str | None = None) -> Measurement:
+    """AutoAttack's parts, each run on every image, and the per-image worst case (see :mod:`.autoattack`).
+
+    ``robust`` is 1 only where every part failed; with ``pgd_robust`` (PGD's flags on the same
+    images) ``worst`` is 1 only where PGD failed too. Each part is its own phase, so a killed run
+    keeps the parts it finished.
+    """
+    t0, found = time.perf_counter(), {}
+    for part in config.parts:
+        wanted = ws.fingerprint({"part": part, **config.settings()}, model=model, data=data)
+        found[part] = ws.phases.json(f"autoattack_{stage}_{part}", wanted,
+                                     lambda part=part: config.robust(part, model, data, ws.run.device))
+    flags = worst_case(found, pgd_robust)
+    return Measurement.from_flags(flags, seconds=time.perf_counter() - t0,
+                                  note=f"{config.describe()}; first {len(data)} test images; robust only "
+                                       f"if every part failed{' (worst: and PGD too)' if pgd_robust else ''}")
+
+
+def advgan(ws: Workspace, model: nn.Module, train: Dataset, scored: Dataset, cfg: "gan.AdvGANConfig",
+           stage: str) -> tuple[Measurement, "gan.AdvGAN"]:
+    """A generator trained from scratch against ``model`` (resumed per epoch), scored on ``scored``."""
+    t0, dev = time.perf_counter(), ws.run.device
+
+    def fit() -> "gan.AdvGAN":
+        return gan.train_advgan(model, train, cfg, device=dev, state_dir=ws.phases.path(f"advgan_{stage}_training"))
+
+    wanted = ws.fingerprint(gan_settings(cfg) | {"epochs": cfg.epochs}, model=model, data=train)
+    generator = ws.phases.cached(f"advgan_{stage}", wanted, fit, gan.save_generator,
+                                 lambda p: gan.load_generator(p, kind="advgan")).to(dev)
+    first = scored.images[:16]
+    save_grid(ws.out / f"advgan_{stage}.png", torch.cat([first, generator.perturb(first)]), nrow=16)
+    found = Measurement.from_flags(gan.outcomes(model, generator, scored), seconds=time.perf_counter() - t0,
+                                   note=f"a fresh AdvGAN (eps {cfg.eps:g}, {cfg.epochs} epochs), first "
+                                        f"{len(scored)} test images")
+    return found, generator

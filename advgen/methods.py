@@ -211,16 +211,10 @@ def pgd(model: nn.Module, eps: float = 0.3, steps: int = 40, alpha: float = 0.01
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
 
-def still_correct(model: nn.Module, attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor,
-                  labels: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
-    """(N,) bool: which images ``model`` still classifies correctly after ``attack(x, y)``, batch by batch."""
-    flags = []
-    for i in range(0, len(images), batch):
-        x, y = images[i:i + batch].to(device), labels[i:i + batch].to(device)
-        x_adv = attack(x, y)
-        with torch.no_grad():
-            flags.append((model(x_adv).argmax(1) == y).cpu())
-    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
+def _autoattack(model: nn.Module, **params: Any) -> Any:
+    from .autoattack import attack
+
+    return attack(model, **params)
 
 
 def _factory(attack: str | Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
@@ -246,6 +240,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True,
            _torchattacks_runner("pgd", _factory(pgd)),
            TORCHATTACKS_BATCH),
+    Method("autoattack", "AutoAttack, L-inf eps 0.3: APGD-CE, APGD-T, FAB-T, Square as a cascade (torchattacks; "
+                         "the cpu subset without a GPU, see advgen.autoattack)", False,
+           _torchattacks_runner("autoattack", _factory(_autoattack)), TORCHATTACKS_BATCH),
     Method("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
            _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01)), TORCHATTACKS_BATCH),
     Method("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,

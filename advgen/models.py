@@ -31,16 +31,22 @@ def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
         return int(features(torch.zeros(1, *input_shape)).numel())
 
 
-def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+def small_cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 16,
+              hidden: int = 64) -> nn.Sequential:
     """The default target: two 3x3 conv blocks and a small dense head (about 1.1M MACs on 28x28)."""
     c = input_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
     )
-    return nn.Sequential(*features, nn.Linear(_flat_size(features, input_shape), 64), nn.ReLU(),
-                         nn.Linear(64, num_classes))
+    return nn.Sequential(*features, nn.Linear(_flat_size(features, input_shape), hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def wide_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """The default CNN twice as wide, with a 256-unit head (about 4x the MACs): room for L-inf robustness."""
+    return small_cnn(input_shape, num_classes, width=32, hidden=256)
 
 
 def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
@@ -64,13 +70,14 @@ def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential
 
 ARCHITECTURES: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
     "cnn": small_cnn,
+    "cnn-wide": wide_cnn,
     "mlp": mlp,
     "lenet5": lenet5,
 }
 
 
 def build(arch: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
-    """A fresh, untrained model: a built-in name (``cnn``, ``mlp``, ``lenet5``) or ``package.module:factory``.
+    """A fresh, untrained model: a built-in name (``cnn``, ``cnn-wide``, ``mlp``, ``lenet5``) or ``package.module:factory``.
 
     A user factory is called with no arguments and must return an ``nn.Module``.
     """

@@ -45,6 +45,19 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> t
     return torch.cat(out)
 
 
+def still_correct(model: nn.Module, attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
+    """(N,) bool: which images ``model`` still classifies correctly after ``attack(x, y)``, batch by batch."""
+    flags = []
+    for i in range(0, len(images), batch):
+        x, y = images[i:i + batch].to(device), labels[i:i + batch].to(device)
+        x_adv = attack(x, y)
+        with torch.no_grad():
+            flags.append((model(x_adv).argmax(1) == y).cpu())
+    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
+
+
+
 def accuracy(model: nn.Module, data: Dataset, batch_size: int = 1024) -> float:
     """Share of ``data`` the model classifies correctly."""
     return float((predict(model, data.images, batch_size) == data.labels).float().mean())

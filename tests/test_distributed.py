@@ -162,9 +162,9 @@ def test_world_primitives_over_two_gloo_ranks(tmp_path):
 def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
     """`evaluate` shares its exact searches over two ranks; the report's numbers equal one process's."""
     opts = ["--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu", "--train-images", "200",
-            "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2", "--advgan-images", "20",
-            "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "20", "--onepixel-train-images", "4",
-            "--retrain-epochs", "1"]
+            "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2", "--autoattack-images", "0",
+            "--advgan-images", "20", "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "20",
+            "--onepixel-train-images", "4", "--retrain-epochs", "1"]
     one, two = tmp_path / "one", tmp_path / "two"
     proc = subprocess.run([PYTHON, "-m", "advgen", "evaluate", "--out", str(one), *opts], env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
@@ -182,3 +182,24 @@ def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
     for stage in ("before", "after"):
         assert_same_run(one / "state" / f"onepixel_{stage}", two / "state" / f"onepixel_{stage}")
     assert rank_output(tmp_path / "logs", 1) == ("", "")
+
+
+def test_ablation_under_torchrun_shares_variants_and_matches_a_single_process(ckpt_path, tmp_path):
+    """Two ranks share two variants (clean-only and PGD) and give the same numbers as one process."""
+    opts = ["--ablation", "--augment", "pgd", "--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu",
+            "--train-images", "200", "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2",
+            "--autoattack-images", "0", "--advgan-images", "0", "--retrain-epochs", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = subprocess.run([PYTHON, "-m", "advgen", "evaluate", "--out", str(one), *opts], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = torchrun(["evaluate", "--out", str(two), *opts], tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def numbers(out: Path) -> dict:
+        found = json.loads((out / "ablation.json").read_text())
+        return {stage: {attack: m["outcomes"] for attack, m in attacks.items()}
+                for stage, attacks in found["stages"].items()}
+
+    assert numbers(one) == numbers(two) and set(numbers(two)) == {"before", "clean-only", "only-pgd"}
+    assert sorted(p.name for p in (two / "variants").iterdir()) == ["clean-only", "only-pgd"]

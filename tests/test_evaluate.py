@@ -23,7 +23,8 @@ from advgen.train import predict
 
 
 def tiny_config(**kw) -> EvaluateConfig:
-    base = dict(train_images=300, onepixel_images=3, pgd_images=40, pgd_steps=3, advgan_images=40,
+    base = dict(train_images=300, onepixel_images=3, pgd_images=40, pgd_steps=3, autoattack_images=40, autoattack_version="cpu",
+                advgan_images=40,
                 advgan_epochs=1, cgan_epochs=1, cgan_samples=40, onepixel_train_images=4, augment=AUGMENTATIONS,
                 retrain=HardenConfig(epochs=1), seed=0)
     base.update(kw)
@@ -51,7 +52,7 @@ def test_report_files_parse_and_agree(finished):
     assert loaded.to_dict() == report.to_dict()
     raw = json.loads((out / "report.json").read_text())
     assert raw["schema_version"] == 2 and raw["seed"] == 0 and "torch" in raw["machine"]
-    assert set(raw["stages"]["before"]) == {"clean", "onepixel", "pgd", "advgan"}
+    assert set(raw["stages"]["before"]) == {"clean", "onepixel", "pgd", "autoattack", "advgan"}
     suite = ET.parse(out / "junit.xml").getroot()
     cases = suite.iter("testcase")
     assert len(list(cases)) == len(report.gates) == 1
@@ -97,7 +98,8 @@ def test_gates_and_exit_codes(finished, target_path, capsys):
     out, report = finished
     assert report.passed and report.gates[0].name == "clean"
     common = ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
-              "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3",
+              "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3", "--autoattack-images", "40",
+              "--autoattack-version", "cpu",
               "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
               "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
               "--augment", ",".join(AUGMENTATIONS)]
@@ -130,7 +132,8 @@ def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, 
     out, _ = finished
     before = (out / "report.json").read_bytes()
     common = ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
-              "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3",
+              "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3", "--autoattack-images", "40",
+              "--autoattack-version", "cpu",
               "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
               "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
               "--augment", ",".join(AUGMENTATIONS)]
@@ -150,7 +153,8 @@ def test_refuses_to_mix_runs_without_resume(finished, target_path, capsys):
 def _cli_args(target_path, out):
     return [sys.executable, "-m", "advgen", "evaluate", "--checkpoint", str(target_path), "--out", str(out),
             "--quiet", "--device", "cpu", "--train-images", "300", "--onepixel-images", "4",
-            "--pgd-images", "40", "--pgd-steps", "3", "--advgan-images", "40", "--advgan-epochs", "2",
+            "--pgd-images", "40", "--pgd-steps", "3", "--autoattack-images", "40",
+              "--autoattack-version", "cpu", "--advgan-images", "40", "--advgan-epochs", "2",
             "--cgan-epochs", "2", "--cgan-samples", "40", "--onepixel-train-images", "4", "--retrain-epochs", "1",
             "--augment", ",".join(AUGMENTATIONS)]
 

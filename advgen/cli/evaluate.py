@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from ..ablation import ablate
 from ..distributed import env_rank
+from ..errors import InputError
 from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
+from ..sources import SOURCES
 from ..report import format_gate
 from ..report.markdown import md_table
 from ..report.tables import headline, metrics_table
@@ -25,6 +29,10 @@ from .options import common, data_option, fail_under_option, model_options, over
 @click.option("--pgd-eps", type=click.FloatRange(0, 1, min_open=True), default=EvaluateConfig.pgd_eps,
               show_default=True, help="L-inf radius of PGD and AdvGAN, and of the PGD retraining.")
 @click.option("--pgd-steps", type=click.IntRange(1), default=EvaluateConfig.pgd_steps, show_default=True)
+@click.option("--autoattack-images", type=click.IntRange(0), default=EvaluateConfig.autoattack_images,
+              show_default=True, help="Test images attacked with AutoAttack (0: skip).")
+@click.option("--autoattack-version", type=click.Choice(["standard", "cpu"]), default=None,
+              help="AutoAttack's parts: standard, or the cpu subset [default: standard on CUDA, cpu elsewhere].")
 @click.option("--advgan-images", type=click.IntRange(0), default=EvaluateConfig.advgan_images, show_default=True,
               help="Test images scored against a freshly trained AdvGAN (0: skip AdvGAN).")
 @click.option("--augment", default=",".join(DEFAULT_AUGMENT), show_default=True,
@@ -48,26 +56,33 @@ from .options import common, data_option, fail_under_option, model_options, over
               show_default=True, help="Report directory (state for --resume goes to OUT/state).")
 @fail_under_option
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT from its saved state.")
+@click.option("--ablation", is_flag=True,
+              help="Instead: retrain once per subset of the --augment sources (all five unless given): clean only, "
+                   "each alone, all but each, all; attack each afresh; write OUT/ablation.{json,md,html,png}.")
 @overwrite_option
 @common
 def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
-             pgd_eps: float, pgd_steps: int, advgan_images: int, augment: str, onepixel_train_images: int,
+             pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
+             advgan_images: int, augment: str, onepixel_train_images: int,
              advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
              cgan_epochs: int | None,
              retrain_epochs: int, certified_weight: float, out: Path, fail_under: tuple[str, ...], resume: bool,
-             overwrite: bool, seed: int, device: str, quiet: bool) -> int:
+             ablation: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> int:
     """Measure the target, retrain it on generated data, re-attack it from scratch, and report.
 
     Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
     """
     config = EvaluateConfig(
         data=data_source, arch=arch or "cnn", onepixel_images=onepixel_images, pgd_images=pgd_images,
-        pgd_eps=pgd_eps, pgd_steps=pgd_steps, advgan_images=advgan_images,
+        pgd_eps=pgd_eps, pgd_steps=pgd_steps, autoattack_images=autoattack_images,
+        autoattack_version=autoattack_version, advgan_images=advgan_images,
         augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
         onepixel_train_images=onepixel_train_images, advgan_samples=advgan_samples, cgan_samples=cgan_samples,
         train_images=train_images,
         advgan_epochs=advgan_epochs, cgan_epochs=cgan_epochs,
         retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps, certified_weight=certified_weight), seed=seed)
+    if ablation:
+        return _ablation(config, out, checkpoint, fail_under, resume, overwrite, device, quiet)
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
                           overwrite=overwrite, device=device, quiet=quiet)
     if env_rank() != 0:  # under torchrun rank 0 speaks for the group
@@ -76,5 +91,21 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
     click.echo(md_table(metrics_table(report)))
     for gate in report.gates:
         click.echo(format_gate(gate))
+    for warning in report.warnings():
+        click.echo(f"WARNING: {warning}")
     click.echo(f"reports written to {out}/ (report.json, report.md, report.html, junit.xml)")
     return 0 if report.passed else 1
+
+
+def _ablation(config: EvaluateConfig, out: Path, checkpoint: Path | None, fail_under: tuple, resume: bool,
+              overwrite: bool, device: str, quiet: bool) -> int:
+    if fail_under:
+        raise InputError("--fail-under gates an evaluation, not an ablation; drop one of them")
+    explicit = click.get_current_context().get_parameter_source("augment") != ParameterSource.DEFAULT
+    result = ablate(config, out, checkpoint, used=config.augment if explicit else SOURCES, resume=resume,
+                    overwrite=overwrite, device=device, quiet=quiet)
+    if env_rank() == 0:
+        click.echo(md_table(result.table()))
+        click.echo(md_table(result.changes_table()))
+        click.echo(f"ablation written to {out}/ (ablation.json, ablation.md, ablation.html, ablation.png)")
+    return 0

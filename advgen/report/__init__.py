@@ -21,13 +21,13 @@ from .junit import render_junit
 from .markdown import md_table, render_markdown
 from .measurement import Measurement
 from .metrics import METRICS, STAGES, Metric, gate_metrics
-from .output import REPORT_FILES, render_json, write_reports
+from .output import REPORT_FILES, write_reports
 from .schema import SCHEMA_VERSION, Gate, Report, load_report
 from .tables import headline, metrics_table
 
 __all__ = [
     "metrics", "Change", "change", "Comparison", "MetricChange", "compare", "GateSpec", "evaluate_gates",
     "format_gate", "gate_exit_code", "parse_gate_spec", "parse_gate_specs", "render_html", "render_junit", "md_table",
-    "render_markdown", "Measurement", "METRICS", "STAGES", "Metric", "gate_metrics", "REPORT_FILES", "render_json",
+    "render_markdown", "Measurement", "METRICS", "STAGES", "Metric", "gate_metrics", "REPORT_FILES",
     "write_reports", "SCHEMA_VERSION", "Gate", "Report", "load_report", "headline", "metrics_table",
 ]

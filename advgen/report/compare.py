@@ -15,9 +15,9 @@ from typing import Any
 
 from ..errors import InputError
 from .changes import ALPHA, WORSE, Change, change
-from .markdown import md_escape
+from .markdown import md_escape, md_table
 from .schema import Report
-from .tables import change_cells
+from .tables import Table, change_cells, text_table
 
 #: Float noise ignored when comparing a drop with ``max_drop``.
 TOLERANCE = 1e-9
@@ -82,27 +82,25 @@ class Comparison:
             return f"REGRESSED: {n} metric{'s' if n != 1 else ''} significantly worse by more than {self.max_drop:g}"
         return f"OK: no metric significantly worse by more than {self.max_drop:g}"
 
+    def table(self) -> Table:
+        """metric, old, new, delta, p, status: the rows both renderings print."""
+        title = (f"comparing old {self.old_stage} stage with new {self.new_stage} stage (max drop "
+                 f"{self.max_drop:g}, significant at p < {ALPHA:g})")
+        return Table(title, ["metric", "old", "new", "delta", "p", "status"], [c.cells() for c in self.changes.values()],
+                     [False, True, True, True, True, False])
+
     def render_text(self) -> str:
         """An aligned plain-text table for terminals, with the verdict on the last line."""
-        rows = [["metric", "old", "new", "delta", "p", "status"]] + [c.cells() for c in self.changes.values()]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [f"comparing old {self.old_stage} stage with new {self.new_stage} stage "
-                 f"(max drop {self.max_drop:g}, significant at p < {ALPHA:g})"]
-        lines += ["  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]])
-                  for r in rows]
-        return "\n".join(lines + self.notes + [self.summary()]) + "\n"
+        return "\n".join([text_table(self.table()), *self.notes, self.summary()]) + "\n"
 
     def render_markdown(self) -> str:
         """The same table as GitHub Markdown, for a job summary or a pull-request comment."""
-        lines = [f"### {'❌' if self.regressions else '✅'} {md_escape(self.summary())}", "",
-                 f"Old {self.old_stage} stage vs new {self.new_stage} stage; a regression must be significant "
-                 f"at p < {ALPHA:g}.", "", "| metric | old | new | delta | p | status |", "|---|---:|---:|---:|---:|---|"]
-        for c in self.changes.values():
-            cells = [md_escape(x) for x in c.cells()]
-            cells[5] = f"**{cells[5]}**" if c.regressed else cells[5]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += [""] + [f"- {md_escape(n)}" for n in self.notes]
-        return "\n".join(lines).rstrip() + "\n"
+        table = self.table()
+        table.rows = [row[:5] + [f"**{row[5]}**" if c.regressed else row[5]]
+                      for row, c in zip(table.rows, self.changes.values())]
+        return "\n".join([f"### {'❌' if self.regressions else '✅'} {md_escape(self.summary())}", "",
+                          md_table(table, escape=lambda cell: cell if cell.startswith("**") else md_escape(cell))]
+                         + [f"- {md_escape(n)}" for n in self.notes]).rstrip() + "\n"
 
 
 def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:

@@ -29,7 +29,7 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _data_uri(png: bytes) -> str:
+def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -66,7 +66,7 @@ def _picture(name: str, rel: str, asset_dir: Path | None) -> str:
     data = path.read_bytes()
     if not data.startswith(PNG_MAGIC):
         return f"<p>{caption}: not embedded (not a PNG file)</p>"
-    return (f"<figure><img alt=\"{_e(name)}\" src=\"{_data_uri(data)}\">"
+    return (f"<figure><img alt=\"{_e(name)}\" src=\"{data_uri(data)}\">"
             f"<figcaption>{caption}</figcaption></figure>")
 
 
@@ -80,7 +80,8 @@ def render_html(report: Report, asset_dir: str | Path | None = None) -> str:
     asset_dir = Path(asset_dir) if asset_dir is not None else None
     body = ["<h1>advgen evaluate report</h1>",
             f"<p class=\"verdict {verdict.replace(' ', '-')}\">{_e(verdict)}: {_e(summary)}</p>",
-            f"<figure><img alt=\"before/after chart\" src=\"{_data_uri(before_after_chart_png(report))}\">"
+            *(f"<p class=\"verdict FAILED\">WARNING: {_e(w)}</p>" for w in report.warnings()),
+            f"<figure><img alt=\"before/after chart\" src=\"{data_uri(before_after_chart_png(report))}\">"
             f"<figcaption>measured rates on the test subset, with 95% Wilson intervals</figcaption></figure>"]
     body += [html_table(t) for t in all_tables(report)]
     if report.notes:

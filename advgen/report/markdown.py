@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from .schema import Report
 from .tables import Table, all_tables, headline
@@ -18,16 +19,18 @@ def md_escape(text: str) -> str:
     return " ".join(text.split())
 
 
-def md_table(table: Table) -> str:
-    """A GitHub-flavoured pipe table with a ``###`` title; an empty table becomes "_none_"."""
+def md_table(table: Table, escape: Callable[[str], str] = md_escape) -> str:
+    """A GitHub-flavoured pipe table with a ``###`` title; an empty table becomes "_none_".
+
+    ``escape`` makes each cell literal; a caller that marks up cells itself passes its own.
+    """
     lines = [f"### {md_escape(table.title)}", ""]
     if not table.rows:
         return "\n".join(lines + ["_none_", ""])
     numeric = table.numeric or [False] * len(table.header)
     lines.append("| " + " | ".join(md_escape(h) for h in table.header) + " |")
     lines.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
-    for row in table.rows:
-        lines.append("| " + " | ".join(md_escape(c) for c in row) + " |")
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in table.rows]
     return "\n".join(lines + [""])
 
 
@@ -38,9 +41,9 @@ def render_markdown(report: Report) -> str:
              f"{md_escape(summary)}; created {md_escape(report.created)}, seed {report.seed}, "
              f"advgen {md_escape(str(report.tool.get('version', '?')))}.", ""]
     failing = [g for g in report.gates if not g.passed]
-    for g in failing:
-        parts.append(f"- **FAIL** `{g.stage}.{g.name} >= {g.threshold:g}`: {md_escape(g.reason)}")
-    if failing:
+    parts += [f"- **FAIL** `{g.stage}.{g.name} >= {g.threshold:g}`: {md_escape(g.reason)}" for g in failing]
+    parts += [f"- **WARNING** {md_escape(w)}" for w in report.warnings()]
+    if failing or report.warnings():
         parts.append("")
     for table in all_tables(report):
         parts.append(md_table(table))

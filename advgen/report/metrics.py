@@ -43,12 +43,23 @@ METRICS: tuple[Metric, ...] = (
     Metric("onepixel", "certified", "one-pixel certified robust", True, gate="onepixel"),
     Metric("onepixel", "vulnerable", "one-pixel vulnerable rate", False),
     Metric("pgd", "robust", "PGD robust accuracy", True, gate="pgd"),
+    Metric("autoattack", "robust", "AutoAttack robust accuracy", True, gate="autoattack"),
+    Metric("autoattack", "worst", "worst-case robust accuracy (PGD and AutoAttack)", True, gate="worst"),
+    Metric("autoattack", "apgd-ce", "AutoAttack part APGD-CE robust", True),
+    Metric("autoattack", "apgd-t", "AutoAttack part APGD-T robust", True),
+    Metric("autoattack", "fab-t", "AutoAttack part FAB-T robust", True),
+    Metric("autoattack", "square", "AutoAttack part Square robust", True),
     Metric("advgan", "robust", "AdvGAN robust accuracy", True, gate="advgan"),
     Metric("advgan", "fooled", "AdvGAN success rate", False, among="correct"),
 )
 
 
 # The helpers read METRICS when called, so a test or plug-in that extends the tuple is seen everywhere.
+
+def metric(key: str) -> Metric:
+    """The metric registered as ``key`` (``pgd.robust``)."""
+    return next(m for m in METRICS if m.key == key)
+
 
 def gate_metrics() -> dict[str, Metric]:
     """Gate name -> the metric it reads: ``{"clean": <clean.correct>, ...}``."""

@@ -18,11 +18,6 @@ REPORT_FILES: dict[str, str] = {"json": "report.json", "md": "report.md", "html"
                                 "junit": "junit.xml"}
 
 
-def render_json(report: Report) -> str:
-    """The canonical ``report.json`` text; the other formats can be re-rendered from it."""
-    return report.to_json()
-
-
 def write_reports(report: Report, out_dir: str | os.PathLike, formats: Iterable[str] = tuple(REPORT_FILES),
                   asset_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Render ``formats`` of ``report`` into ``out_dir``; returns ``{format: path written}``.
@@ -36,7 +31,7 @@ def write_reports(report: Report, out_dir: str | os.PathLike, formats: Iterable[
         raise InputError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(REPORT_FILES)}")
     out = check_writable_dir(out_dir)
     renderers: dict[str, Callable[[], str]] = {
-        "json": lambda: render_json(report),
+        "json": report.to_json,  # the canonical text; the other formats can be re-rendered from it
         "md": lambda: render_markdown(report),
         "html": lambda: render_html(report, asset_dir if asset_dir is not None else out),
         "junit": lambda: render_junit(report),

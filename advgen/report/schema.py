@@ -24,14 +24,16 @@ from typing import Any, ClassVar
 
 from .._version import __version__
 from ..errors import InputError
-from ..stats import Rate
+from ..stats import Rate, paired
 from . import metrics as registry
-from .changes import change
+from .changes import ALPHA, change
 from .fromjson import build
 from .measurement import Measurement
 from .metrics import STAGES, Metric
 
 SCHEMA_VERSION = 2
+#: How far AutoAttack may fall below PGD on the same images before the report warns of gradient masking.
+MASKING_GAP = 0.03
 
 
 def utc_now() -> str:
@@ -94,7 +96,7 @@ class Report:
     passed: bool = True
     notes: list[str] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
-    DERIVED: ClassVar[tuple[str, ...]] = ("changes",)  # written by to_dict, checked by from_dict
+    DERIVED: ClassVar[tuple[str, ...]] = ("changes", "warnings")  # written by to_dict, checked by from_dict
 
     @property
     def final_stage(self) -> str:
@@ -115,6 +117,26 @@ class Report:
         """The registered metrics measured at some stage, in registry order."""
         return [m for m in registry.METRICS if any(self.measurement(s, m) for s in self.stages)]
 
+    def warnings(self) -> list[str]:
+        """Possible gradient masking: a stage where AutoAttack is more than ``MASKING_GAP`` below PGD.
+
+        The gap must also be real: McNemar's exact test on the paired robust flags, p < 0.05, so a
+        single image of a small sample does not raise the alarm.
+        """
+        found = []
+        pgd, aa = registry.metric("pgd.robust"), registry.metric("autoattack.robust")
+        for stage in self.stages:
+            x, y = self.measurement(stage, pgd), self.measurement(stage, aa)
+            if not (x and y and x.images == y.images):
+                continue
+            p, a = x.metric_rate(pgd).value, y.metric_rate(aa).value
+            test = paired(x.flags("robust"), y.flags("robust"))
+            if p - a > MASKING_GAP and test.p < ALPHA:
+                found.append(f"possible gradient masking ({stage}): AutoAttack robust accuracy {a:.4f} is "
+                             f"{100 * (p - a):.1f} points below PGD's {p:.4f} on the same {x.images} images "
+                             f"(McNemar p = {test.p:.2g}), so PGD overstates robustness; trust the worst case")
+        return found
+
     def set_gates(self, gates: list[Gate]) -> "Report":
         """Record evaluated gates and set ``passed`` to whether all of them passed."""
         self.gates = list(gates)
@@ -132,6 +154,7 @@ class Report:
         if "after" in self.stages:
             pairs = {m: (self.measurement("before", m), self.measurement("after", m)) for m in self.shown_metrics()}
             data["changes"] = {m.key: change(m, x, y).to_dict() for m, (x, y) in pairs.items() if x and y}
+        data["warnings"] = self.warnings()
         return data
 
     def to_json(self) -> str:

@@ -27,6 +27,16 @@ class Table:
     numeric: list[bool] = field(default_factory=list)
 
 
+def text_table(table: Table) -> str:
+    """The title, then the table as aligned plain text for terminals (numeric columns right-aligned)."""
+    rows = [table.header, *table.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(table.header))]
+    numeric = table.numeric or [False] * len(widths)
+    lines = ["  ".join(c.rjust(w) if n and k else c.ljust(w) for c, w, n in zip(r, widths, numeric)).rstrip()
+             for k, r in enumerate(rows)]
+    return "\n".join([table.title, *lines])
+
+
 def fmt_fraction(value: float | None) -> str:
     """A fraction with 4 decimals, the precision gates are written in; ``None`` as "not measured"."""
     return NOT_MEASURED if value is None else f"{value:.4f}"

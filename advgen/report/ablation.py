@@ -1,0 +1,160 @@
+"""The ablation's report: each retraining variant's metrics, judged against the clean-only variant.
+
+Every variant retrained the same target with the same recipe and seed on different data, and was
+attacked afresh on the same test images, so each of its per-image outcomes pairs with the clean-only
+variant's: McNemar's exact test says whether a source moved a metric, or whether the change is noise.
+Written as ``ablation.json`` (per-image outcomes, as in ``report.json``), ``ablation.md``,
+``ablation.html`` and ``ablation.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .._version import __version__
+from ..errors import InputError
+from ..files import atomic_write_bytes, atomic_write_text
+from . import metrics as registry
+from .changes import change
+from .fromjson import build
+from .htmlpage import data_uri, html_table
+from .markdown import md_table
+from .measurement import Measurement
+from .metrics import Metric
+from .schema import SCHEMA_VERSION, utc_now
+from .tables import Table, fmt_delta, fmt_p, fmt_rate
+
+BASELINE = "clean-only"
+#: What the ablation table shows, in this order: the metrics a retraining source could move.
+SHOWN = ("clean.correct", "onepixel.vulnerable", "pgd.robust", "autoattack.robust", "autoattack.worst",
+         "advgan.fooled_among_correct")
+FILES = ("ablation.json", "ablation.md", "ablation.html", "ablation.png")
+
+
+@dataclass(kw_only=True)
+class Ablation:
+    """``variants`` maps a variant to the sources it retrained on; ``stages`` maps ``before`` and each
+    variant to its measurements by attack (the variants' are all AFTER measurements)."""
+
+    schema_version: int = SCHEMA_VERSION
+    tool: dict[str, str] = field(default_factory=lambda: {"name": "advgen", "version": __version__})
+    created: str = field(default_factory=utc_now)
+    seed: int | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, list[str]]
+    stages: dict[str, dict[str, Measurement]]
+    timings: dict[str, float] = field(default_factory=dict)
+    DERIVED: ClassVar[tuple[str, ...]] = ("against_baseline",)
+
+    def check(self) -> None:
+        missing = [v for v in [BASELINE, *self.variants] if v not in self.stages]
+        if BASELINE not in self.variants or missing:
+            raise ValueError(f"stages: the {BASELINE} variant and every variant need measurements "
+                             f"(missing: {', '.join(missing) or BASELINE})")
+
+    def metrics(self) -> list[Metric]:
+        """The shown metrics some variant measured."""
+        shown = [registry.metric(key) for key in SHOWN]
+        return [m for m in shown if any(_get(self.stages[v], m) for v in self.variants)]
+
+    def table(self) -> Table:
+        """One row per variant: each metric's rate with count and 95% interval."""
+        metrics = self.metrics()
+        t = Table("Variants (AFTER retraining; each attacked afresh)", ["variant", "sources", *[m.label for m in metrics]],
+                  numeric=[False, False, *[True] * len(metrics)])
+        for name, used in self.variants.items():
+            cells = [_get(self.stages[name], m) for m in metrics]
+            t.rows.append([name, ", ".join(used) or "none",
+                           *[fmt_rate(c.metric_rate(m)) if c else "not measured" for c, m in zip(cells, metrics)]])
+        return t
+
+    def changes_table(self) -> Table:
+        """One row per variant: each metric's change against clean-only, McNemar p, and its effect."""
+        metrics = self.metrics()
+        t = Table(f"Against {BASELINE} (paired McNemar, p < 0.05)", ["variant", *[m.label for m in metrics]],
+                  numeric=[False, *[True] * len(metrics)])
+        base = self.stages[BASELINE]
+        for name in self.variants:
+            if name == BASELINE:
+                continue
+            row = [name]
+            for m in metrics:
+                x, y = _get(base, m), _get(self.stages[name], m)
+                c = change(m, x, y) if x and y else None
+                row.append("" if c is None else
+                           f"{fmt_delta(c.before.value, c.after.value)} (p {fmt_p(c.test and c.test.p)}, {c.effect})")
+            t.rows.append(row)
+        return t
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        base = self.stages[BASELINE]
+        data["against_baseline"] = {
+            name: {m.key: change(m, _get(base, m), _get(self.stages[name], m)).to_dict() for m in self.metrics()
+                   if _get(base, m) and _get(self.stages[name], m)}
+            for name in self.variants if name != BASELINE}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "ablation") -> "Ablation":
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            raise InputError(f"{where}: not an advgen ablation of schema_version {SCHEMA_VERSION}")
+        return build(cls, data, where)
+
+
+def _get(stage: dict[str, Measurement], metric: Metric) -> Measurement | None:
+    m = stage.get(metric.attack)
+    return m if m is not None and m.carries(metric) else None
+
+
+def chart_png(ablation: Ablation) -> bytes:
+    """One panel per metric: each variant's rate with its 95% interval, the clean-only value as a line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics, names = ablation.metrics(), list(ablation.variants)
+    fig = Figure(figsize=(2.6 * max(1, len(metrics)), 0.32 * len(names) + 1.4), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, m in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        for j, name in enumerate(names):
+            got = _get(ablation.stages[name], m)
+            if got is None:
+                continue
+            r = got.metric_rate(m)
+            ax.errorbar([r.value], [j], xerr=[[r.value - r.ci95[0]], [r.ci95[1] - r.value]], fmt="o", ms=3,
+                        color="#1b1f24" if name == BASELINE else "#2b8a3e", elinewidth=0.8, capsize=2)
+        base = _get(ablation.stages[BASELINE], m)
+        if base is not None:
+            ax.axvline(base.metric_rate(m).value, color="#9aa5b1", lw=0.8, ls="--")
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names if i == 0 else [], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(m.label + ("" if m.higher_is_better else " (lower better)"), fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def write(ablation: Ablation, out: Path) -> None:
+    """``ablation.json``, ``.md``, ``.html`` and ``.png`` in ``out``, each written atomically."""
+    png = chart_png(ablation)
+    tables = [ablation.table(), ablation.changes_table()]
+    md = "\n".join([f"## advgen ablation: did the generated data help? (seed {ablation.seed})", "",
+                    *[md_table(t) for t in tables], "![ablation](ablation.png)", ""])
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>advgen ablation</title></head>"
+            "\n<body>\n<h1>advgen ablation: did the generated data help?</h1>\n"
+            + "\n".join(html_table(t) for t in tables)
+            + f"\n<img alt=\"ablation chart\" src=\"{data_uri(png)}\">\n</body>\n</html>\n")
+    atomic_write_bytes(out / "ablation.png", png)
+    atomic_write_text(out / "ablation.md", md)
+    atomic_write_text(out / "ablation.html", page)
+    atomic_write_text(out / "ablation.json", json.dumps(ablation.to_dict(), indent=2, allow_nan=False, default=str)
+                      + "\n")
