@@ -61,7 +61,7 @@ class EvaluateConfig:
     pgd_images: int = 1000
     pgd_eps: float = 0.3
     pgd_steps: int = 40
-    autoattack_images: int = 1000
+    autoattack_images: int = 500
     autoattack_version: str | None = None
     advgan_images: int = 1000
     augment: tuple[str, ...] = DEFAULT_AUGMENT
@@ -244,11 +244,11 @@ class Evaluation:
                         found["pgd"] = measure.pgd(ws, model, test.head(config.pgd_images), config.pgd_eps,
                                                    config.pgd_steps, stage)
                 if config.autoattack_images:
-                    same = found.get("pgd") if config.autoattack_images == config.pgd_images else None
+                    n = min(config.autoattack_images, len(test))
+                    pgd = found["pgd"].outcomes["robust"][:n] if config.pgd_images >= n else None
                     with ws.timer(f"autoattack_{stage}"):
-                        found["autoattack"] = measure.autoattack(
-                            ws, model, test.head(config.autoattack_images), config.autoattack(run.device),
-                            stage, same and same.outcomes["robust"])
+                        found["autoattack"] = measure.autoattack(ws, model, test.head(n),
+                                                                 config.autoattack(run.device), stage, pgd)
                 if config.advgan_images:
                     cfg = gan.AdvGANConfig(eps=config.pgd_eps, seed=config.seed)
                     cfg.epochs = config.advgan_epochs or cfg.epochs

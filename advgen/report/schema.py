@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from .._version import __version__
 from ..errors import InputError
-from ..stats import Rate, paired
+from ..stats import Rate, ones, paired
 from . import metrics as registry
 from .changes import ALPHA, change
 from .fromjson import build
@@ -120,20 +120,22 @@ class Report:
     def warnings(self) -> list[str]:
         """Possible gradient masking: a stage where AutoAttack is more than ``MASKING_GAP`` below PGD.
 
-        The gap must also be real: McNemar's exact test on the paired robust flags, p < 0.05, so a
-        single image of a small sample does not raise the alarm.
+        Both are read on the images both attacked (the first N of the test split). The gap must also
+        be real: McNemar's exact test on the paired robust flags, p < 0.05, so a single image of a
+        small sample does not raise the alarm.
         """
         found = []
         pgd, aa = registry.metric("pgd.robust"), registry.metric("autoattack.robust")
         for stage in self.stages:
             x, y = self.measurement(stage, pgd), self.measurement(stage, aa)
-            if not (x and y and x.images == y.images):
+            if not (x and y):
                 continue
-            p, a = x.metric_rate(pgd).value, y.metric_rate(aa).value
-            test = paired(x.flags("robust"), y.flags("robust"))
+            n = min(x.images, y.images)
+            old, new = x.flags("robust")[:n], y.flags("robust")[:n]
+            p, a, test = ones(old) / max(1, n), ones(new) / max(1, n), paired(old, new)
             if p - a > MASKING_GAP and test.p < ALPHA:
                 found.append(f"possible gradient masking ({stage}): AutoAttack robust accuracy {a:.4f} is "
-                             f"{100 * (p - a):.1f} points below PGD's {p:.4f} on the same {x.images} images "
+                             f"{100 * (p - a):.1f} points below PGD's {p:.4f} on the same {n} images "
                              f"(McNemar p = {test.p:.2g}), so PGD overstates robustness; trust the worst case")
         return found
 
