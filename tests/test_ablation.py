@@ -32,7 +32,7 @@ def done(tmp_path_factory, trained_mlp):
     ckpt = root / "mlp.pt"
     save_checkpoint(ckpt, trained_mlp)
     config = EvaluateConfig(train_images=200, onepixel_images=3, pgd_images=30, pgd_steps=3, autoattack_images=0,
-                            advgan_images=30, advgan_epochs=1, onepixel_train_images=30,
+                            advgan_images=30, advgan_epochs=1, onepixel_train_images=200,
                             retrain=HardenConfig(epochs=1), seed=0)
     result = ablate(config, root / "out", ckpt, used=("onepixel", "pgd", "certified"), device="cpu", quiet=True)
     return root, ckpt, result, config
@@ -80,7 +80,7 @@ def test_resume_reuses_variants_and_refuses_other_settings(done, capsys):
     common = ["evaluate", "--ablation", "--checkpoint", str(ckpt), "--out", str(root / "out"), "--quiet",
               "--device", "cpu", "--train-images", "200", "--onepixel-images", "3", "--pgd-images", "30",
               "--pgd-steps", "3", "--autoattack-images", "0", "--advgan-images", "30", "--advgan-epochs", "1",
-              "--onepixel-train-images", "30", "--augment", "onepixel,pgd,certified"]
+              "--onepixel-train-images", "200", "--augment", "onepixel,pgd,certified"]
     capsys.readouterr()
     assert main(common + ["--retrain-epochs", "2", "--resume"]) == 2
     err = capsys.readouterr().err

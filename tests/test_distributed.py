@@ -159,18 +159,24 @@ def test_world_primitives_over_two_gloo_ranks(tmp_path):
         assert r["same"] == "the rank differs between rank 0 and rank(s) 1"
 
 
-def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
-    """`evaluate` shares its exact searches over two ranks; the report's numbers equal one process's."""
-    opts = ["--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu", "--train-images", "200",
-            "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2", "--autoattack-images", "0",
-            "--advgan-images", "20", "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "20",
-            "--onepixel-train-images", "4", "--retrain-epochs", "1"]
+def evaluate_alone_and_over_two_ranks(opts: list[str], tmp_path: Path) -> tuple[Path, Path]:
+    """`advgen evaluate OPTS` in one process (into tmp/one) and under a two-rank torchrun (tmp/two)."""
     one, two = tmp_path / "one", tmp_path / "two"
     proc = subprocess.run([PYTHON, "-m", "advgen", "evaluate", "--out", str(one), *opts], env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = torchrun(["evaluate", "--out", str(two), *opts], tmp_path / "logs")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return one, two
+
+
+def test_evaluate_under_torchrun_matches_a_single_process(ckpt_path, tmp_path):
+    """`evaluate` shares its exact searches over two ranks; the report's numbers equal one process's."""
+    opts = ["--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu", "--train-images", "200",
+            "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2", "--autoattack-images", "0",
+            "--advgan-images", "20", "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "20",
+            "--onepixel-train-images", "4", "--retrain-epochs", "1"]
+    one, two = evaluate_alone_and_over_two_ranks(opts, tmp_path)
 
     def numbers(out: Path) -> dict:
         report = json.loads((out / "report.json").read_text())
@@ -189,12 +195,7 @@ def test_ablation_under_torchrun_shares_variants_and_matches_a_single_process(ck
     opts = ["--ablation", "--augment", "pgd", "--checkpoint", str(ckpt_path), "--quiet", "--device", "cpu",
             "--train-images", "200", "--onepixel-images", "4", "--pgd-images", "20", "--pgd-steps", "2",
             "--autoattack-images", "0", "--advgan-images", "0", "--retrain-epochs", "1"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    proc = subprocess.run([PYTHON, "-m", "advgen", "evaluate", "--out", str(one), *opts], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = torchrun(["evaluate", "--out", str(two), *opts], tmp_path / "logs")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = evaluate_alone_and_over_two_ranks(opts, tmp_path)
 
     def numbers(out: Path) -> dict:
         found = json.loads((out / "ablation.json").read_text())

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._version import __version__
 from ..errors import InputError
 from ..files import atomic_write_bytes, atomic_write_text
 from . import metrics as registry
@@ -25,7 +24,7 @@ from .htmlpage import data_uri, html_table
 from .markdown import md_table
 from .measurement import Measurement
 from .metrics import Metric
-from .schema import SCHEMA_VERSION, utc_now
+from .schema import SCHEMA_VERSION, Provenance
 from .tables import Table, fmt_delta, fmt_p, fmt_rate
 
 BASELINE = "clean-only"
@@ -36,16 +35,10 @@ FILES = ("ablation.json", "ablation.md", "ablation.html", "ablation.png")
 
 
 @dataclass(kw_only=True)
-class Ablation:
+class Ablation(Provenance):
     """``variants`` maps a variant to the sources it retrained on; ``stages`` maps ``before`` and each
     variant to its measurements by attack (the variants' are all AFTER measurements)."""
 
-    schema_version: int = SCHEMA_VERSION
-    tool: dict[str, str] = field(default_factory=lambda: {"name": "advgen", "version": __version__})
-    created: str = field(default_factory=utc_now)
-    seed: int | None = None
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, list[str]]
     stages: dict[str, dict[str, Measurement]]
     timings: dict[str, float] = field(default_factory=dict)

@@ -74,7 +74,19 @@ class Gate:
 
 
 @dataclass(kw_only=True)
-class Report:
+class Provenance:
+    """Who wrote a result file and when, with which seed, on what machine, under which settings."""
+
+    schema_version: int = SCHEMA_VERSION
+    tool: dict[str, str] = field(default_factory=lambda: {"name": "advgen", "version": __version__})
+    created: str = field(default_factory=utc_now)
+    seed: int | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Report(Provenance):
     """Everything one ``advgen evaluate`` run found; see the module docstring for the conventions.
 
     ``stages["before"]["pgd"]`` is PGD's measurement before retraining; ``"after"`` is absent when no
@@ -83,12 +95,6 @@ class Report:
     ``artifacts`` maps a picture name to a path relative to the report's directory.
     """
 
-    schema_version: int = SCHEMA_VERSION
-    tool: dict[str, str] = field(default_factory=lambda: {"name": "advgen", "version": __version__})
-    created: str = field(default_factory=utc_now)
-    seed: int | None = None
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     stages: dict[str, dict[str, Measurement]]
     augmentation: dict[str, int] = field(default_factory=dict)
