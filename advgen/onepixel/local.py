@@ -166,41 +166,63 @@ class LocalBounds:
                    col: torch.Tensor):
         """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in.
         The window comes and goes as (center, radius), or as end points (lo, hi) for max pooling."""
-        dev = img.device
-        b, c, sh, sw = wc.shape
-        out_top, out_left = step.start[0][row], step.start[1][col]
-        clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, C, Th, Tw)
-        th, tw = clean.shape[2:]
-        # paste the box's window into the tile: window cell (a, b) is tile cell (off_r + a, off_c + b);
-        # cells that fall outside the tile (no output of this window reads them) go to a dropped slot
-        off_r = top + step.padding[0] - out_top * step.stride[0]
-        off_c = left + step.padding[1] - out_left * step.stride[1]
-        tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
-        tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
-        inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]
-        cells = th * tw
-        base = (torch.arange(b * c, device=dev) * cells).view(b, c, 1)  # where each (box, channel) tile starts
-        spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
-        flat = torch.where(spot >= 0, base + spot, b * c * cells).reshape(-1)  # (B * C * sh * sw,)
-        spare = torch.zeros(1, device=dev, dtype=wc.dtype)
-        clean_flat = torch.cat([clean.reshape(-1), spare])
-
-        def paste(under: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-            return under.scatter(0, flat, window.reshape(-1))[:-1].view(b, c, th, tw)
-
         m = step.layer
-        if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here
-            both = _max_pool(torch.cat([paste(clean_flat, wc), paste(clean_flat, wr)]), step)
+        if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here: both over clean tiles
+            both, out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, True], top, left, row, col)
+            b = len(img)
+            both = _max_pool(both, step)
             return both[:b], both[b:], out_top, out_left
-        tc = paste(clean_flat, wc)
-        tr = paste(torch.zeros(b * c * cells + 1, device=dev, dtype=wr.dtype), wr)
-        if isinstance(m, nn.Conv2d):
-            oc = F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
-            orad = F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
-        else:
-            oc = F.avg_pool2d(tc, step.kernel, step.stride, 0)
-            orad = F.avg_pool2d(tr, step.kernel, step.stride, 0)
+        (tc, tr), out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, False], top, left, row, col,
+                                                  stacked=False)
+        oc, orad = affine_tile(step, tc, tr)
         return oc, orad, out_top, out_left
+
+
+def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv or average-pooling layer on unpadded tiles in (center, radius) form."""
+    m = step.layer
+    if isinstance(m, nn.Conv2d):
+        return (F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups),
+                F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups))
+    return F.avg_pool2d(tc, step.kernel, step.stride, 0), F.avg_pool2d(tr, step.kernel, step.stride, 0)
+
+
+def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows: list[torch.Tensor],
+                over_clean: list[bool], top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
+                col: torch.Tensor, stacked: bool = True):
+    """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
+    tile where ``over_clean`` says so, else over zeros (a radius). Returns the tiles, stacked along the batch
+    (``stacked``) or as a list, and the output window's position (out_top, out_left)."""
+    dev = img.device
+    b, c, sh, sw = windows[0].shape
+    out_top, out_left = step.start[0][row], step.start[1][col]
+    clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, C, Th, Tw)
+    th, tw = clean.shape[2:]
+    # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
+    # of this window reads them) go to a dropped slot
+    off_r = top + step.padding[0] - out_top * step.stride[0]
+    off_c = left + step.padding[1] - out_left * step.stride[1]
+    tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
+    tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
+    inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]
+    cells = b * c * th * tw
+    base = (torch.arange(b * c, device=dev) * (th * tw)).view(b, c, 1)  # where each (box, channel) tile starts
+    spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
+    flat = torch.where(spot >= 0, base + spot, cells).reshape(-1)  # (B * C * sh * sw,)
+    # one buffer for every pasted tile (plus a dropped slot each), written in place
+    k = len(windows)
+    buf = torch.empty(k * cells + 1, device=dev, dtype=windows[0].dtype)
+    for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
+        part = buf[i * cells:(i + 1) * cells]
+        if clean_under:
+            part.copy_(clean.reshape(-1))
+        else:
+            part.zero_()
+        # the dropped slot of tile i is the first cell of tile i + 1 (or the spare last cell): paste
+        # tile by tile, in order, so a later copy overwrites whatever an earlier paste dropped there
+        buf[i * cells:].scatter_(0, flat, window.reshape(-1))
+    out = buf[:k * cells].view(k * b, c, th, tw)
+    return (out, out_top, out_left) if stacked else (list(out.split(b)), out_top, out_left)
 
 
 def _max_pool(t: torch.Tensor, step: _Spatial) -> torch.Tensor:
