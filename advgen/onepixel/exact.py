@@ -25,6 +25,7 @@ from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
+from . import linear
 from .clock import Clock
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
@@ -243,12 +244,38 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
 
     acts = plan.prepare(x) if plan is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
+    lines = linear.supported(plan) and LINEAR_POLICY != "none"
     while len(boxes):
+        if mode is Mode.FIRST:
+            boxes = boxes[~done[boxes.img]]
+        if plan is not None and len(boxes):  # bound every box, single levels too: most settle without the model
+            clock = Clock(stats, dev)
+            value, top, cls = _settle_boxes(plan, x, acts, boxes, values, ref, t is not None, batch_size,
+                                            _line_mask(boxes, levels) if lines else None, tol, y)
+            cert = value > tol[boxes.img]
+            # boxes whose every candidate provably lands on one other class (the target, if targeted): flips
+            proven = (top > tol[boxes.img]) & ~cert & ((cls != y[boxes.img]) if t is None else (cls == t[boxes.img]))
+            clock.add("bound_seconds", boxes=len(cert), passes=1)
+            settled = cert | proven
+            mine = own_at(own, boxes)  # the pixel's own level is not a candidate
+            count = boxes.size() - ((mine >= boxes.lo) & (mine <= boxes.hi)).long()
+            pruned += torch.bincount(boxes.img[settled], weights=count[settled].double(), minlength=n).long()
+            if bool(proven.any()):
+                cand = expand_levels(boxes[proven], own)
+                new = cls[proven][cand["box"]]
+                rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], new], 1)
+                if mode is Mode.FIRST:
+                    rows = _first_per_image(rows, (c, h, w, levels))
+                    done[rows[:, 0]] = True
+                found.append(rows)
+            boxes = boxes[~settled]
+            if mode is Mode.FIRST:
+                boxes = boxes[~done[boxes.img]]
         size = boxes.size()
         leaf = size <= leaf_size if plan is not None else torch.ones_like(size, dtype=torch.bool)
-        leaves, rest = boxes[leaf], boxes[~leaf]
-        clock = Clock(stats, dev)
+        leaves = boxes[leaf]
         if len(leaves):
+            clock = Clock(stats, dev)
             cand = expand_levels(leaves, own)
             if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
                 cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
@@ -262,28 +289,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
                 done[rows[:, 0]] = True
             found.append(rows)
             clock.add("dense_seconds", candidates=len(cand["img"]))
-        if len(rest) and mode is Mode.FIRST:
-            rest = rest[~done[rest.img]]
-        if not len(rest):
-            break
-        value, top, cls = _settle_boxes(plan, x, acts, rest, values, ref, t is not None, batch_size)
-        cert = value > tol[rest.img]
-        # boxes whose every candidate provably lands on one other class (the target, if targeted): flips
-        proven = (top > tol[rest.img]) & ~cert & ((cls != y[rest.img]) if t is None else (cls == t[rest.img]))
-        clock.add("bound_seconds", boxes=len(cert), passes=1)
-        settled = cert | proven
-        mine = own_at(own, rest)  # the pixel's own level is not a candidate
-        count = rest.size() - ((mine >= rest.lo) & (mine <= rest.hi)).long()
-        pruned += torch.bincount(rest.img[settled], weights=count[settled].double(), minlength=n).long()
-        if bool(proven.any()):
-            cand = expand_levels(rest[proven], own)
-            new = cls[proven][cand["box"]]
-            rows = torch.stack([cand["img"], cand["ch"], cand["row"], cand["col"], cand["level"], new], 1)
-            if mode is Mode.FIRST:
-                rows = _first_per_image(rows, (c, h, w, levels))
-                done[rows[:, 0]] = True
-            found.append(rows)
-        boxes = rest[~settled].bisect()
+        boxes = boxes[~leaf].bisect()
 
     flips = torch.cat(found) if found else torch.zeros(0, 6, dtype=torch.long, device=dev)
     flips = flips[torch.argsort(_key(flips, (c, h, w, levels)))].cpu()
@@ -356,15 +362,61 @@ def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | No
     return _settle_boxes(plan, x, acts, boxes, values, ref, targeted, batch_size)[0]
 
 
+LINEAR_POLICY = "split"  # which boxes get linear bounds: none, all, split (all but whole ranges), retry
+
+
+def _line_mask(boxes: Boxes, levels: int) -> torch.Tensor | None:
+    """Which boxes get the linear bound of :mod:`.linear` first (the rest: intervals)."""
+    if LINEAR_POLICY == "all":
+        return torch.ones(len(boxes), dtype=torch.bool, device=boxes.img.device)
+    if LINEAR_POLICY == "split":
+        size = boxes.size()
+        return (size < levels) & (size > 1)
+    return None  # retry: intervals first, lines where they fail
+
+
 def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
-                  values: torch.Tensor, ref: torch.Tensor, targeted: bool,
-                  batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
+                  lines: torch.Tensor | None = None, tol: torch.Tensor | None = None,
+                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
     :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class), the
-    latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip)."""
+    latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip).
+    ``lines`` (B,) marks the boxes bounded by :mod:`.linear` instead of intervals."""
     out = torch.empty(len(boxes), device=x.device)
     top = torch.full((len(boxes),), -torch.inf, device=x.device)
     cls = torch.zeros(len(boxes), dtype=torch.long, device=x.device)
+    if lines is None and LINEAR_POLICY == "retry" and tol is not None and linear.supported(plan):
+        _interval_settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
+        cert = out > tol[boxes.img]
+        proven = (top > tol[boxes.img]) & ~cert & ((cls != y[boxes.img]) if not targeted else (cls == ref[boxes.img]))
+        again = torch.nonzero(~(cert | proven)).flatten()
+        if len(again):
+            o, tp, cl = (torch.empty(len(again), device=x.device), torch.full((len(again),), -torch.inf, device=x.device),
+                         torch.zeros(len(again), dtype=torch.long, device=x.device))
+            _line_settle(plan, acts, boxes[again], values, ref, targeted, batch_size, o, tp, cl)
+            out[again], top[again], cls[again] = o, tp, cl
+        return out, top, cls
+    if lines is None:
+        _interval_settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
+        return out, top, cls
+    for mask, settle in ((~lines, _interval_settle), (lines, _line_settle)):
+        idx = torch.nonzero(mask).flatten()
+        if not len(idx):
+            continue
+        o, tp, cl = (torch.empty(len(idx), device=x.device), torch.full((len(idx),), -torch.inf, device=x.device),
+                     torch.zeros(len(idx), dtype=torch.long, device=x.device))
+        if settle is _interval_settle:
+            settle(plan, x, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
+        else:
+            settle(plan, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
+        out[idx], top[idx], cls[idx] = o, tp, cl
+    return out, top, cls
+
+
+def _interval_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
+                     values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
+                     out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
     for s in range(0, len(out), batch_size):
         b = boxes[s:s + batch_size]
         lo, hi = values[b.lo], values[b.hi]
@@ -377,8 +429,20 @@ def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | N
         open_ = torch.nonzero(value <= 0).flatten()
         if len(open_):
             top[s + open_], cls[s + open_] = dominant_class(plan, c[open_], r[open_])
-    return out, top, cls
 
+
+def _line_settle(plan: BoundPlan, acts: list[torch.Tensor], boxes: Boxes, values: torch.Tensor, ref: torch.Tensor,
+                 targeted: bool, batch_size: int, out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
+    step = max(1, batch_size // 2)  # two rows per box, one per end
+    for s in range(0, len(out), step):
+        b = boxes[s:s + step]
+        c, r = linear.pixel_lines(plan, acts, b.img, b.ch, b.row, b.col, values[b.lo], values[b.hi])
+        value = linear.line_margin(plan, c, r, ref[b.img], targeted)
+        out[s:s + step] = value
+        open_ = torch.nonzero(value <= 0).flatten()
+        if len(open_):
+            both = torch.cat([open_, open_ + len(b)])
+            top[s + open_], cls[s + open_] = linear.line_dominant(plan, c[both], r[both])
 
 
 def _key(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:

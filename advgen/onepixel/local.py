@@ -149,6 +149,14 @@ class LocalBounds:
                 wc, wr = propagate([step], wc, wr)
         if ends:
             wc, wr = (wr + wc) / 2, (wr - wc) / 2
+        c, r = self.finish(acts, img, wc, wr, top, left)
+        return propagate(self.rest, c, r)
+
+    def finish(self, acts: list[torch.Tensor], img: torch.Tensor, wc: torch.Tensor, wr: torch.Tensor,
+               top: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows (B, C, sh, sw) at (top, left) of the windowed layers' output, in (center, radius)
+        form, pasted into the clean map: the box (center, radius) on the input of :attr:`rest`."""
+        b = len(img)
         full_c = _rows(acts[-1], img, 1)  # a copy
         full_r = torch.zeros_like(full_c)
         c_out, h, w = full_c.shape[1:]
@@ -159,7 +167,7 @@ class LocalBounds:
         flat = ((chs * h + rr) * w + cc).reshape(b, -1)
         full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
         full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
-        return propagate(self.rest, full_c, full_r)
+        return full_c, full_r
 
     def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
