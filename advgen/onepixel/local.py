@@ -90,7 +90,8 @@ class LocalBounds:
 
     def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
-        read, (n, starts_h, starts_w, C, Th, Tw), cut once from the padded input; last, the prefix output."""
+        read, (n, starts_h, starts_w, Th, Tw, C) (channels last: a window is pasted cell by cell, each cell
+        one contiguous run of channels), cut once from the padded input; last, the prefix output."""
         acts, a = [], x
         for step in self.steps:
             if isinstance(step, _Spatial):
@@ -98,7 +99,7 @@ class LocalBounds:
                 padded = F.pad(a, (pw, pw, ph, ph), value=step.pad_value)
                 th, tw = (self._tile(step, 0), self._tile(step, 1))
                 tiles = padded.unfold(2, th, step.stride[0]).unfold(3, tw, step.stride[1])
-                acts.append(tiles.permute(0, 2, 3, 1, 4, 5).contiguous())
+                acts.append(tiles.permute(0, 2, 3, 4, 5, 1).contiguous())
                 a = step.layer(a)
             else:
                 a = propagate([step], a, torch.zeros_like(a))[0]  # the rule's center: eval statistics
@@ -116,15 +117,15 @@ class LocalBounds:
         b = len(img)
         rows_b = torch.arange(b, device=img.device)
         first = self.steps[0]
-        c_in = acts[0].shape[3]
+        c_in = acts[0].shape[5]
         # the window on the input: all channels of the one pixel, clean except the varying channel;
         # read from the tile of the first layer's output window that contains the pixel
         top0, left0 = first.start[0][row], first.start[1][col]
         ti = row + first.padding[0] - top0 * first.stride[0]
         tj = col + first.padding[1] - left0 * first.stride[1]
         # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
-        th, tw = acts[0].shape[4:]
-        wc = acts[0][img, top0, left0][rows_b, :, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
+        th, tw = acts[0].shape[3:5]
+        wc = acts[0][img, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
         wc[rows_b, ch, 0, 0] = mid
         wr = torch.zeros_like(wc)
         wr[rows_b, ch, 0, 0] = half
@@ -199,37 +200,35 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
                 over_clean: list[bool], top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                 col: torch.Tensor, stacked: bool = True):
     """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
-    tile where ``over_clean`` says so, else over zeros (a radius). Returns the tiles, stacked along the batch
-    (``stacked``) or as a list, and the output window's position (out_top, out_left)."""
+    tile where ``over_clean`` says so, else over zeros (a radius). Returns the (B, C, Th, Tw) tiles (channels
+    last in memory), stacked along the batch (``stacked``) or as a list, and the output window's position
+    (out_top, out_left)."""
     dev = img.device
     b, c, sh, sw = windows[0].shape
     out_top, out_left = step.start[0][row], step.start[1][col]
-    clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, C, Th, Tw)
-    th, tw = clean.shape[2:]
+    clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, Th, Tw, C)
+    th, tw = clean.shape[1:3]
     # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
-    # of this window reads them) go to a dropped slot
+    # of this window reads them) go to a spare last row of the buffer
     off_r = top + step.padding[0] - out_top * step.stride[0]
     off_c = left + step.padding[1] - out_left * step.stride[1]
     tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
     tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
-    inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]
-    cells = b * c * th * tw
-    base = (torch.arange(b * c, device=dev) * (th * tw)).view(b, c, 1)  # where each (box, channel) tile starts
-    spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
-    flat = torch.where(spot >= 0, base + spot, cells).reshape(-1)  # (B * C * sh * sw,)
-    # one buffer for every pasted tile (plus a dropped slot each), written in place
+    inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]  # (B, sh, sw)
+    ri = tr_.clamp(0, th - 1)[:, :, None].expand(b, sh, sw)
+    ci = tc_.clamp(0, tw - 1)[:, None, :].expand(b, sh, sw)
     k = len(windows)
-    buf = torch.empty(k * cells + 1, device=dev, dtype=windows[0].dtype)
+    box = torch.arange(b, device=dev)[:, None, None]
+    buf = torch.empty(k * b + 1, th, tw, c, device=dev, dtype=windows[0].dtype)
     for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
-        part = buf[i * cells:(i + 1) * cells]
+        part = buf[i * b:(i + 1) * b]
         if clean_under:
-            part.copy_(clean.reshape(-1))
+            part.copy_(clean)
         else:
             part.zero_()
-        # the dropped slot of tile i is the first cell of tile i + 1 (or the spare last cell): paste
-        # tile by tile, in order, so a later copy overwrites whatever an earlier paste dropped there
-        buf[i * cells:].scatter_(0, flat, window.reshape(-1))
-    out = buf[:k * cells].view(k * b, c, th, tw)
+        bi = torch.where(inside, box + i * b, k * b)
+        buf.index_put_((bi, ri, ci), window.permute(0, 2, 3, 1))
+    out = buf[:k * b].permute(0, 3, 1, 2)
     return (out, out_top, out_left) if stacked else (list(out.split(b)), out_top, out_left)
 
 
