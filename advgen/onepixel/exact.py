@@ -25,7 +25,7 @@ from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
-from . import linear
+from . import linear as linear_bounds
 from .clock import Clock
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
 from .result import OnePixelResult
@@ -81,7 +81,7 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
            stats: dict | None = None, locality: bool = True, threads: int | None = 1,
-           joint_channels: bool = False) -> list[OnePixelResult]:
+           joint_channels: bool = False, linear: bool = True) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
@@ -101,6 +101,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     the search 3-9x slower (measured on 2 busy cores); one thread degrades gracefully.
     ``joint_channels``: a candidate is a whole colour at one location, every channel at once (the
     threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_group`.
+    ``linear``: where interval bounds fail, try the linear bounds of :mod:`.linear` (CNNs of convolutions,
+    ReLU and pooling; same answer, fewer boxes and model runs); False keeps to intervals.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
@@ -138,7 +140,7 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
             plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality and not joint_channels)
             if plan is None:
                 _warn_dense(why, model, images, labels, levels, dev, batch_size)
-        attack_group = _attack_group
+        attack_group = partial(_attack_group, use_lines=linear)
         if joint_channels:  # every channel of a location together: colour boxes
             from .joint import attack_group as joint_group
 
@@ -224,8 +226,9 @@ def _parse_targets(targets: torch.Tensor | int | None, labels: torch.Tensor, n: 
 @torch.no_grad()
 def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: torch.Tensor,
                   t: torch.Tensor | None, levels: int, mode: Mode, batch_size: int, leaf_size: int,
-                  indices: list[int], stats: dict | None = None) -> list[OnePixelResult]:
-    """Attack a few images together; each image's outcome does not depend on its group-mates."""
+                  indices: list[int], stats: dict | None = None, use_lines: bool = True) -> list[OnePixelResult]:
+    """Attack a few images together; each image's outcome does not depend on its group-mates.
+    ``use_lines``: linear bounds (:mod:`.linear`) where intervals fail, when the plan supports them."""
     start = time.perf_counter()
     dev = x.device
     n, c, h, w = x.shape
@@ -244,7 +247,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
 
     acts = plan.prepare(x) if plan is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
-    lines = linear.supported(plan) and LINEAR_POLICY != "none"
+    lines = use_lines and linear_bounds.supported(plan)
     while len(boxes):
         if mode is Mode.FIRST:
             boxes = boxes[~done[boxes.img]]
@@ -362,56 +365,57 @@ def _bound_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | No
     return _settle_boxes(plan, x, acts, boxes, values, ref, targeted, batch_size)[0]
 
 
-LINEAR_POLICY = "split"  # which boxes get linear bounds: none, all, split (all but whole ranges), retry
-
-
-def _line_mask(boxes: Boxes, levels: int) -> torch.Tensor | None:
-    """Which boxes get the linear bound of :mod:`.linear` first (the rest: intervals)."""
-    if LINEAR_POLICY == "all":
-        return torch.ones(len(boxes), dtype=torch.bool, device=boxes.img.device)
-    if LINEAR_POLICY == "split":
-        size = boxes.size()
-        return (size < levels) & (size > 1)
-    return None  # retry: intervals first, lines where they fail
+def _line_mask(boxes: Boxes, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which boxes get the linear bound of :mod:`.linear` at once, and which only where intervals leave them
+    open, as (B,) masks: split boxes at once, whole ranges after intervals, single levels never (there
+    intervals are exact). Measured on the default CNN (100 MNIST test images): intervals settle 86% of whole
+    ranges at a third of the cost of lines, and lines settle nearly all the rest; below the whole range,
+    lines need 2-5x fewer boxes on vulnerable images (114k -> 21.5k on one image at a decision boundary)."""
+    size = boxes.size()
+    multi = size > 1
+    return multi & (size < levels), size == levels
 
 
 def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                   values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
-                  lines: torch.Tensor | None = None, tol: torch.Tensor | None = None,
+                  lines: tuple[torch.Tensor, torch.Tensor] | None = None, tol: torch.Tensor | None = None,
                   y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
     :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class), the
     latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip).
-    ``lines`` (B,) marks the boxes bounded by :mod:`.linear` instead of intervals."""
+    ``lines`` = (first, retry) (B,) masks: boxes bounded by :mod:`.linear` instead of intervals, and boxes
+    bounded by it again where intervals settle neither way (needs ``tol`` and the labels ``y``)."""
     out = torch.empty(len(boxes), device=x.device)
     top = torch.full((len(boxes),), -torch.inf, device=x.device)
     cls = torch.zeros(len(boxes), dtype=torch.long, device=x.device)
-    if lines is None and LINEAR_POLICY == "retry" and tol is not None and linear.supported(plan):
-        _interval_settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
+    first, retry = lines if lines is not None else (None, None)
+    at_once = torch.nonzero(first).flatten() if first is not None else None
+    by_intervals = torch.nonzero(~first).flatten() if first is not None else None
+    _into(_interval_settle, plan, x, acts, boxes, by_intervals, values, ref, targeted, batch_size, out, top, cls)
+    if retry is not None and bool(retry.any()):
         cert = out > tol[boxes.img]
         proven = (top > tol[boxes.img]) & ~cert & ((cls != y[boxes.img]) if not targeted else (cls == ref[boxes.img]))
-        again = torch.nonzero(~(cert | proven)).flatten()
-        if len(again):
-            o, tp, cl = (torch.empty(len(again), device=x.device), torch.full((len(again),), -torch.inf, device=x.device),
-                         torch.zeros(len(again), dtype=torch.long, device=x.device))
-            _line_settle(plan, acts, boxes[again], values, ref, targeted, batch_size, o, tp, cl)
-            out[again], top[again], cls[again] = o, tp, cl
-        return out, top, cls
-    if lines is None:
-        _interval_settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
-        return out, top, cls
-    for mask, settle in ((~lines, _interval_settle), (lines, _line_settle)):
-        idx = torch.nonzero(mask).flatten()
-        if not len(idx):
-            continue
-        o, tp, cl = (torch.empty(len(idx), device=x.device), torch.full((len(idx),), -torch.inf, device=x.device),
-                     torch.zeros(len(idx), dtype=torch.long, device=x.device))
-        if settle is _interval_settle:
-            settle(plan, x, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
-        else:
-            settle(plan, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
-        out[idx], top[idx], cls[idx] = o, tp, cl
+        again = torch.nonzero(retry & ~first & ~cert & ~proven).flatten()
+        at_once = torch.cat([at_once, again])
+    if at_once is not None and len(at_once):
+        _into(_line_settle, plan, x, acts, boxes, at_once, values, ref, targeted, batch_size, out, top, cls)
     return out, top, cls
+
+
+def _into(settle: Callable, plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
+          idx: torch.Tensor | None, values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
+          out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
+    """``settle`` on the boxes ``idx`` (None: all), its results written into ``out``, ``top``, ``cls``."""
+    if idx is None:
+        settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
+        return
+    if not len(idx):
+        return
+    dev = x.device
+    o, tp, cl = (torch.empty(len(idx), device=dev), torch.full((len(idx),), -torch.inf, device=dev),
+                 torch.zeros(len(idx), dtype=torch.long, device=dev))
+    settle(plan, x, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
+    out[idx], top[idx], cls[idx] = o, tp, cl
 
 
 def _interval_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
@@ -431,18 +435,19 @@ def _interval_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] 
             top[s + open_], cls[s + open_] = dominant_class(plan, c[open_], r[open_])
 
 
-def _line_settle(plan: BoundPlan, acts: list[torch.Tensor], boxes: Boxes, values: torch.Tensor, ref: torch.Tensor,
-                 targeted: bool, batch_size: int, out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
+def _line_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor], boxes: Boxes, values: torch.Tensor,
+                 ref: torch.Tensor, targeted: bool, batch_size: int, out: torch.Tensor, top: torch.Tensor,
+                 cls: torch.Tensor) -> None:
     step = max(1, batch_size // 2)  # two rows per box, one per end
     for s in range(0, len(out), step):
         b = boxes[s:s + step]
-        c, r = linear.pixel_lines(plan, acts, b.img, b.ch, b.row, b.col, values[b.lo], values[b.hi])
-        value = linear.line_margin(plan, c, r, ref[b.img], targeted)
+        c, r = linear_bounds.pixel_lines(plan, acts, b.img, b.ch, b.row, b.col, values[b.lo], values[b.hi])
+        value = linear_bounds.line_margin(plan, c, r, ref[b.img], targeted)
         out[s:s + step] = value
         open_ = torch.nonzero(value <= 0).flatten()
         if len(open_):
             both = torch.cat([open_, open_ + len(b)])
-            top[s + open_], cls[s + open_] = linear.line_dominant(plan, c[both], r[both])
+            top[s + open_], cls[s + open_] = linear_bounds.line_dominant(plan, c[both], r[both])
 
 
 def _key(rows: torch.Tensor, dims: tuple[int, int, int, int]) -> torch.Tensor:
