@@ -253,15 +253,16 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
             boxes = boxes[~done[boxes.img]]
         if plan is not None and len(boxes):  # bound every box, single levels too: most settle without the model
             clock = Clock(stats, dev)
+            mine = own_at(own, boxes)  # the pixel's own level is not a candidate
+            clean_inside = (mine >= boxes.lo) & (mine <= boxes.hi)
             value, top, cls = _settle_boxes(plan, x, acts, boxes, values, ref, t is not None, batch_size,
-                                            _line_mask(boxes, levels) if lines else None, tol, y)
+                                            _line_mask(boxes, levels) if lines else None, tol, y, ~clean_inside)
             cert = value > tol[boxes.img]
             # boxes whose every candidate provably lands on one other class (the target, if targeted): flips
             proven = (top > tol[boxes.img]) & ~cert & ((cls != y[boxes.img]) if t is None else (cls == t[boxes.img]))
             clock.add("bound_seconds", boxes=len(cert), passes=1)
             settled = cert | proven
-            mine = own_at(own, boxes)  # the pixel's own level is not a candidate
-            count = boxes.size() - ((mine >= boxes.lo) & (mine <= boxes.hi)).long()
+            count = boxes.size() - clean_inside.long()
             pruned += torch.bincount(boxes.img[settled], weights=count[settled].double(), minlength=n).long()
             if bool(proven.any()):
                 cand = expand_levels(boxes[proven], own)
@@ -379,48 +380,55 @@ def _line_mask(boxes: Boxes, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _settle_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                   values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
                   lines: tuple[torch.Tensor, torch.Tensor] | None = None, tol: torch.Tensor | None = None,
-                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  y: torch.Tensor | None = None,
+                  flippable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per box, in chunks: the certificate value (> tol: no candidate in it succeeds), and the
     :func:`.bounds.dominant_class` value and class (> tol: every candidate in it is that class), the
     latter only where the certificate is <= 0 (elsewhere -inf: a box that may be safe is no flip).
     ``lines`` = (first, retry) (B,) masks: boxes bounded by :mod:`.linear` instead of intervals, and boxes
-    bounded by it again where intervals settle neither way (needs ``tol`` and the labels ``y``)."""
+    bounded by it again where intervals settle neither way (needs ``tol`` and the labels ``y``).
+    ``flippable`` (B,): where False the dominant class is not sought. A box holding the clean image (the
+    pixel's own level) is one: the clean image is classified as its label, so no other class can beat
+    it everywhere in the box (and targeted, the target cannot), and the work would be wasted."""
     out = torch.empty(len(boxes), device=x.device)
     top = torch.full((len(boxes),), -torch.inf, device=x.device)
     cls = torch.zeros(len(boxes), dtype=torch.long, device=x.device)
     first, retry = lines if lines is not None else (None, None)
     at_once = torch.nonzero(first).flatten() if first is not None else None
     by_intervals = torch.nonzero(~first).flatten() if first is not None else None
-    _into(_interval_settle, plan, x, acts, boxes, by_intervals, values, ref, targeted, batch_size, out, top, cls)
+    flippable = torch.ones(len(boxes), dtype=torch.bool, device=x.device) if flippable is None else flippable
+    _into(_interval_settle, plan, x, acts, boxes, by_intervals, values, ref, targeted, batch_size, out, top, cls,
+          flippable)
     if retry is not None and bool(retry.any()):
         cert = out > tol[boxes.img]
         proven = (top > tol[boxes.img]) & ~cert & ((cls != y[boxes.img]) if not targeted else (cls == ref[boxes.img]))
         again = torch.nonzero(retry & ~first & ~cert & ~proven).flatten()
         at_once = torch.cat([at_once, again])
     if at_once is not None and len(at_once):
-        _into(_line_settle, plan, x, acts, boxes, at_once, values, ref, targeted, batch_size, out, top, cls)
+        _into(_line_settle, plan, x, acts, boxes, at_once, values, ref, targeted, batch_size, out, top, cls,
+              flippable)
     return out, top, cls
 
 
 def _into(settle: Callable, plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
           idx: torch.Tensor | None, values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
-          out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
+          out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor, flippable: torch.Tensor) -> None:
     """``settle`` on the boxes ``idx`` (None: all), its results written into ``out``, ``top``, ``cls``."""
     if idx is None:
-        settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls)
+        settle(plan, x, acts, boxes, values, ref, targeted, batch_size, out, top, cls, flippable)
         return
     if not len(idx):
         return
     dev = x.device
     o, tp, cl = (torch.empty(len(idx), device=dev), torch.full((len(idx),), -torch.inf, device=dev),
                  torch.zeros(len(idx), dtype=torch.long, device=dev))
-    settle(plan, x, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl)
+    settle(plan, x, acts, boxes[idx], values, ref, targeted, batch_size, o, tp, cl, flippable[idx])
     out[idx], top[idx], cls[idx] = o, tp, cl
 
 
 def _interval_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, boxes: Boxes,
                      values: torch.Tensor, ref: torch.Tensor, targeted: bool, batch_size: int,
-                     out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor) -> None:
+                     out: torch.Tensor, top: torch.Tensor, cls: torch.Tensor, flippable: torch.Tensor) -> None:
     for s in range(0, len(out), batch_size):
         b = boxes[s:s + batch_size]
         lo, hi = values[b.lo], values[b.hi]
@@ -430,21 +438,21 @@ def _interval_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] 
         c, r = pixel_boxes(plan, x, acts, b.img, b.ch, b.row, b.col, mid, half)
         value = margin_bound(plan, c, r, ref[b.img], targeted)
         out[s:s + batch_size] = value
-        open_ = torch.nonzero(value <= 0).flatten()
+        open_ = torch.nonzero((value <= 0) & flippable[s:s + batch_size]).flatten()
         if len(open_):
             top[s + open_], cls[s + open_] = dominant_class(plan, c[open_], r[open_])
 
 
 def _line_settle(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor], boxes: Boxes, values: torch.Tensor,
                  ref: torch.Tensor, targeted: bool, batch_size: int, out: torch.Tensor, top: torch.Tensor,
-                 cls: torch.Tensor) -> None:
+                 cls: torch.Tensor, flippable: torch.Tensor) -> None:
     step = max(1, batch_size // 2)  # two rows per box, one per end
     for s in range(0, len(out), step):
         b = boxes[s:s + step]
         c, r = linear_bounds.pixel_lines(plan, acts, b.img, b.ch, b.row, b.col, values[b.lo], values[b.hi])
         value = linear_bounds.line_margin(plan, c, r, ref[b.img], targeted)
         out[s:s + step] = value
-        open_ = torch.nonzero(value <= 0).flatten()
+        open_ = torch.nonzero((value <= 0) & flippable[s:s + step]).flatten()
         if len(open_):
             both = torch.cat([open_, open_ + len(b)])
             top[s + open_], cls[s + open_] = linear_bounds.line_dominant(plan, c[both], r[both])

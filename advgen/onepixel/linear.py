@@ -112,8 +112,8 @@ def pixel_lines(plan: BoundPlan, acts: list[torch.Tensor], img: torch.Tensor, ch
             wc, wr = propagate([step], wc, wr)
     if ends:
         wc, wr = (wr + wc) / 2, (wr - wc) / 2
-    c, r = local.finish(acts, img2, wc, wr, top, left)
-    for m in local.rest:
+    c, r, rest = local.finish(acts, img2, wc, wr, top, left)
+    for m in rest:
         if isinstance(m, nn.ReLU):
             lo, hi = _relu(c - r, c + r, b)
             c, r = (hi + lo) / 2, (hi - lo) / 2

@@ -87,6 +87,27 @@ class LocalBounds:
                 widths.append(width)
                 lo[a], hi[a], sizes[a] = o_min, o_max, n_out
             step.start, step.size = (starts[0], starts[1]), (widths[0], widths[1])
+        self.tiles = sum(isinstance(st, _Spatial) for st in self.steps)  # acts[self.tiles]: the prefix output
+        self.fold: nn.Linear | None = None
+        self._fold_cache: tuple | None = None
+        if self.useful and self._foldable(body[:k], input_shape, device):
+            self.fold = self.rest[1]
+
+    def _foldable(self, windowed: list[nn.Module], input_shape: tuple[int, int, int], device: torch.device) -> bool:
+        """Whether the layers left start with Flatten then Linear, which :meth:`finish` applies on the window."""
+        if len(self.rest) < 2 or not isinstance(self.rest[0], nn.Flatten) or not isinstance(self.rest[1], nn.Linear):
+            return False
+        if self.rest[0].start_dim != 1 or self.rest[0].end_dim not in (-1, 3):
+            return False
+        with torch.no_grad():
+            probe = torch.zeros(1, *input_shape, device=device)
+            for m in windowed:
+                probe = propagate([m], probe, torch.zeros_like(probe))[0]
+        c, h, w = probe.shape[1:]
+        sh, sw = [st for st in self.steps if isinstance(st, _Spatial)][-1].size
+        self.map_shape, self.window = (c, h, w), (sh, sw)
+        self.positions = (h - sh + 1, w - sw + 1)
+        return self.rest[1].in_features == c * h * w
 
     def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
@@ -104,7 +125,29 @@ class LocalBounds:
             else:
                 a = propagate([step], a, torch.zeros_like(a))[0]  # the rule's center: eval statistics
         acts.append(a)
+        if self.fold is not None:
+            acts.extend(self._fold_tables(a))
         return acts
+
+    def _fold_tables(self, out: torch.Tensor) -> list[torch.Tensor]:
+        """For :meth:`finish`: the folded Linear's clean output per image (n, O), and its weight cut into one
+        block per window position, (P, C * sh * sw, O), plain and absolute. Rebuilt (differentiable) while
+        training; in the exact search kept until the weight changes (its version counter moves)."""
+        m = self.fold
+        clean = F.linear(out.flatten(1), m.weight, m.bias)
+        training = torch.is_grad_enabled() and m.weight.requires_grad
+        key = (m.weight.data_ptr(), m.weight._version)
+        if not training and self._fold_cache is not None and self._fold_cache[0] == key:
+            return [clean, *self._fold_cache[1]]
+        (c, h, w), (sh, sw) = self.map_shape, self.window
+        o = m.weight.shape[0]
+        blocks = m.weight.view(o, c, h, w).unfold(2, sh, 1).unfold(3, sw, 1)  # (O, C, H', W', sh, sw)
+        blocks = blocks.permute(2, 3, 1, 4, 5, 0).reshape(-1, c * sh * sw, o)
+        tables = [blocks, blocks.abs()]
+        if not training:
+            tables = [t.detach().contiguous() for t in tables]
+            self._fold_cache = (key, tables)
+        return [clean, *tables]
 
     @staticmethod
     def _tile(step: _Spatial, axis: int) -> int:
@@ -150,25 +193,48 @@ class LocalBounds:
                 wc, wr = propagate([step], wc, wr)
         if ends:
             wc, wr = (wr + wc) / 2, (wr - wc) / 2
-        c, r = self.finish(acts, img, wc, wr, top, left)
-        return propagate(self.rest, c, r)
+        c, r, rest = self.finish(acts, img, wc, wr, top, left)
+        return propagate(rest, c, r)
 
     def finish(self, acts: list[torch.Tensor], img: torch.Tensor, wc: torch.Tensor, wr: torch.Tensor,
-               top: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               top: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[nn.Module]]:
         """The windows (B, C, sh, sw) at (top, left) of the windowed layers' output, in (center, radius)
-        form, pasted into the clean map: the box (center, radius) on the input of :attr:`rest`."""
+        form, joined to the clean map: the box (center, radius) on the input of the layers left, returned
+        with it. A Flatten then Linear there is applied on the window alone (:attr:`fold`): the clean output
+        plus the window's change through that position's block of the weight, the radius through the
+        block's absolute values, as on the full map but with no full map (6x fewer products on the CNN)."""
         b = len(img)
-        full_c = _rows(acts[-1], img, 1)  # a copy
-        full_r = torch.zeros_like(full_c)
-        c_out, h, w = full_c.shape[1:]
+        out = acts[self.tiles]
+        c_out, h, w = out.shape[1:]
         sh, sw = wc.shape[2:]
-        rr = (top[:, None] + torch.arange(sh, device=img.device))[:, None, :, None]
-        cc = (left[:, None] + torch.arange(sw, device=img.device))[:, None, None, :]
-        chs = torch.arange(c_out, device=img.device)[None, :, None, None]
-        flat = ((chs * h + rr) * w + cc).reshape(b, -1)
-        full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
-        full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
-        return full_c, full_r
+        dev = img.device
+        rr = (top[:, None] + torch.arange(sh, device=dev))[:, None, :, None]
+        cc = (left[:, None] + torch.arange(sw, device=dev))[:, None, None, :]
+        chs = torch.arange(c_out, device=dev)[None, :, None, None]
+        flat = ((chs * h + rr) * w + cc).reshape(b, -1)  # (B, C * sh * sw) cells of the map
+        if self.fold is None:
+            full_c = _rows(out, img, 1)  # a copy
+            full_r = torch.zeros_like(full_c)
+            full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
+            full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
+            return full_c, full_r, self.rest
+        clean_head, blocks, blocks_abs = acts[self.tiles + 1:self.tiles + 4]
+        clean_win = out.reshape(-1)[(img * (c_out * h * w))[:, None] + flat]  # (B, C * sh * sw)
+        delta = wc.reshape(b, -1) - clean_win
+        pos = top * self.positions[1] + left  # (B,) window position
+        order = torch.argsort(pos)
+        counts = torch.bincount(pos, minlength=len(blocks)).tolist()
+        dc, dr = delta.index_select(0, order), wr.reshape(b, -1).index_select(0, order)
+        parts_c, parts_r, s = [], [], 0
+        for p, n_p in enumerate(counts):
+            if n_p:
+                parts_c.append(dc[s:s + n_p] @ blocks[p])
+                parts_r.append(dr[s:s + n_p] @ blocks_abs[p])
+                s += n_p
+        back = torch.argsort(order)
+        c = clean_head.index_select(0, img) + torch.cat(parts_c).index_select(0, back)
+        r = torch.cat(parts_r).index_select(0, back)
+        return c, r, self.rest[2:]
 
     def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
