@@ -52,7 +52,7 @@ def supported(plan: BoundPlan | None) -> bool:
 def _relu(lo: torch.Tensor, hi: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     """End values (2B, ...) of the lines around ``relu``: the chord above, the middle tangent below."""
     keep = (lo[:b] + lo[b:]) > 0  # L(0) > 0: keep the line L, else the line 0
-    return lo * keep.repeat((2,) + (1,) * (lo.ndim - 1)), hi.clamp_min(0)
+    return (lo.view(2, *keep.shape) * keep).view_as(lo), hi.clamp_min(0)
 
 
 def _max_pool(lo: torch.Tensor, hi: torch.Tensor, b: int, step: _Spatial) -> tuple[torch.Tensor, torch.Tensor]:

@@ -272,8 +272,9 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
     dev = img.device
     b, c, sh, sw = windows[0].shape
     out_top, out_left = step.start[0][row], step.start[1][col]
-    clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, Th, Tw, C)
-    th, tw = clean.shape[1:3]
+    pick = (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left  # the clean tile of each box
+    flat_tiles = tiles.reshape(-1, *tiles.shape[3:])  # (n * starts_h * starts_w, Th, Tw, C)
+    th, tw = flat_tiles.shape[1:3]
     # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
     # of this window reads them) go to a spare last row of the buffer
     off_r = top + step.padding[0] - out_top * step.stride[0]
@@ -286,12 +287,17 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
     k = len(windows)
     box = torch.arange(b, device=dev)[:, None, None]
     buf = torch.empty(k * b + 1, th, tw, c, device=dev, dtype=windows[0].dtype)
+    first_clean = None
     for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
         part = buf[i * b:(i + 1) * b]
-        if clean_under:
-            part.copy_(clean)
+        if clean_under and first_clean is None:  # read the clean tiles straight into the buffer
+            torch.index_select(flat_tiles, 0, pick, out=part)
+            first_clean = i
+        elif clean_under:  # (pasting happens after every part is filled, see below)
+            part.copy_(buf[first_clean * b:(first_clean + 1) * b])
         else:
             part.zero_()
+    for i, window in enumerate(windows):
         bi = torch.where(inside, box + i * b, k * b)
         buf.index_put_((bi, ri, ci), window.permute(0, 2, 3, 1))
     out = buf[:k * b].permute(0, 3, 1, 2)
