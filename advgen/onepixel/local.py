@@ -291,7 +291,10 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
     for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
         part = buf[i * b:(i + 1) * b]
         if clean_under and first_clean is None:  # read the clean tiles straight into the buffer
-            torch.index_select(flat_tiles, 0, pick, out=part)
+            if torch.is_grad_enabled() and flat_tiles.requires_grad:  # (out= has no gradient: certified training)
+                part.copy_(flat_tiles.index_select(0, pick))
+            else:
+                torch.index_select(flat_tiles, 0, pick, out=part)
             first_clean = i
         elif clean_under:  # (pasting happens after every part is filled, see below)
             part.copy_(buf[first_clean * b:(first_clean + 1) * b])
