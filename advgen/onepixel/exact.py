@@ -71,8 +71,10 @@ class Mode(str, Enum):
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Candidates (or boxes) per forward pass: large on a GPU to keep it busy, moderate on a CPU."""
-    return 16384 if device.type == "cuda" else 1024
+    """Candidates (or boxes) per forward pass: large on a GPU to keep it busy, moderate on a CPU (one thread,
+    default CNN: the model took 149 us per candidate in chunks of 512 against 178 in chunks of 1024, and
+    bounds were no slower, 22 against 23 us per interval box)."""
+    return 16384 if device.type == "cuda" else 512
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256,
