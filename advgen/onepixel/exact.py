@@ -1,12 +1,15 @@
 """The exact one-pixel attack: branch and bound over level intervals, dense enumeration of the rest.
 
-For every correctly classified image, each (channel, row, col) starts with the whole level range. A range
-whose interval bound (:mod:`.bounds`) settles it is *pruned*: either no value in it can succeed, or every
-value in it provably lands on one other class j (each is then listed as a flip to j, with no model run:
-on images near a decision boundary most flips come in such ranges). Otherwise it is bisected, and
-ranges of at most ``leaf_size`` levels are *evaluated*: every candidate goes through the real fp32
-model. Both kinds of proof hold with the same safety margin, so the answer is exact (up to fp32 ties
-the margin covers): the image is certified, or every succeeding (channel, row, col, level) is listed.
+For every correctly classified image, each (channel, row, col) starts with the whole level range. A
+range whose interval bound (:mod:`.bounds`) settles it is *pruned*: either no value in it can succeed,
+or every value in it provably lands on one other class j (each is then listed as a flip to j, with no
+model run: on images near a decision boundary most flips come in such ranges). A whole range takes
+interval bounds first and the linear bounds of :mod:`.linear` (tighter, about three times the cost)
+where those settle it neither way; a split range takes linear bounds at once. Otherwise the range is
+bisected; single levels are bounded too (there the bound is the model's margin up to rounding), and what
+stays open at ``leaf_size`` levels or fewer is *evaluated*: every candidate goes through the real fp32
+model. Both kinds of proof hold with the same safety margin, so the answer is exact (up to fp32 ties the
+margin covers): the image is certified, or every succeeding (channel, row, col, level) is listed.
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     names the images in the results (default 0..N-1). A ``stats`` dict accumulates where time goes
     (``bound_seconds``, ``dense_seconds``, ``boxes``, ``passes``); asking for it synchronises the
     device at each step, so leave it out when timing matters on a GPU. ``leaf_size``: level ranges
-    this small go to the model instead of being bisected (1: a bound costs a tenth of a forward pass
-    on CPU, so even two-level ranges are bounded first); ``group_size``: images attacked together.
+    this small that the bounds leave open go to the model instead of being bisected (1: a bound costs
+    a sixth of a forward pass on CPU, so even single levels are bounded first and the model runs only
+    on those within the safety margin); ``group_size``: images attacked together.
     ``threads`` caps torch's intra-op CPU threads during the search (None leaves torch's setting): the
     bounds are many small ops, and when another job shares the cores, a second thread's barriers made
     the search 3-9x slower (measured on 2 busy cores); one thread degrades gracefully.
