@@ -378,3 +378,36 @@ def test_window_bounds_equal_full_map_bounds():
     radius[torch.arange(n), ch, row, col] = half
     full = certificate(plan, center, radius, ref, False)
     assert torch.allclose(windowed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_linear_after_the_windows_equals_full_maps():
+    """A hidden Linear right after the windowed layers is applied on the window's columns only (the fold):
+    the same box as on full maps, for the centre and the radius, with and without gradients."""
+    from advgen.onepixel.bounds import certificate, margin_bound
+
+    torch.manual_seed(8)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(5 * 2 * 3, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4),
+    ).eval()
+    x = torch.rand(3, 2, 9, 13)
+    plan = compile_plan(model, (2, 9, 13))
+    assert plan.local is not None and plan.local.fold is model[7]
+    g = torch.Generator().manual_seed(1)
+    n = 300
+    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 13, (n,), generator=g)
+    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.5
+    ref = torch.randint(0, 4, (n,), generator=g)
+    center = x[img].clone()
+    center[torch.arange(n), ch, row, col] = mid
+    radius = torch.zeros_like(center)
+    radius[torch.arange(n), ch, row, col] = half
+    with torch.no_grad():
+        full = certificate(plan, center, radius, ref, False)
+        folded = margin_bound(plan, *pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, mid, half), ref, False)
+    torch.testing.assert_close(folded, full, atol=1e-5, rtol=1e-5)
+    trained = margin_bound(plan, *pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, mid, half), ref, False)
+    trained.sum().backward()  # the fold's tables are rebuilt from the live weight while gradients flow
+    assert model[7].weight.grad is not None and bool(model[7].weight.grad.abs().sum() > 0)
+    torch.testing.assert_close(trained.detach(), full, atol=1e-5, rtol=1e-5)

@@ -9,10 +9,10 @@
 
 Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.graph` (a model traced by
 ``torch.fx`` into bound steps), :mod:`.rules` (the interval rule of each kind of node), :mod:`.local`
-(receptive-field windows), :mod:`.bounds` (the plan and the margins it bounds), :mod:`.exact` (branch
-and bound), :mod:`.result` (the per-image result), :mod:`.certified` (the bounds as a training loss);
-for all channels of a location together (``attack(..., joint_channels=True)``), :mod:`.joint` with
-:mod:`.joint_bounds` and :mod:`.joint_dense`.
+(receptive-field windows), :mod:`.bounds` (the plan and the margins it bounds), :mod:`.linear` (tighter
+linear bounds along the pixel), :mod:`.exact` (branch and bound), :mod:`.result` (the per-image result),
+:mod:`.certified` (the bounds as a training loss); for all channels of a location together
+(``attack(..., joint_channels=True)``), :mod:`.joint` with :mod:`.joint_bounds` and :mod:`.joint_dense`.
 """
 
 from .dense import level_values, quantize

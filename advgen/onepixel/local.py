@@ -87,10 +87,32 @@ class LocalBounds:
                 widths.append(width)
                 lo[a], hi[a], sizes[a] = o_min, o_max, n_out
             step.start, step.size = (starts[0], starts[1]), (widths[0], widths[1])
+        self.tiles = sum(isinstance(st, _Spatial) for st in self.steps)  # acts[self.tiles]: the prefix output
+        self.fold: nn.Linear | None = None
+        self._fold_cache: tuple | None = None
+        if self.useful and self._foldable(body[:k], input_shape, device):
+            self.fold = self.rest[1]
+
+    def _foldable(self, windowed: list[nn.Module], input_shape: tuple[int, int, int], device: torch.device) -> bool:
+        """Whether the layers left start with Flatten then Linear, which :meth:`finish` applies on the window."""
+        if len(self.rest) < 2 or not isinstance(self.rest[0], nn.Flatten) or not isinstance(self.rest[1], nn.Linear):
+            return False
+        if self.rest[0].start_dim != 1 or self.rest[0].end_dim not in (-1, 3):
+            return False
+        with torch.no_grad():
+            probe = torch.zeros(1, *input_shape, device=device)
+            for m in windowed:
+                probe = propagate([m], probe, torch.zeros_like(probe))[0]
+        c, h, w = probe.shape[1:]
+        sh, sw = [st for st in self.steps if isinstance(st, _Spatial)][-1].size
+        self.map_shape, self.window = (c, h, w), (sh, sw)
+        self.positions = (h - sh + 1, w - sw + 1)
+        return self.rest[1].in_features == c * h * w
 
     def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
-        read, (n, starts_h, starts_w, C, Th, Tw), cut once from the padded input; last, the prefix output."""
+        read, (n, starts_h, starts_w, Th, Tw, C) (channels last: a window is pasted cell by cell, each cell
+        one contiguous run of channels), cut once from the padded input; last, the prefix output."""
         acts, a = [], x
         for step in self.steps:
             if isinstance(step, _Spatial):
@@ -98,12 +120,34 @@ class LocalBounds:
                 padded = F.pad(a, (pw, pw, ph, ph), value=step.pad_value)
                 th, tw = (self._tile(step, 0), self._tile(step, 1))
                 tiles = padded.unfold(2, th, step.stride[0]).unfold(3, tw, step.stride[1])
-                acts.append(tiles.permute(0, 2, 3, 1, 4, 5).contiguous())
+                acts.append(tiles.permute(0, 2, 3, 4, 5, 1).contiguous())
                 a = step.layer(a)
             else:
                 a = propagate([step], a, torch.zeros_like(a))[0]  # the rule's center: eval statistics
         acts.append(a)
+        if self.fold is not None:
+            acts.extend(self._fold_tables(a))
         return acts
+
+    def _fold_tables(self, out: torch.Tensor) -> list[torch.Tensor]:
+        """For :meth:`finish`: the folded Linear's clean output per image (n, O), and its weight cut into one
+        block per window position, (P, C * sh * sw, O), plain and absolute. Rebuilt (differentiable) while
+        training; in the exact search kept until the weight changes (its version counter moves)."""
+        m = self.fold
+        clean = F.linear(out.flatten(1), m.weight, m.bias)
+        training = torch.is_grad_enabled() and m.weight.requires_grad
+        key = (m.weight.data_ptr(), m.weight._version)
+        if not training and self._fold_cache is not None and self._fold_cache[0] == key:
+            return [clean, *self._fold_cache[1]]
+        (c, h, w), (sh, sw) = self.map_shape, self.window
+        o = m.weight.shape[0]
+        blocks = m.weight.view(o, c, h, w).unfold(2, sh, 1).unfold(3, sw, 1)  # (O, C, H', W', sh, sw)
+        blocks = blocks.permute(2, 3, 1, 4, 5, 0).reshape(-1, c * sh * sw, o)
+        tables = [blocks, blocks.abs()]
+        if not training:
+            tables = [t.detach().contiguous() for t in tables]
+            self._fold_cache = (key, tables)
+        return [clean, *tables]
 
     @staticmethod
     def _tile(step: _Spatial, axis: int) -> int:
@@ -116,15 +160,15 @@ class LocalBounds:
         b = len(img)
         rows_b = torch.arange(b, device=img.device)
         first = self.steps[0]
-        c_in = acts[0].shape[3]
+        c_in = acts[0].shape[5]
         # the window on the input: all channels of the one pixel, clean except the varying channel;
         # read from the tile of the first layer's output window that contains the pixel
         top0, left0 = first.start[0][row], first.start[1][col]
         ti = row + first.padding[0] - top0 * first.stride[0]
         tj = col + first.padding[1] - left0 * first.stride[1]
         # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
-        th, tw = acts[0].shape[4:]
-        wc = acts[0][img, top0, left0][rows_b, :, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
+        th, tw = acts[0].shape[3:5]
+        wc = acts[0][img, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
         wc[rows_b, ch, 0, 0] = mid
         wr = torch.zeros_like(wc)
         wr[rows_b, ch, 0, 0] = half
@@ -149,58 +193,118 @@ class LocalBounds:
                 wc, wr = propagate([step], wc, wr)
         if ends:
             wc, wr = (wr + wc) / 2, (wr - wc) / 2
-        full_c = _rows(acts[-1], img, 1)  # a copy
-        full_r = torch.zeros_like(full_c)
-        c_out, h, w = full_c.shape[1:]
+        c, r, rest = self.finish(acts, img, wc, wr, top, left)
+        return propagate(rest, c, r)
+
+    def finish(self, acts: list[torch.Tensor], img: torch.Tensor, wc: torch.Tensor, wr: torch.Tensor,
+               top: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[nn.Module]]:
+        """The windows (B, C, sh, sw) at (top, left) of the windowed layers' output, in (center, radius)
+        form, joined to the clean map: the box (center, radius) on the input of the layers left, returned
+        with it. A Flatten then Linear there is applied on the window alone (:attr:`fold`): the clean output
+        plus the window's change through that position's block of the weight, the radius through the
+        block's absolute values, as on the full map but with no full map (6x fewer products on the CNN)."""
+        b = len(img)
+        out = acts[self.tiles]
+        c_out, h, w = out.shape[1:]
         sh, sw = wc.shape[2:]
-        rr = (top[:, None] + torch.arange(sh, device=img.device))[:, None, :, None]
-        cc = (left[:, None] + torch.arange(sw, device=img.device))[:, None, None, :]
-        chs = torch.arange(c_out, device=img.device)[None, :, None, None]
-        flat = ((chs * h + rr) * w + cc).reshape(b, -1)
-        full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
-        full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
-        return propagate(self.rest, full_c, full_r)
+        dev = img.device
+        rr = (top[:, None] + torch.arange(sh, device=dev))[:, None, :, None]
+        cc = (left[:, None] + torch.arange(sw, device=dev))[:, None, None, :]
+        chs = torch.arange(c_out, device=dev)[None, :, None, None]
+        flat = ((chs * h + rr) * w + cc).reshape(b, -1)  # (B, C * sh * sw) cells of the map
+        if self.fold is None:
+            full_c = _rows(out, img, 1)  # a copy
+            full_r = torch.zeros_like(full_c)
+            full_c.view(b, -1).scatter_(1, flat, wc.reshape(b, -1))
+            full_r.view(b, -1).scatter_(1, flat, wr.reshape(b, -1))
+            return full_c, full_r, self.rest
+        clean_head, blocks, blocks_abs = acts[self.tiles + 1:self.tiles + 4]
+        clean_win = out.reshape(-1)[(img * (c_out * h * w))[:, None] + flat]  # (B, C * sh * sw)
+        delta = wc.reshape(b, -1) - clean_win
+        pos = top * self.positions[1] + left  # (B,) window position
+        order = torch.argsort(pos)
+        counts = torch.bincount(pos, minlength=len(blocks)).tolist()
+        dc, dr = delta.index_select(0, order), wr.reshape(b, -1).index_select(0, order)
+        parts_c, parts_r, s = [], [], 0
+        for p, n_p in enumerate(counts):
+            if n_p:
+                parts_c.append(dc[s:s + n_p] @ blocks[p])
+                parts_r.append(dr[s:s + n_p] @ blocks_abs[p])
+                s += n_p
+        back = torch.argsort(order)
+        c = clean_head.index_select(0, img) + torch.cat(parts_c).index_select(0, back)
+        r = torch.cat(parts_r).index_select(0, back)
+        return c, r, self.rest[2:]
 
     def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                    col: torch.Tensor):
         """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in.
         The window comes and goes as (center, radius), or as end points (lo, hi) for max pooling."""
-        dev = img.device
-        b, c, sh, sw = wc.shape
-        out_top, out_left = step.start[0][row], step.start[1][col]
-        clean = _rows(tiles, (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left, 3)  # (B, C, Th, Tw)
-        th, tw = clean.shape[2:]
-        # paste the box's window into the tile: window cell (a, b) is tile cell (off_r + a, off_c + b);
-        # cells that fall outside the tile (no output of this window reads them) go to a dropped slot
-        off_r = top + step.padding[0] - out_top * step.stride[0]
-        off_c = left + step.padding[1] - out_left * step.stride[1]
-        tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
-        tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
-        inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]
-        cells = th * tw
-        base = (torch.arange(b * c, device=dev) * cells).view(b, c, 1)  # where each (box, channel) tile starts
-        spot = torch.where(inside, tr_[:, :, None] * tw + tc_[:, None, :], -1).reshape(b, 1, sh * sw)
-        flat = torch.where(spot >= 0, base + spot, b * c * cells).reshape(-1)  # (B * C * sh * sw,)
-        spare = torch.zeros(1, device=dev, dtype=wc.dtype)
-        clean_flat = torch.cat([clean.reshape(-1), spare])
-
-        def paste(under: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-            return under.scatter(0, flat, window.reshape(-1))[:-1].view(b, c, th, tw)
-
         m = step.layer
-        if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here
-            both = _max_pool(torch.cat([paste(clean_flat, wc), paste(clean_flat, wr)]), step)
+        if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here: both over clean tiles
+            both, out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, True], top, left, row, col)
+            b = len(img)
+            both = _max_pool(both, step)
             return both[:b], both[b:], out_top, out_left
-        tc = paste(clean_flat, wc)
-        tr = paste(torch.zeros(b * c * cells + 1, device=dev, dtype=wr.dtype), wr)
-        if isinstance(m, nn.Conv2d):
-            oc = F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
-            orad = F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
-        else:
-            oc = F.avg_pool2d(tc, step.kernel, step.stride, 0)
-            orad = F.avg_pool2d(tr, step.kernel, step.stride, 0)
+        (tc, tr), out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, False], top, left, row, col,
+                                                  stacked=False)
+        oc, orad = affine_tile(step, tc, tr)
         return oc, orad, out_top, out_left
+
+
+def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv or average-pooling layer on unpadded tiles in (center, radius) form."""
+    m = step.layer
+    if isinstance(m, nn.Conv2d):
+        return (F.conv2d(tc, m.weight, m.bias, m.stride, 0, m.dilation, m.groups),
+                F.conv2d(tr, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups))
+    return F.avg_pool2d(tc, step.kernel, step.stride, 0), F.avg_pool2d(tr, step.kernel, step.stride, 0)
+
+
+def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows: list[torch.Tensor],
+                over_clean: list[bool], top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
+                col: torch.Tensor, stacked: bool = True):
+    """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
+    tile where ``over_clean`` says so, else over zeros (a radius). Returns the (B, C, Th, Tw) tiles (channels
+    last in memory), stacked along the batch (``stacked``) or as a list, and the output window's position
+    (out_top, out_left)."""
+    dev = img.device
+    b, c, sh, sw = windows[0].shape
+    out_top, out_left = step.start[0][row], step.start[1][col]
+    pick = (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left  # the clean tile of each box
+    flat_tiles = tiles.reshape(-1, *tiles.shape[3:])  # (n * starts_h * starts_w, Th, Tw, C)
+    th, tw = flat_tiles.shape[1:3]
+    # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
+    # of this window reads them) go to a spare last row of the buffer
+    off_r = top + step.padding[0] - out_top * step.stride[0]
+    off_c = left + step.padding[1] - out_left * step.stride[1]
+    tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
+    tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
+    inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]  # (B, sh, sw)
+    ri = tr_.clamp(0, th - 1)[:, :, None].expand(b, sh, sw)
+    ci = tc_.clamp(0, tw - 1)[:, None, :].expand(b, sh, sw)
+    k = len(windows)
+    box = torch.arange(b, device=dev)[:, None, None]
+    buf = torch.empty(k * b + 1, th, tw, c, device=dev, dtype=windows[0].dtype)
+    first_clean = None
+    for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
+        part = buf[i * b:(i + 1) * b]
+        if clean_under and first_clean is None:  # read the clean tiles straight into the buffer
+            if torch.is_grad_enabled() and flat_tiles.requires_grad:  # (out= has no gradient: certified training)
+                part.copy_(flat_tiles.index_select(0, pick))
+            else:
+                torch.index_select(flat_tiles, 0, pick, out=part)
+            first_clean = i
+        elif clean_under:  # (pasting happens after every part is filled, see below)
+            part.copy_(buf[first_clean * b:(first_clean + 1) * b])
+        else:
+            part.zero_()
+    for i, window in enumerate(windows):
+        bi = torch.where(inside, box + i * b, k * b)
+        buf.index_put_((bi, ri, ci), window.permute(0, 2, 3, 1))
+    out = buf[:k * b].permute(0, 3, 1, 2)
+    return (out, out_top, out_left) if stacked else (list(out.split(b)), out_top, out_left)
 
 
 def _max_pool(t: torch.Tensor, step: _Spatial) -> torch.Tensor:
