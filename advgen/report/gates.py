@@ -1,7 +1,7 @@
 """Pass/fail gates: ``--fail-under clean=0.97`` turns a report into a CI verdict.
 
 A spec is ``[STAGE.]NAME=THRESHOLD``: NAME is a gate name from the metric registry (clean, onepixel,
-pgd, advgan), STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate
+pgd, autoattack, worst, advgan), STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate
 passes when the measured value is at least the threshold; a metric that was not measured fails the
 gate, because a CI check must not pass on a number nobody computed.
 

@@ -45,7 +45,7 @@ def utc_now() -> str:
 class Gate:
     """One evaluated threshold: ``stage.name >= threshold``.
 
-    ``name`` is what the user typed (clean, onepixel, pgd, advgan), ``metric`` the registry key it
+    ``name`` is what the user typed (clean, onepixel, pgd, autoattack, worst, advgan), ``metric`` the registry key it
     reads (``pgd.robust``). ``value`` is ``None`` when the metric was not measured, and then the gate
     fails; ``reason`` says why in words.
     """
