@@ -102,10 +102,11 @@ def test_adversarial_dataset_keeps_true_labels(small_train):
 
 
 def test_cgan_samples_respect_labels_better_than_chance(trained_cnn, small_train):
-    cgan = train_cgan(small_train, CGANConfig(epochs=6, batch_size=32), device="cpu")
+    # 6 epochs gave 0.23-0.3+ depending on the judge's initial weights; 10 give 0.70 with the seeded fixture
+    cgan = train_cgan(small_train, CGANConfig(epochs=10, batch_size=32), device="cpu")
     score = gan_test(trained_cnn.model, cgan, n=500, seed=1)
     assert score > 0.3, score  # chance is 0.1
-    assert len(cgan.metrics["history"]) == 6
+    assert len(cgan.metrics["history"]) == 10
 
 
 def test_sample_shapes_range_labels_and_determinism(small_train):
