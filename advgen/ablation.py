@@ -71,9 +71,10 @@ def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablatio
         extra, _ = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model, advgan_before)
         extra = run.broadcast(extra)
 
+        planned = variants(tuple(used))
         solo = replace(run, rank=0, size=1)  # a variant is one rank's work from start to end
         mine: dict[str, dict[str, Measurement]] = {}
-        for v in run.shard(variants(tuple(used))):
+        for v in run.shard(planned):
             log.info(f"variant {v.name}: retraining on {', '.join(v.sources) or 'the clean data only'}")
             vws = Workspace(solo, ws.out / "variants" / v.name)
             with ws.timer(f"variant_{v.name}"):
@@ -85,10 +86,9 @@ def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablatio
             found = {k: m for part in run.gather(mine) for k, m in part.items()}
             if run.is_main:
                 ws.timings["total"] = round(time.perf_counter() - started, 3)
-                order = [v.name for v in variants(tuple(used))]
                 ablation = Ablation(seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
-                                    variants={v.name: list(v.sources) for v in variants(tuple(used))},
-                                    stages={"before": before, **{name: found[name] for name in order}},
+                                    variants={v.name: list(v.sources) for v in planned},
+                                    stages={"before": before, **{v.name: found[v.name] for v in planned}},
                                     timings=ws.timings)
                 write(ablation, ws.out)
                 shared.value = ablation
