@@ -243,15 +243,19 @@ def test_grouping_and_batching_do_not_change_results():
     assert [r.status for r in a] == [r.status for r in b]
 
 
+def by_margin(model, x, y) -> torch.Tensor:
+    """Indices of ``x`` from the smallest clean logit margin up (misclassified images last)."""
+    with torch.no_grad():
+        logits = model(x)
+    top = logits.topk(2, 1).values
+    return torch.argsort((top[:, 0] - top[:, 1]).masked_fill(logits.argmax(1) != y, float("inf")))
+
+
 def test_trained_cnn_on_mnist_matches_brute_force(trained_cnn, mnist_test):
     levels = 16
     x = onepixel.quantize(mnist_test.images[:200], levels)
     y = mnist_test.labels[:200]
-    with torch.no_grad():
-        logits = trained_cnn.model(x)
-    top = logits.topk(2, 1).values
-    margin = (top[:, 0] - top[:, 1]).masked_fill(logits.argmax(1) != y, float("inf"))
-    order = torch.argsort(margin)
+    order = by_margin(trained_cnn.model, x, y)
     pick = torch.cat([order[:4], order[100:102]])  # closest to a decision boundary, and typical ones
     x, y = x[pick], y[pick]
     found = onepixel.attack(trained_cnn.model, x, y, levels=levels, device="cpu")

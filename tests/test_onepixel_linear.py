@@ -12,7 +12,7 @@ from advgen.onepixel import linear
 from advgen.onepixel.bounds import compile_plan, margin_lower, pixel_boxes
 from advgen.onepixel.dense import level_values
 
-from test_onepixel import brute_force, flip_set, images_for, tiny_cnn, tiny_mlp
+from test_onepixel import brute_force, by_margin, flip_set, images_for, tiny_cnn, tiny_mlp
 
 LEVELS = 32
 
@@ -158,11 +158,7 @@ def test_trained_cnn_flip_sets_match_brute_force_with_fewer_boxes(trained_cnn, m
     levels = 16
     x = onepixel.quantize(mnist_test.images[:200], levels)
     y = mnist_test.labels[:200]
-    with torch.no_grad():
-        logits = trained_cnn.model(x)
-    top = logits.topk(2, 1).values
-    margin = (top[:, 0] - top[:, 1]).masked_fill(logits.argmax(1) != y, float("inf"))
-    pick = torch.argsort(margin)[:3]
+    pick = by_margin(trained_cnn.model, x, y)[:3]
     x, y = x[pick], y[pick]
     expected = brute_force(trained_cnn.model, x, y, levels)
     assert any(expected), "need a vulnerable image"

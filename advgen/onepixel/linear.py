@@ -76,14 +76,7 @@ def pixel_lines(plan: BoundPlan, acts: list[torch.Tensor], img: torch.Tensor, ch
     two = lambda t: torch.cat([t, t])  # noqa: E731 - one row per end of each box
     img2, ch2, row2, col2 = two(img), two(ch), two(row), two(col)
     rows2 = torch.arange(2 * b, device=img.device)
-    first = local.steps[0]
-    c_in = acts[0].shape[5]
-    top0, left0 = first.start[0][row2], first.start[1][col2]
-    ti = row2 + first.padding[0] - top0 * first.stride[0]
-    tj = col2 + first.padding[1] - left0 * first.stride[1]
-    th, tw = acts[0].shape[3:5]
-    wc = acts[0][img2, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)]
-    wc = wc.reshape(2 * b, c_in, 1, 1).clone()
+    wc = local.pixel_window(acts, img2, row2, col2)
     wc[rows2, ch2, 0, 0] = torch.cat([v_lo, v_hi])
     wr = torch.zeros_like(wc)  # at each end the input is one point: lines L = U
     top, left = row2, col2

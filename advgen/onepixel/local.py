@@ -154,21 +154,26 @@ class LocalBounds:
         """Input extent that one output window of the layer reads along ``axis``."""
         return (step.size[axis] - 1) * step.stride[axis] + step.dilation[axis] * (step.kernel[axis] - 1) + 1
 
-    def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
-                  col: torch.Tensor, mid: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Box (center, radius) on the output of the chain for pixels (img, ch, row, col) in mid +- half."""
-        b = len(img)
-        rows_b = torch.arange(b, device=img.device)
+    def pixel_window(self, acts: list[torch.Tensor], img: torch.Tensor, row: torch.Tensor,
+                     col: torch.Tensor) -> torch.Tensor:
+        """(B, C, 1, 1): all channels of pixel (row, col) of image ``img``, clean, as a fresh tensor to edit.
+
+        Read from the tile of the first layer's output window that contains the pixel.
+        """
         first = self.steps[0]
-        c_in = acts[0].shape[5]
-        # the window on the input: all channels of the one pixel, clean except the varying channel;
-        # read from the tile of the first layer's output window that contains the pixel
         top0, left0 = first.start[0][row], first.start[1][col]
         ti = row + first.padding[0] - top0 * first.stride[0]
         tj = col + first.padding[1] - left0 * first.stride[1]
         # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
         th, tw = acts[0].shape[3:5]
-        wc = acts[0][img, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)].reshape(b, c_in, 1, 1).clone()
+        window = acts[0][img, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)]
+        return window.reshape(len(img), acts[0].shape[5], 1, 1).clone()
+
+    def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
+                  col: torch.Tensor, mid: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box (center, radius) on the output of the chain for pixels (img, ch, row, col) in mid +- half."""
+        rows_b = torch.arange(len(img), device=img.device)
+        wc = self.pixel_window(acts, img, row, col)
         wc[rows_b, ch, 0, 0] = mid
         wr = torch.zeros_like(wc)
         wr[rows_b, ch, 0, 0] = half
