@@ -22,7 +22,7 @@ from .changes import change
 from .fromjson import build
 from .htmlpage import data_uri, html_table
 from .markdown import md_table
-from .measurement import Measurement
+from .measurement import Measurement, measured
 from .metrics import Metric
 from .schema import SCHEMA_VERSION, Provenance
 from .tables import Table, fmt_delta, fmt_p, fmt_rate
@@ -53,7 +53,7 @@ class Ablation(Provenance):
     def metrics(self) -> list[Metric]:
         """The shown metrics some variant measured."""
         shown = [registry.metric(key) for key in SHOWN]
-        return [m for m in shown if any(_get(self.stages[v], m) for v in self.variants)]
+        return [m for m in shown if any(measured(self.stages[v], m) for v in self.variants)]
 
     def table(self) -> Table:
         """One row per variant: each metric's rate with count and 95% interval."""
@@ -61,7 +61,7 @@ class Ablation(Provenance):
         t = Table("Variants (AFTER retraining; each attacked afresh)", ["variant", "sources", *[m.label for m in metrics]],
                   numeric=[False, False, *[True] * len(metrics)])
         for name, used in self.variants.items():
-            cells = [_get(self.stages[name], m) for m in metrics]
+            cells = [measured(self.stages[name], m) for m in metrics]
             t.rows.append([name, ", ".join(used) or "none",
                            *[fmt_rate(c.metric_rate(m)) if c else "not measured" for c, m in zip(cells, metrics)]])
         return t
@@ -77,7 +77,7 @@ class Ablation(Provenance):
                 continue
             row = [name]
             for m in metrics:
-                x, y = _get(base, m), _get(self.stages[name], m)
+                x, y = measured(base, m), measured(self.stages[name], m)
                 c = change(m, x, y) if x and y else None
                 row.append("" if c is None else
                            f"{fmt_delta(c.before.value, c.after.value)} (p {fmt_p(c.test and c.test.p)}, {c.effect})")
@@ -88,8 +88,8 @@ class Ablation(Provenance):
         data = asdict(self)
         base = self.stages[BASELINE]
         data["against_baseline"] = {
-            name: {m.key: change(m, _get(base, m), _get(self.stages[name], m)).to_dict() for m in self.metrics()
-                   if _get(base, m) and _get(self.stages[name], m)}
+            name: {m.key: change(m, measured(base, m), measured(self.stages[name], m)).to_dict() for m in self.metrics()
+                   if measured(base, m) and measured(self.stages[name], m)}
             for name in self.variants if name != BASELINE}
         return data
 
@@ -98,11 +98,6 @@ class Ablation(Provenance):
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             raise InputError(f"{where}: not an advgen ablation of schema_version {SCHEMA_VERSION}")
         return build(cls, data, where)
-
-
-def _get(stage: dict[str, Measurement], metric: Metric) -> Measurement | None:
-    m = stage.get(metric.attack)
-    return m if m is not None and m.carries(metric) else None
 
 
 def chart_png(ablation: Ablation) -> bytes:
@@ -116,13 +111,13 @@ def chart_png(ablation: Ablation) -> bytes:
     for i, m in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
         for j, name in enumerate(names):
-            got = _get(ablation.stages[name], m)
+            got = measured(ablation.stages[name], m)
             if got is None:
                 continue
             r = got.metric_rate(m)
             ax.errorbar([r.value], [j], xerr=[[r.value - r.ci95[0]], [r.ci95[1] - r.value]], fmt="o", ms=3,
                         color="#1b1f24" if name == BASELINE else "#2b8a3e", elinewidth=0.8, capsize=2)
-        base = _get(ablation.stages[BASELINE], m)
+        base = measured(ablation.stages[BASELINE], m)
         if base is not None:
             ax.axvline(base.metric_rate(m).value, color="#9aa5b1", lw=0.8, ls="--")
         ax.set_yticks(range(len(names)))

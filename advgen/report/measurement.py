@@ -68,3 +68,9 @@ class Measurement:
             check_flags(flags, f"outcomes.{name}")
             if len(flags) != self.images:
                 raise ValueError(f"outcomes.{name} has {len(flags)} flags but images is {self.images}")
+
+
+def measured(stage: dict[str, Measurement], metric: Metric) -> Measurement | None:
+    """The measurement in ``stage`` (attack -> measurement) that ``metric`` reads; None when not recorded."""
+    m = stage.get(metric.attack)
+    return m if m is not None and m.carries(metric) else None

@@ -28,7 +28,7 @@ from ..stats import Rate, ones, paired
 from . import metrics as registry
 from .changes import ALPHA, change
 from .fromjson import build
-from .measurement import Measurement
+from .measurement import Measurement, measured
 from .metrics import STAGES, Metric
 
 SCHEMA_VERSION = 2
@@ -111,8 +111,7 @@ class Report(Provenance):
 
     def measurement(self, stage: str, metric: Metric) -> Measurement | None:
         """The measurement ``metric`` reads at ``stage``; ``None`` when its attack or outcomes were not recorded."""
-        m = self.stages.get(stage, {}).get(metric.attack)
-        return m if m is not None and m.carries(metric) else None
+        return measured(self.stages.get(stage, {}), metric)
 
     def rate(self, stage: str, metric: Metric) -> Rate | None:
         """``metric`` at ``stage``, or ``None`` when it was not measured there."""
