@@ -37,6 +37,23 @@ def test_worst_logits_equal_the_exact_search_bound(arch, locality):
     torch.testing.assert_close(lower, _exact_bound(pb, x, y, pixels), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["cnn", "lenet5"])
+def test_windowed_gradients_equal_the_full_map_gradients(arch):
+    """Training cuts tiles lazily and pastes out of place (local.Tiles, paste_tiles); its gradients must be
+    those of the plain full-map interval propagation."""
+    torch.manual_seed(1)
+    model = build(arch).eval()
+    x, y = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    pixels = torch.randint(0, 784, (5, 6))
+    grads = []
+    for locality in (True, False):
+        model.zero_grad()
+        PixelBound(model, (1, 28, 28), torch.device("cpu"), locality=locality).loss(x, y, pixels).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for windowed, full in zip(*grads):
+        torch.testing.assert_close(windowed, full, rtol=1e-4, atol=1e-6)
+
+
 def test_loss_reaches_every_weight_and_training_raises_the_bound():
     torch.manual_seed(0)
     model = build("cnn").eval()

@@ -35,6 +35,60 @@ class _Spatial:
     size: tuple[int, int] = (0, 0)                   # output window size (fixed)
 
 
+@dataclass
+class Tiles:
+    """The clean input tiles of one windowed layer, into which the boxes' windows are pasted.
+
+    Eager, for the exact search: every tile cut once, ``table`` (n, starts_h, starts_w, Th, Tw, C), since
+    thousands of boxes read each one. Lazy, for certified training: only ``padded``, the padded map
+    channels last (n, Hp, Wp, C), and each box's tile cut when asked for. Training bounds a few boxes per
+    image with gradients, and the backward of an all-tiles cut cost more than the bound itself (measured:
+    unfold's backward alone was 17% of a training bound).
+    """
+
+    padded: torch.Tensor
+    stride: tuple[int, int]
+    size: tuple[int, int]  # (Th, Tw)
+    starts: tuple[int, int]
+    table: torch.Tensor | None = None
+
+    @classmethod
+    def cut(cls, padded: torch.Tensor, size: tuple[int, int], stride: tuple[int, int], eager: bool) -> "Tiles":
+        """Tiles of ``padded`` (n, C, Hp, Wp) of ``size`` every ``stride`` cells."""
+        starts = ((padded.shape[2] - size[0]) // stride[0] + 1, (padded.shape[3] - size[1]) // stride[1] + 1)
+        if eager:
+            table = padded.unfold(2, size[0], stride[0]).unfold(3, size[1], stride[1])
+            return cls(padded, stride, size, starts, table.permute(0, 2, 3, 4, 5, 1).contiguous())
+        return cls(padded.permute(0, 2, 3, 1), stride, size, starts)
+
+    @property
+    def channels(self) -> int:
+        return self.padded.shape[1] if self.table is not None else self.padded.shape[3]
+
+    def pick(self, img: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        """The (B, Th, Tw, C) tiles at tile position (top, left) of images ``img``, written to ``out`` if given."""
+        if self.table is None:
+            dev = img.device
+            rows = (top * self.stride[0])[:, None, None] + torch.arange(self.size[0], device=dev)[None, :, None]
+            cols = (left * self.stride[1])[:, None, None] + torch.arange(self.size[1], device=dev)[None, None, :]
+            got = self.padded[img[:, None, None], rows, cols]
+        else:
+            flat = self.table.reshape(-1, *self.table.shape[3:])
+            index = (img * self.starts[0] + top) * self.starts[1] + left
+            if out is not None and not (torch.is_grad_enabled() and flat.requires_grad):  # (out= has no gradient)
+                return torch.index_select(flat, 0, index, out=out)
+            got = flat.index_select(0, index)
+        return got if out is None else out.copy_(got)
+
+    def cell(self, img: torch.Tensor, top: torch.Tensor, left: torch.Tensor, i: torch.Tensor,
+             j: torch.Tensor) -> torch.Tensor:
+        """(B, C): cell (i, j) of the tile at (top, left) of images ``img``."""
+        if self.table is None:
+            return self.padded[img, top * self.stride[0] + i, left * self.stride[1] + j]
+        return self.table[img, top, left, i, j]
+
+
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -109,18 +163,17 @@ class LocalBounds:
         self.positions = (h - sh + 1, w - sw + 1)
         return self.rest[1].in_features == c * h * w
 
-    def prepare(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The clean activations a group's boxes need: for each spatial layer, every tile its output windows
-        read, (n, starts_h, starts_w, Th, Tw, C) (channels last: a window is pasted cell by cell, each cell
-        one contiguous run of channels), cut once from the padded input; last, the prefix output."""
+    def prepare(self, x: torch.Tensor) -> list:
+        """The clean activations a group's boxes need: for each spatial layer, the :class:`Tiles` its output
+        windows read (channels last: a window is pasted cell by cell, each cell one contiguous run of
+        channels), eager unless gradients flow into them; last, the prefix output."""
         acts, a = [], x
         for step in self.steps:
             if isinstance(step, _Spatial):
                 ph, pw = step.padding
                 padded = F.pad(a, (pw, pw, ph, ph), value=step.pad_value)
-                th, tw = (self._tile(step, 0), self._tile(step, 1))
-                tiles = padded.unfold(2, th, step.stride[0]).unfold(3, tw, step.stride[1])
-                acts.append(tiles.permute(0, 2, 3, 4, 5, 1).contiguous())
+                eager = not (torch.is_grad_enabled() and padded.requires_grad)
+                acts.append(Tiles.cut(padded, (self._tile(step, 0), self._tile(step, 1)), step.stride, eager))
                 a = step.layer(a)
             else:
                 a = propagate([step], a, torch.zeros_like(a))[0]  # the rule's center: eval statistics
@@ -165,9 +218,9 @@ class LocalBounds:
         ti = row + first.padding[0] - top0 * first.stride[0]
         tj = col + first.padding[1] - left0 * first.stride[1]
         # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
-        th, tw = acts[0].shape[3:5]
-        window = acts[0][img, top0, left0, ti.clamp(0, th - 1), tj.clamp(0, tw - 1)]
-        return window.reshape(len(img), acts[0].shape[5], 1, 1).clone()
+        tiles: Tiles = acts[0]
+        window = tiles.cell(img, top0, left0, ti.clamp(0, tiles.size[0] - 1), tj.clamp(0, tiles.size[1] - 1))
+        return window.reshape(len(img), tiles.channels, 1, 1).clone()
 
     def propagate(self, acts: list[torch.Tensor], img: torch.Tensor, ch: torch.Tensor, row: torch.Tensor,
                   col: torch.Tensor, mid: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,6 +283,8 @@ class LocalBounds:
         order = torch.argsort(pos)
         counts = torch.bincount(pos, minlength=len(blocks)).tolist()
         dc, dr = delta.index_select(0, order), wr.reshape(b, -1).index_select(0, order)
+        # (unbind: with gradients, indexing blocks[p] would give every position a zero-filled full-size gradient)
+        blocks, blocks_abs = blocks.unbind(0), blocks_abs.unbind(0)
         parts_c, parts_r, s = [], [], 0
         for p, n_p in enumerate(counts):
             if n_p:
@@ -241,7 +296,7 @@ class LocalBounds:
         r = torch.cat(parts_r).index_select(0, back)
         return c, r, self.rest[2:]
 
-    def _tile_step(self, step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, wc: torch.Tensor,
+    def _tile_step(self, step: _Spatial, tiles: Tiles, img: torch.Tensor, wc: torch.Tensor,
                    wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                    col: torch.Tensor):
         """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in.
@@ -267,7 +322,7 @@ def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[tor
     return F.avg_pool2d(tc, step.kernel, step.stride, 0), F.avg_pool2d(tr, step.kernel, step.stride, 0)
 
 
-def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows: list[torch.Tensor],
+def paste_tiles(step: _Spatial, tiles: Tiles, img: torch.Tensor, windows: list[torch.Tensor],
                 over_clean: list[bool], top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
                 col: torch.Tensor, stacked: bool = True):
     """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
@@ -277,9 +332,7 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
     dev = img.device
     b, c, sh, sw = windows[0].shape
     out_top, out_left = step.start[0][row], step.start[1][col]
-    pick = (img * tiles.shape[1] + out_top) * tiles.shape[2] + out_left  # the clean tile of each box
-    flat_tiles = tiles.reshape(-1, *tiles.shape[3:])  # (n * starts_h * starts_w, Th, Tw, C)
-    th, tw = flat_tiles.shape[1:3]
+    th, tw = tiles.size
     # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
     # of this window reads them) go to a spare last row of the buffer
     off_r = top + step.padding[0] - out_top * step.stride[0]
@@ -291,15 +344,22 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
     ci = tc_.clamp(0, tw - 1)[:, None, :].expand(b, sh, sw)
     k = len(windows)
     box = torch.arange(b, device=dev)[:, None, None]
+    if torch.is_grad_enabled() and (tiles.padded.requires_grad or any(w.requires_grad for w in windows)):
+        # certified training: out of place, since in-place writes into views make autograd copy the buffer
+        clean = tiles.pick(img, out_top, out_left)
+        spare = clean.new_zeros(1, th, tw, c)
+        buf = torch.cat([clean if under else torch.zeros_like(clean) for under in over_clean] + [spare])
+        bi = torch.cat([torch.where(inside, box + i * b, k * b) for i in range(k)])
+        buf = buf.index_put((bi, ri.repeat(k, 1, 1), ci.repeat(k, 1, 1)),
+                            torch.cat([w.permute(0, 2, 3, 1) for w in windows]))
+        out = buf[:k * b].permute(0, 3, 1, 2)
+        return (out, out_top, out_left) if stacked else (list(out.split(b)), out_top, out_left)
     buf = torch.empty(k * b + 1, th, tw, c, device=dev, dtype=windows[0].dtype)
     first_clean = None
     for i, (window, clean_under) in enumerate(zip(windows, over_clean)):
         part = buf[i * b:(i + 1) * b]
         if clean_under and first_clean is None:  # read the clean tiles straight into the buffer
-            if torch.is_grad_enabled() and flat_tiles.requires_grad:  # (out= has no gradient: certified training)
-                part.copy_(flat_tiles.index_select(0, pick))
-            else:
-                torch.index_select(flat_tiles, 0, pick, out=part)
+            tiles.pick(img, out_top, out_left, out=part)
             first_clean = i
         elif clean_under:  # (pasting happens after every part is filled, see below)
             part.copy_(buf[first_clean * b:(first_clean + 1) * b])
@@ -315,9 +375,12 @@ def paste_tiles(step: _Spatial, tiles: torch.Tensor, img: torch.Tensor, windows:
 def _max_pool(t: torch.Tensor, step: _Spatial) -> torch.Tensor:
     """Max pooling of an unpadded tile. Small non-overlapping windows as an elementwise maximum of
     strided views: the same values, several times faster on CPU than ``max_pool2d`` (which computes
-    indices there) or ``amax`` over the window axes."""
+    indices there) or ``amax`` over the window axes. With gradients (certified training) ``max_pool2d``,
+    whose backward is one scatter, where the maxima's is a comparison and a fill per view."""
     (kh, kw), (sh, sw) = step.kernel, step.stride
     h, w = t.shape[2:]
+    if t.requires_grad:
+        return F.max_pool2d(t, step.kernel, step.stride, 0, step.dilation)
     if (kh, kw) == (sh, sw) and step.dilation == (1, 1) and h % kh == 0 and w % kw == 0 and kh * kw <= 9:
         out = t[:, :, 0::kh, 0::kw]
         for i in range(kh):
