@@ -354,20 +354,24 @@ def test_wrong_shape_and_target_equal_label_are_input_errors():
 
 
 def test_window_bounds_equal_full_map_bounds():
-    """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding)."""
+    """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding,
+    groups; the convolutions applied as changes, local.ConvMaps)."""
     from advgen.onepixel.bounds import certificate, margin_bound
+    from advgen.onepixel.local import _Spatial
 
     torch.manual_seed(6)
     model = nn.Sequential(
         nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(4, 5, 3, dilation=2, padding=2), nn.ELU(),
-        nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(5 * 3 * 4, 4),
+        nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(4, 6, 3, dilation=2, padding=2, groups=2), nn.ELU(),
+        nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(6 * 3 * 4, 4),
     ).eval()
     x = torch.rand(3, 2, 9, 11)
     assert model(x).shape == (3, 4)
     plan = compile_plan(model, (2, 9, 11))
     local = plan.local
     assert local is not None and local.useful
+    convs = [s for s in local.steps if isinstance(s, _Spatial) and isinstance(s.layer, nn.Conv2d)]
+    assert len(convs) == 2 and all(s.offsets is not None for s in convs)
     acts = plan.prepare(x)
     g = torch.Generator().manual_seed(0)
     n = 400

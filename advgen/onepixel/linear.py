@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bounds import BoundPlan, margin_lower
-from .local import IDENTITY, LocalBounds, _Spatial, affine_tile, paste_tiles, propagate
+from .local import IDENTITY, ConvMaps, LocalBounds, _Spatial, affine_tile, paste_tiles, propagate
 from .local import _max_pool as _local_max_pool
 
 _AFFINE_REST = (nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, *IDENTITY)
@@ -94,6 +94,8 @@ def pixel_lines(plan: BoundPlan, acts: list[torch.Tensor], img: torch.Tensor, ch
             if pool:
                 both, top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, True], top, left, row2, col2)
                 wc, wr = _max_pool(both[:2 * b], both[2 * b:], b, step)
+            elif isinstance(acts[k], ConvMaps):
+                wc, wr, top, left = local.conv_step(step, acts[k], img2, wc, wr, top, left, row2, col2)
             else:
                 (tc, tr), top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, False], top, left, row2,
                                                   col2, stacked=False)
