@@ -344,21 +344,8 @@ class LocalBounds:
         clean_win = out.reshape(-1)[(img * (c_out * h * w))[:, None] + flat]  # (B, C * sh * sw)
         delta = wc.reshape(b, -1) - clean_win
         pos = top * self.positions[1] + left  # (B,) window position
-        order = torch.argsort(pos)
-        counts = torch.bincount(pos, minlength=len(blocks)).tolist()
-        dc, dr = delta.index_select(0, order), wr.reshape(b, -1).index_select(0, order)
-        # (unbind: with gradients, indexing blocks[p] would give every position a zero-filled full-size gradient)
-        blocks, blocks_abs = blocks.unbind(0), blocks_abs.unbind(0)
-        parts_c, parts_r, s = [], [], 0
-        for p, n_p in enumerate(counts):
-            if n_p:
-                parts_c.append(dc[s:s + n_p] @ blocks[p])
-                parts_r.append(dr[s:s + n_p] @ blocks_abs[p])
-                s += n_p
-        back = torch.argsort(order)
-        c = clean_head.index_select(0, img) + torch.cat(parts_c).index_select(0, back)
-        r = torch.cat(parts_r).index_select(0, back)
-        return c, r, self.rest[2:]
+        dc, r = grouped_matmul(pos, [delta, wr.reshape(b, -1)], [blocks, blocks_abs])
+        return clean_head.index_select(0, img) + dc, r, self.rest[2:]
 
     def conv_step(self, step: _Spatial, maps: ConvMaps, img: torch.Tensor, wc: torch.Tensor, wr: torch.Tensor,
                   top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
@@ -370,22 +357,8 @@ class LocalBounds:
         change = wc.permute(0, 2, 3, 1).reshape(b, -1) - ConvMaps.window(maps.inp, img, top, left, step.in_size)
         radius = wr.permute(0, 2, 3, 1).reshape(b, -1)
         clean = ConvMaps.window(maps.out, img, out_top, out_left, step.size)  # (B, oh * ow * O)
-        plain, absolute = self._conv_tables(step)
-        if len(plain) == 1:
-            oc, orad = torch.addmm(clean, change, plain[0]), radius @ absolute[0]
-        else:
-            group = step.offset_id[0][row] * len(step.offsets[1]) + step.offset_id[1][col]
-            order = torch.argsort(group)
-            counts = torch.bincount(group, minlength=len(plain)).tolist()
-            sc, sr, sk = (t.index_select(0, order) for t in (change, radius, clean))
-            parts_c, parts_r, s = [], [], 0
-            for g, n_g in enumerate(counts):
-                if n_g:
-                    parts_c.append(torch.addmm(sk[s:s + n_g], sc[s:s + n_g], plain[g]))
-                    parts_r.append(sr[s:s + n_g] @ absolute[g])
-                    s += n_g
-            back = torch.argsort(order)
-            oc, orad = torch.cat(parts_c).index_select(0, back), torch.cat(parts_r).index_select(0, back)
+        group = step.offset_id[0][row] * len(step.offsets[1]) + step.offset_id[1][col]
+        oc, orad = grouped_matmul(group, [change, radius], list(self._conv_tables(step)), [clean, None])
         (oh, ow), o = step.size, step.layer.out_channels
         return oc.view(b, oh, ow, o).permute(0, 3, 1, 2), orad.view(b, oh, ow, o).permute(0, 3, 1, 2), out_top, out_left
 
@@ -440,6 +413,30 @@ class LocalBounds:
                                                   stacked=False)
         oc, orad = affine_tile(step, tc, tr)
         return oc, orad, out_top, out_left
+
+
+def grouped_matmul(group: torch.Tensor, inputs: list[torch.Tensor], tables: list[torch.Tensor],
+                   bases: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Row b of ``inputs[i]`` (B, K) times ``tables[i][group[b]]`` (G, K, M), plus row b of ``bases[i]``
+    (B, M) where given: one matrix product per group present, not a (B, K, M) gather of the tables."""
+    bases = bases or [None] * len(inputs)
+    product = lambda x, t, base: x @ t if base is None else torch.addmm(base, x, t)  # noqa: E731
+    if len(tables[0]) == 1:
+        return [product(x, t[0], base) for x, t, base in zip(inputs, tables, bases)]
+    order = torch.argsort(group)
+    counts = torch.bincount(group, minlength=len(tables[0])).tolist()
+    inputs = [x.index_select(0, order) for x in inputs]
+    bases = [None if base is None else base.index_select(0, order) for base in bases]
+    # (unbind: with gradients, indexing tables[i][g] would give every group a zero-filled full-size gradient)
+    tables = [t.unbind(0) for t in tables]
+    parts, s = [[] for _ in inputs], 0
+    for g, n in enumerate(counts):
+        if n:
+            for part, x, t, base in zip(parts, inputs, tables, bases):
+                part.append(product(x[s:s + n], t[g], None if base is None else base[s:s + n]))
+            s += n
+    back = torch.argsort(order)
+    return [torch.cat(part).index_select(0, back) for part in parts]
 
 
 def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
