@@ -2,9 +2,9 @@
 
 A change to one input pixel only reaches a small window of each feature map of the spatial layers
 (convolutions, pooling, batch norm, activations). Outside it every activation equals the clean one. So
-for each box we carry a fixed-size window per layer, and compute a convolution or pooling layer on a
-tile: the clean padded activations around the window, with the box's window pasted in, evaluated with
-no padding. At the end of the spatial prefix the window is pasted into the clean feature map and the
+for each box we carry a fixed-size window per layer. A pooling layer runs on a tile: the clean padded
+activations around the window, with the box's window pasted in, evaluated with no padding. A
+convolution, being linear, runs on the window's change alone (:class:`ConvMaps`). At the end of the spatial prefix the window is pasted into the clean feature map and the
 remaining layers (flatten, linear, ...) run as usual. The result is the same interval as the full-map
 computation up to fp32 rounding (which the certification margin covers), at a fraction of the cost.
 Like :mod:`.bounds`, it is differentiable in the weights; the exact search calls it without gradients.
