@@ -92,13 +92,13 @@ def pixel_lines(plan: BoundPlan, acts: list[torch.Tensor], img: torch.Tensor, ch
         ends = to_ends
         if isinstance(step, _Spatial):
             if pool:
-                both, top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, True], top, left, row2, col2)
+                both, top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, True], row2, col2)
                 wc, wr = _max_pool(both[:2 * b], both[2 * b:], b, step)
             elif isinstance(acts[k], ConvMaps):
                 wc, wr, top, left = local.conv_step(step, acts[k], img2, wc, wr, top, left, row2, col2)
             else:
-                (tc, tr), top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, False], top, left, row2,
-                                                  col2, stacked=False)
+                (tc, tr), top, left = paste_tiles(step, acts[k], img2, [wc, wr], [True, False], row2, col2,
+                                                  stacked=False)
                 wc, wr = affine_tile(step, tc, tr)
             k += 1
         elif isinstance(step, nn.ReLU):

@@ -34,6 +34,8 @@ class _Spatial:
     start: tuple[torch.Tensor, torch.Tensor] = None  # output window start per input pixel row / col
     size: tuple[int, int] = (0, 0)                   # output window size (fixed)
     in_size: tuple[int, int] = (1, 1)                # input window size (fixed)
+    offset: tuple[torch.Tensor, torch.Tensor] = None  # per input pixel row / col: where the input window
+    #                                                   starts inside the tile its output window reads
     # for a convolution applied as a change (:meth:`LocalBounds.conv_step`): per input pixel row / col,
     # which of the distinct offsets of the input window inside the output window's tile it has, and those
     # offsets; None where the layer runs on tiles
@@ -182,10 +184,9 @@ class LocalBounds:
                 widths.append(width)
                 lo[a], hi[a], sizes[a] = o_min, o_max, n_out
             step.start, step.size, step.in_size = (starts[0], starts[1]), (widths[0], widths[1]), in_size
+            step.offset = tuple(top[a] + step.padding[a] - starts[a] * step.stride[a] for a in range(2))
             if isinstance(step.layer, nn.Conv2d):
-                # where the input window sits in the tile the output window reads (as in paste_tiles)
-                off = [top[a] + step.padding[a] - starts[a] * step.stride[a] for a in range(2)]
-                uniq = [torch.unique(o, return_inverse=True) for o in off]
+                uniq = [torch.unique(o, return_inverse=True) for o in step.offset]
                 rows_out = step.layer.out_channels * widths[0] * widths[1]
                 table = len(uniq[0][0]) * len(uniq[1][0]) * step.layer.in_channels * in_size[0] * in_size[1] * rows_out
                 if table <= _CONV_TABLE_LIMIT:
@@ -276,8 +277,7 @@ class LocalBounds:
             window = acts[0].inp[img, row, col]
             return window.reshape(len(img), -1, 1, 1).clone()
         top0, left0 = first.start[0][row], first.start[1][col]
-        ti = row + first.padding[0] - top0 * first.stride[0]
-        tj = col + first.padding[1] - left0 * first.stride[1]
+        ti, tj = first.offset[0][row], first.offset[1][col]
         # (a pixel no output reads, e.g. skipped by a stride, lies outside the tile and has no effect)
         tiles: Tiles = acts[0]
         window = tiles.cell(img, top0, left0, ti.clamp(0, tiles.size[0] - 1), tj.clamp(0, tiles.size[1] - 1))
@@ -307,7 +307,7 @@ class LocalBounds:
                 wc, wr, top, left = self.conv_step(step, acts[k], img, wc, wr, top, left, row, col)
                 k += 1
             elif isinstance(step, _Spatial):
-                wc, wr, top, left = self._tile_step(step, acts[k], img, wc, wr, top, left, row, col)
+                wc, wr, top, left = self._tile_step(step, acts[k], img, wc, wr, row, col)
                 k += 1
             elif ends:
                 wc, wr = step(wc), step(wr)
@@ -399,18 +399,16 @@ class LocalBounds:
         return basis.to(device)
 
     def _tile_step(self, step: _Spatial, tiles: Tiles, img: torch.Tensor, wc: torch.Tensor,
-                   wr: torch.Tensor, top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
-                   col: torch.Tensor):
+                   wr: torch.Tensor, row: torch.Tensor, col: torch.Tensor):
         """One conv/pool layer on tiles: clean padded input around the output window, box window pasted in.
         The window comes and goes as (center, radius), or as end points (lo, hi) for max pooling."""
         m = step.layer
         if isinstance(m, nn.MaxPool2d):  # (wc, wr) are end points (lo, hi) here: both over clean tiles
-            both, out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, True], top, left, row, col)
+            both, out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, True], row, col)
             b = len(img)
             both = _max_pool(both, step)
             return both[:b], both[b:], out_top, out_left
-        (tc, tr), out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, False], top, left, row, col,
-                                                  stacked=False)
+        (tc, tr), out_top, out_left = paste_tiles(step, tiles, img, [wc, wr], [True, False], row, col, stacked=False)
         oc, orad = affine_tile(step, tc, tr)
         return oc, orad, out_top, out_left
 
@@ -449,8 +447,7 @@ def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[tor
 
 
 def paste_tiles(step: _Spatial, tiles: Tiles, img: torch.Tensor, windows: list[torch.Tensor],
-                over_clean: list[bool], top: torch.Tensor, left: torch.Tensor, row: torch.Tensor,
-                col: torch.Tensor, stacked: bool = True):
+                over_clean: list[bool], row: torch.Tensor, col: torch.Tensor, stacked: bool = True):
     """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
     tile where ``over_clean`` says so, else over zeros (a radius). Returns the (B, C, Th, Tw) tiles (channels
     last in memory), stacked along the batch (``stacked``) or as a list, and the output window's position
@@ -461,8 +458,7 @@ def paste_tiles(step: _Spatial, tiles: Tiles, img: torch.Tensor, windows: list[t
     th, tw = tiles.size
     # window cell (a, b) is tile cell (off_r + a, off_c + b); cells that fall outside the tile (no output
     # of this window reads them) go to a spare last row of the buffer
-    off_r = top + step.padding[0] - out_top * step.stride[0]
-    off_c = left + step.padding[1] - out_left * step.stride[1]
+    off_r, off_c = step.offset[0][row], step.offset[1][col]
     tr_ = off_r[:, None] + torch.arange(sh, device=dev)  # (B, sh) tile rows
     tc_ = off_c[:, None] + torch.arange(sw, device=dev)  # (B, sw) tile cols
     inside = ((tr_ >= 0) & (tr_ < th))[:, :, None] & ((tc_ >= 0) & (tc_ < tw))[:, None, :]  # (B, sh, sw)
