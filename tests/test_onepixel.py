@@ -353,6 +353,24 @@ def test_wrong_shape_and_target_equal_label_are_input_errors():
         onepixel.attack(model, x, y, levels=16, targets=y, device="cpu")
 
 
+def random_pixel_boxes(x: torch.Tensor, n: int, classes: int, half_max: float, g: torch.Generator) -> tuple:
+    """``n`` boxes "one pixel of x in mid +- half", drawn from ``g``: (img, ch, row, col, mid, half, ref)."""
+    count, channels, h, w = x.shape
+    img, ch = torch.randint(0, count, (n,), generator=g), torch.randint(0, channels, (n,), generator=g)
+    row, col = torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)
+    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * half_max
+    return img, ch, row, col, mid, half, torch.randint(0, classes, (n,), generator=g)
+
+
+def full_map_boxes(x: torch.Tensor, img, ch, row, col, mid, half) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same boxes as whole images (center, radius), for the full-map bound to compare with."""
+    center = x[img].clone()
+    center[torch.arange(len(img)), ch, row, col] = mid
+    radius = torch.zeros_like(center)
+    radius[torch.arange(len(img)), ch, row, col] = half
+    return center, radius
+
+
 def test_window_bounds_equal_full_map_bounds():
     """Receptive-field windows give the same intervals as full feature maps (strides, dilation, padding,
     groups; the convolutions applied as changes, local.ConvMaps)."""
@@ -373,18 +391,9 @@ def test_window_bounds_equal_full_map_bounds():
     convs = [s for s in local.steps if isinstance(s, _Spatial) and isinstance(s.layer, nn.Conv2d)]
     assert len(convs) == 2 and all(s.offsets is not None for s in convs)
     acts = plan.prepare(x)
-    g = torch.Generator().manual_seed(0)
-    n = 400
-    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
-    row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
-    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
-    ref = torch.randint(0, 4, (n,), generator=g)
+    img, ch, row, col, mid, half, ref = random_pixel_boxes(x, 400, 4, 0.4, torch.Generator().manual_seed(0))
     windowed = margin_bound(plan, *pixel_boxes(plan, x, acts, img, ch, row, col, mid, half), ref, False)
-    center = x[img].clone()
-    center[torch.arange(n), ch, row, col] = mid
-    radius = torch.zeros_like(center)
-    radius[torch.arange(n), ch, row, col] = half
-    full = certificate(plan, center, radius, ref, False)
+    full = certificate(plan, *full_map_boxes(x, img, ch, row, col, mid, half), ref, False)
     assert torch.allclose(windowed, full, atol=1e-5, rtol=1e-5)
 
 
@@ -401,18 +410,9 @@ def test_folded_linear_after_the_windows_equals_full_maps():
     x = torch.rand(3, 2, 9, 13)
     plan = compile_plan(model, (2, 9, 13))
     assert plan.local is not None and plan.local.fold is model[7]
-    g = torch.Generator().manual_seed(1)
-    n = 300
-    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
-    row, col = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 13, (n,), generator=g)
-    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.5
-    ref = torch.randint(0, 4, (n,), generator=g)
-    center = x[img].clone()
-    center[torch.arange(n), ch, row, col] = mid
-    radius = torch.zeros_like(center)
-    radius[torch.arange(n), ch, row, col] = half
+    img, ch, row, col, mid, half, ref = random_pixel_boxes(x, 300, 4, 0.5, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        full = certificate(plan, center, radius, ref, False)
+        full = certificate(plan, *full_map_boxes(x, img, ch, row, col, mid, half), ref, False)
         folded = margin_bound(plan, *pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, mid, half), ref, False)
     torch.testing.assert_close(folded, full, atol=1e-5, rtol=1e-5)
     trained = margin_bound(plan, *pixel_boxes(plan, x, plan.prepare(x), img, ch, row, col, mid, half), ref, False)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from advgen import onepixel
 from advgen.onepixel.bounds import build_plan, certificate, compile_plan, margin_bound, pixel_boxes
-from test_onepixel import assert_matches_brute_force, brute_force, images_for
+from test_onepixel import assert_matches_brute_force, brute_force, images_for, random_pixel_boxes
 
 
 def _sharpen(model: nn.Module, gain: float = 3.0) -> nn.Module:
@@ -185,12 +185,7 @@ def test_class_and_sequential_spellings_give_the_same_bounds():
                                  nn.Linear(5 * 3 * 3, 4)))
     cls = _Sequentialised(seq).eval()
     x = torch.rand(3, 2, 11, 11)
-    g = torch.Generator().manual_seed(0)
-    n = 200
-    img, ch = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
-    row, col = torch.randint(0, 11, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
-    mid, half = torch.rand(n, generator=g), torch.rand(n, generator=g) * 0.4
-    ref = torch.randint(0, 4, (n,), generator=g)
+    img, ch, row, col, mid, half, ref = random_pixel_boxes(x, 200, 4, 0.4, torch.Generator().manual_seed(0))
     values = []
     for model in (seq, cls):
         for locality in (True, False):
