@@ -26,6 +26,7 @@ from .outputs import AttackSummary, save_grid
 from .report import Measurement
 from .run import Run
 from .runtime import seed_everything
+from .stats import percent
 from .train import predict, still_correct
 from .workspace import Workspace
 
@@ -58,14 +59,13 @@ def onepixel(ws: Workspace, model: nn.Module, data: Dataset, stage: str) -> Meas
         for picture in ("heatmaps", "examples"):
             if (where / f"{picture}.png").exists():
                 atomic_write_bytes(ws.out / f"{picture}_{stage}.png", (where / f"{picture}.png").read_bytes())
-    settled = summary.pruned / max(1, summary.candidates_total)
     return Measurement.from_flags(
         {"vulnerable": [status[i] == Status.VULNERABLE for i in order],
          "certified": [status[i] == Status.CERTIFIED for i in order]},
         counts={"candidates": summary.candidates_total, "pruned": summary.pruned, "evaluated": summary.evaluated},
         seconds=time.perf_counter() - t0,
         note=f"exact search over all {summary.candidates_total} single-pixel candidates of the first "
-             f"{summary.images} test images; bounds settled {settled:.2%} of them without running the model")
+             f"{summary.images} test images; bounds settled {percent(summary.pruned, summary.candidates_total)} of them without running the model")
 
 
 def pgd_flags(run: Run, model: nn.Module, data: Dataset, eps: float, steps: int) -> dict[str, list[bool]]:

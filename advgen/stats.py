@@ -52,6 +52,18 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
+def percent(k: int, n: int) -> str:
+    """``k/n`` as a percentage with two decimals, or with as many as it takes to show the first digit of
+    its distance from 0% or 100%: bounds settled 195,520,626 of 195,521,760 candidates, 99.9994%, and
+    "100.00%" would hide the 1,134 the model had to run on."""
+    if n <= 0:
+        return "n/a"
+    share = 100 * k / n
+    rest = min(share, 100 - share)
+    decimals = 2 if rest == 0 or rest >= 0.01 else -math.floor(math.log10(rest))
+    return f"{share:.{decimals}f}%"
+
+
 @dataclass(frozen=True)
 class Rate:
     """``k`` of ``n`` images; ``value`` is ``k/n`` (0.0 for no images), ``ci95`` its Wilson interval."""

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from advgen.stats import Paired, Rate, mcnemar_exact, paired, wilson
+from advgen.stats import Paired, Rate, mcnemar_exact, paired, wilson, percent
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [
@@ -58,3 +58,10 @@ def test_rate_and_paired():
         paired("01", "011")
     with pytest.raises(ValueError, match="only '0' and '1'"):
         paired("0_1", "011")
+
+
+@pytest.mark.parametrize("k, n, text", [(322870, 376320, "85.80%"), (195520626, 195521760, "99.9994%"),
+                                        (5, 10**9, "0.0000005%"), (0, 7, "0.00%"), (7, 7, "100.00%"),
+                                        (999999, 1000000, "99.9999%")])
+def test_percent_never_rounds_a_partial_share_to_all_or_nothing(k, n, text):
+    assert percent(k, n) == text

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..stats import Rate
+from ..stats import Rate, percent
 from .changes import Change, change
 from .schema import Report
 
@@ -122,7 +122,7 @@ def _counts(counts: dict[str, int]) -> str:
     """``candidates 199920, pruned 199000 (99.54% settled by bounds), evaluated 920``."""
     cells = [f"{k} {v}" for k, v in counts.items()]
     if counts.get("candidates") and "pruned" in counts:
-        cells[list(counts).index("pruned")] += f" ({counts['pruned'] / counts['candidates']:.2%} settled by bounds)"
+        cells[list(counts).index("pruned")] += f" ({percent(counts['pruned'], counts['candidates'])} settled by bounds)"
     return ", ".join(cells)
 
 
