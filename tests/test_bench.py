@@ -10,6 +10,7 @@ from torch import nn
 from advgen.bench import bench_onepixel, exact_to_de_ratio, missed_by_exact, table
 from advgen.cli import main
 from advgen.models import save_checkpoint
+from advgen.runtime import cpu_model
 
 
 def test_bench_rows_agree_on_a_tiny_model():
@@ -48,6 +49,7 @@ def test_bench_cli_writes_json(tmp_path, trained_mlp, capsys):
     result = json.loads(out.read_text())
     assert result["schema_version"] == 1 and [r["images"] for r in result["rows"]] == [1, 1, 1]
     assert result["threads"] == 2 and result["exact_to_de_ratio"] > 0
+    assert result["cpu"] == cpu_model()  # the ratio depends on the processor, so the file names it
     printed = capsys.readouterr().out
     assert "advgen exact (pruned)" in printed and "exact/DE time ratio" in printed
     assert main(["bench", "onepixel", "--checkpoint", str(ckpt), "--out", str(out), "--quiet"]) == 2

@@ -13,6 +13,7 @@ from ..bench import as_json, bench_onepixel, correctly_classified, exact_to_de_r
 from ..files import atomic_write_json
 from ..outputs import SCHEMA_VERSION, versions
 from ..run import start
+from ..runtime import cpu_model
 from ..target import load_target
 from .options import common, data_option, model_options, overwrite_option, refuse_clobber
 
@@ -61,7 +62,8 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
     ratio_first = exact_to_de_ratio(rows, "advgen exact (pruned, first flip)")
     atomic_write_json(out, {"schema_version": SCHEMA_VERSION, "benchmark": "onepixel", "data": data_source,
                             "model": ckpt.arch, "device": str(dev), "threads": threads,
-                            "cpu_count": os.cpu_count(), "machine": platform.machine(), "seed": seed,
+                            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                            "seed": seed,
                             "rows": as_json(rows), "exact_to_de_ratio": ratio,
                             "exact_first_to_de_ratio": ratio_first,
                             "de_vulnerable_missed_by_exact": missed, "versions": versions()})
