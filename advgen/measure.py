@@ -65,7 +65,8 @@ def onepixel(ws: Workspace, model: nn.Module, data: Dataset, stage: str) -> Meas
         counts={"candidates": summary.candidates_total, "pruned": summary.pruned, "evaluated": summary.evaluated},
         seconds=time.perf_counter() - t0,
         note=f"exact search over all {summary.candidates_total} single-pixel candidates of the first "
-             f"{summary.images} test images; bounds settled {percent(summary.pruned, summary.candidates_total)} of them without running the model")
+             f"{summary.images} test images; bounds settled {percent(summary.pruned, summary.candidates_total)} "
+             f"of them without running the model")
 
 
 def pgd_flags(run: Run, model: nn.Module, data: Dataset, eps: float, steps: int) -> dict[str, list[bool]]:
