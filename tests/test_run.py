@@ -41,6 +41,7 @@ def test_start_resolves_the_device_once_and_seeds():
 
 def test_machine_info_describes_the_run():
     info = machine_info("cpu")
-    assert set(info) == {"platform", "python", "torch", "torchvision", "torchattacks", "device", "cpu", "cpu_count", "gpu"}
+    assert set(info) == {"platform", "python", "torch", "torchvision", "torchattacks", "device", "cpu", "cpu_count",
+                         "gpu"}
     assert info["device"] == "cpu" and info["gpu"] is None and info["cpu_count"] >= 1
     json.dumps(info)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from advgen.stats import Paired, Rate, mcnemar_exact, paired, wilson, percent
+from advgen.stats import Paired, Rate, mcnemar_exact, paired, percent, wilson
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [
