@@ -9,7 +9,6 @@ Written as ``ablation.json`` (per-image outcomes, as in ``report.json``), ``abla
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ from ..errors import InputError
 from ..files import atomic_write_bytes, atomic_write_text
 from . import metrics as registry
 from .changes import change
+from .chart import BASE_COLOR, INK, NEW_COLOR, figure_png
 from .fromjson import build
-from .htmlpage import data_uri, html_table
+from .htmlpage import data_uri, html_table, page
 from .markdown import md_table
 from .measurement import Measurement, measured
 from .metrics import Metric
@@ -102,33 +102,27 @@ class Ablation(Provenance):
 
 def chart_png(ablation: Ablation) -> bytes:
     """One panel per metric: each variant's rate with its 95% interval, the clean-only value as a line."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     metrics, names = ablation.metrics(), list(ablation.variants)
-    fig = Figure(figsize=(2.6 * max(1, len(metrics)), 0.32 * len(names) + 1.4), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, m in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), i + 1)
-        for j, name in enumerate(names):
-            got = measured(ablation.stages[name], m)
-            if got is None:
-                continue
-            r = got.metric_rate(m)
-            ax.errorbar([r.value], [j], xerr=[[r.value - r.ci95[0]], [r.ci95[1] - r.value]], fmt="o", ms=3,
-                        color="#1b1f24" if name == BASELINE else "#2b8a3e", elinewidth=0.8, capsize=2)
-        base = measured(ablation.stages[BASELINE], m)
-        if base is not None:
-            ax.axvline(base.metric_rate(m).value, color="#9aa5b1", lw=0.8, ls="--")
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names if i == 0 else [], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(m.label + ("" if m.higher_is_better else " (lower better)"), fontsize=7)
-        ax.tick_params(axis="x", labelsize=6)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+
+    def draw(fig: Any) -> None:
+        for i, m in enumerate(metrics):
+            ax = fig.add_subplot(1, len(metrics), i + 1)
+            for j, name in enumerate(names):
+                got = measured(ablation.stages[name], m)
+                if got is not None:
+                    r = got.metric_rate(m)
+                    ax.errorbar([r.value], [j], xerr=[[r.value - r.ci95[0]], [r.ci95[1] - r.value]], fmt="o", ms=3,
+                                color=INK if name == BASELINE else NEW_COLOR, elinewidth=0.8, capsize=2)
+            base = measured(ablation.stages[BASELINE], m)
+            if base is not None:
+                ax.axvline(base.metric_rate(m).value, color=BASE_COLOR, lw=0.8, ls="--")
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels(names if i == 0 else [], fontsize=7)
+            ax.invert_yaxis()
+            ax.set_title(m.label + ("" if m.higher_is_better else " (lower better)"), fontsize=7)
+            ax.tick_params(axis="x", labelsize=6)
+
+    return figure_png(2.6 * max(1, len(metrics)), 0.32 * len(names) + 1.4, draw)
 
 
 def write(ablation: Ablation, out: Path) -> None:
@@ -137,12 +131,11 @@ def write(ablation: Ablation, out: Path) -> None:
     tables = [ablation.table(), ablation.changes_table()]
     md = "\n".join([f"## advgen ablation: did the generated data help? (seed {ablation.seed})", "",
                     *[md_table(t) for t in tables], "![ablation](ablation.png)", ""])
-    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>advgen ablation</title></head>"
-            "\n<body>\n<h1>advgen ablation: did the generated data help?</h1>\n"
-            + "\n".join(html_table(t) for t in tables)
-            + f"\n<img alt=\"ablation chart\" src=\"{data_uri(png)}\">\n</body>\n</html>\n")
+    html = page("advgen ablation", ["<h1>advgen ablation: did the generated data help?</h1>",
+                                     *(html_table(t) for t in tables),
+                                     f"<img alt=\"ablation chart\" src=\"{data_uri(png)}\">"])
     atomic_write_bytes(out / "ablation.png", png)
     atomic_write_text(out / "ablation.md", md)
-    atomic_write_text(out / "ablation.html", page)
+    atomic_write_text(out / "ablation.html", html)
     atomic_write_text(out / "ablation.json", json.dumps(ablation.to_dict(), indent=2, allow_nan=False, default=str)
                       + "\n")

@@ -1,10 +1,32 @@
-"""The before/after bar chart, drawn with matplotlib's Agg canvas (no display, no global backend switch)."""
+"""The reports' charts, drawn with matplotlib's Agg canvas (no display, no global backend switch).
+
+Every chart shows rates with their 95% Wilson intervals, so a difference the interval swallows
+looks like one.
+"""
 
 from __future__ import annotations
 
 import io
+from typing import Any, Callable
 
+from .metrics import Metric
 from .schema import Report
+
+BASE_COLOR, NEW_COLOR, INK = "#9aa5b1", "#2b8a3e", "#1b1f24"
+
+
+def figure_png(width: float, height: float, draw: Callable[[Any], None]) -> bytes:
+    """``draw(figure)`` on a fresh Agg figure, returned as PNG bytes without a "Software" stamp."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
 
 
 def before_after_chart_png(report: Report) -> bytes:
@@ -12,14 +34,12 @@ def before_after_chart_png(report: Report) -> bytes:
 
     Unmeasured metrics are left out; lower-is-better rates are marked in their tick label.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    stages = [(name, color) for name, color in (("before", "#9aa5b1"), ("after", "#2b8a3e")) if name in report.stages]
     shown = report.shown_metrics()
-    fig = Figure(figsize=(max(4.0, 1.4 * len(shown) + 1.5), 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    return figure_png(max(4.0, 1.4 * len(shown) + 1.5), 3.6, lambda fig: _bars(fig.add_subplot(1, 1, 1), report, shown))
+
+
+def _bars(ax: Any, report: Report, shown: list[Metric]) -> None:
+    stages = [(name, color) for name, color in (("before", BASE_COLOR), ("after", NEW_COLOR)) if name in report.stages]
     width = 0.8 / len(stages)
     for i, (name, color) in enumerate(stages):
         points = [(j + (i - (len(stages) - 1) / 2) * width, report.rate(name, m)) for j, m in enumerate(shown)]
@@ -27,7 +47,7 @@ def before_after_chart_png(report: Report) -> bytes:
         values = [r.value for _, r in points]
         errors = [[r.value - r.ci95[0] for _, r in points], [r.ci95[1] - r.value for _, r in points]]
         bars = ax.bar([x for x, _ in points], values, width=width, label=name, color=color,
-                      yerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#1b1f24"})
+                      yerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": INK})
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     ax.set_xticks(range(len(shown)))
     ax.set_xticklabels([m.label.replace(" ", "\n", 1) + ("\n(lower better)" if not m.higher_is_better else "")
@@ -37,7 +57,4 @@ def before_after_chart_png(report: Report) -> bytes:
     ax.set_ylabel("fraction (bars: 95% interval)")
     ax.legend(fontsize=8, loc="upper right", ncol=2, frameon=False)
     ax.set_title("advgen: before vs after retraining" if "after" in report.stages else "advgen: metrics", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+

@@ -89,6 +89,11 @@ def render_html(report: Report, asset_dir: str | Path | None = None) -> str:
     if report.artifacts:
         body.append("<h2>Pictures</h2>")
         body += [_picture(k, v, asset_dir) for k, v in report.artifacts.items()]
+    return page(f"advgen report: {verdict}", body)
+
+
+def page(title: str, body: list[str]) -> str:
+    """A whole HTML document around already-escaped ``body`` parts, styled inline (nothing to fetch)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>advgen report: {_e(verdict)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body)
+            + "\n</body>\n</html>\n")

@@ -151,29 +151,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[list[str]]:
     rows = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            rows += _flatten(v, key + ".")
-        else:
-            rows.append([key, fmt_value(v)])
+        rows += _flatten(v, key + ".") if isinstance(v, dict) and v else [[key, fmt_value(v)]]
     return rows
 
 
-def machine_table(report: Report) -> Table:
-    return Table("Machine", ["key", "value"], _flatten(report.machine), [False, False])
-
-
-def config_table(report: Report) -> Table:
-    return Table("Configuration", ["setting", "value"], _flatten(report.config), [False, False])
-
-
-def run_table(report: Report) -> Table:
-    """Who and when: tool version, creation time, seed, final stage."""
-    rows = [["tool", f"{report.tool.get('name', 'advgen')} {report.tool.get('version', '?')}"],
-            ["created", report.created], ["seed", fmt_value(report.seed)], ["final stage", report.final_stage]]
-    return Table("Run", ["key", "value"], rows, [False, False])
+def provenance_tables(report: Report) -> list[Table]:
+    """Run (tool version, creation time, seed, final stage), then the machine and the settings, flattened."""
+    run = [["tool", f"{report.tool.get('name', 'advgen')} {report.tool.get('version', '?')}"],
+           ["created", report.created], ["seed", fmt_value(report.seed)], ["final stage", report.final_stage]]
+    return [Table("Run", ["key", "value"], run, [False, False]),
+            Table("Machine", ["key", "value"], _flatten(report.machine), [False, False]),
+            Table("Configuration", ["setting", "value"], _flatten(report.config), [False, False])]
 
 
 def all_tables(report: Report) -> list[Table]:
     """Every table in reading order: verdict-relevant first, provenance last."""
     return [metrics_table(report), gates_table(report), measurements_table(report), augmentation_table(report),
-            timings_table(report), run_table(report), machine_table(report), config_table(report)]
+            timings_table(report), *provenance_tables(report)]
