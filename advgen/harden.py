@@ -43,6 +43,10 @@ class HardenConfig:
     image plus ``trades_beta`` times the KL divergence between the clean and the adversarial
     prediction, the adversary maximising that divergence (torchattacks' TPGD); ``clean_weight`` is
     then unused.
+
+    The ramps: PGD's radius is ``pgd_eps * (epoch + 1) / pgd_ramp_epochs`` (full from the first epoch
+    when that is 0 or 1); the certified weight is ``certified_weight * epoch / certified_ramp_epochs``,
+    so it starts at zero, or is full from the first step when ``certified_ramp_epochs`` is 0.
     """
 
     epochs: int = 20
@@ -121,7 +125,7 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
             else:
                 loss = loss + rest * F.cross_entropy(model(x_adv), y)
         if bound is not None:
-            ramp = min(1.0, epoch / max(1, config.certified_ramp_epochs))
+            ramp = min(1.0, epoch / config.certified_ramp_epochs) if config.certified_ramp_epochs else 1.0
             if ramp > 0:
                 pixels = gain_pixels(model, x, y, config.certified_top, config.certified_random)
                 loss = loss + ramp * config.certified_weight * bound.loss(x, y, pixels)

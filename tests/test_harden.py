@@ -25,6 +25,20 @@ def test_harden_returns_a_retrained_copy(trained_mlp, small_train):
     assert info["train_images"] == 160 and info["epochs"] == 1
 
 
+def test_no_certified_ramp_means_full_weight_from_the_first_step(trained_mlp, small_train):
+    """``certified_ramp_epochs=0`` switches the ramp off; it used to leave the first epoch without the term."""
+    common = dict(epochs=1, pgd_eps=0.0, clean_weight=1.0, seed=0)
+    plain, _ = harden(trained_mlp.model, small_train.head(128), None, HardenConfig(certified_weight=0.0, **common),
+                      device="cpu")
+    ramped, _ = harden(trained_mlp.model, small_train.head(128), None,
+                       HardenConfig(certified_weight=0.5, certified_ramp_epochs=4, **common), device="cpu")
+    at_once, _ = harden(trained_mlp.model, small_train.head(128), None,
+                        HardenConfig(certified_weight=0.5, certified_ramp_epochs=0, **common), device="cpu")
+    same = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ramped.state_dict().values())]
+    differ = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), at_once.state_dict().values())]
+    assert all(same) and not all(differ)
+
+
 def _mnist14(data, n):
     """MNIST halved to 14x14 and 16 levels: a one-pixel problem small enough to search exactly in a test."""
     from advgen import onepixel
