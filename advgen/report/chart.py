@@ -1,7 +1,6 @@
 """The reports' charts, drawn with matplotlib's Agg canvas (no display, no global backend switch).
 
-Every chart shows rates with their 95% Wilson intervals, so a difference the interval swallows
-looks like one.
+Every chart draws a rate with its 95% Wilson interval, so a difference within the noise shows as one.
 """
 
 from __future__ import annotations
@@ -57,4 +56,3 @@ def _bars(ax: Any, report: Report, shown: list[Metric]) -> None:
     ax.set_ylabel("fraction (bars: 95% interval)")
     ax.legend(fontsize=8, loc="upper right", ncol=2, frameon=False)
     ax.set_title("advgen: before vs after retraining" if "after" in report.stages else "advgen: metrics", fontsize=9)
-

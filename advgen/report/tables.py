@@ -151,7 +151,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[list[str]]:
     rows = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        rows += _flatten(v, key + ".") if isinstance(v, dict) and v else [[key, fmt_value(v)]]
+        if isinstance(v, dict) and v:
+            rows += _flatten(v, key + ".")
+        else:
+            rows.append([key, fmt_value(v)])
     return rows
 
 
