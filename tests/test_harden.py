@@ -34,9 +34,10 @@ def test_no_certified_ramp_means_full_weight_from_the_first_step(trained_mlp, sm
                        HardenConfig(certified_weight=0.5, certified_ramp_epochs=4, **common), device="cpu")
     at_once, _ = harden(trained_mlp.model, small_train.head(128), None,
                         HardenConfig(certified_weight=0.5, certified_ramp_epochs=0, **common), device="cpu")
-    same = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ramped.state_dict().values())]
-    differ = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), at_once.state_dict().values())]
-    assert all(same) and not all(differ)
+    def equal(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    assert equal(plain, ramped) and not equal(plain, at_once)
 
 
 def _mnist14(data, n):
