@@ -21,7 +21,8 @@ from torch import nn
 from . import onepixel
 from .data import Dataset
 from .methods import AttackOptions, AttackRecord, run_method
-from .runtime import cpu_threads, resolve_device
+from .outputs import SCHEMA_VERSION, versions
+from .runtime import cpu_threads, machine_info, resolve_device
 
 DE_CONFIGS = {"torchattacks OnePixel (steps=10, popsize=10)": {},
               "torchattacks OnePixel (steps=100, popsize=100)": {"steps": 100, "popsize": 100}}
@@ -204,5 +205,12 @@ def table(rows: list[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def as_json(rows: list[BenchRow]) -> list[dict]:
-    return [asdict(r) for r in rows]
+def summary(rows: list[BenchRow], *, data: str, model: str, device: torch.device, threads: int,
+            seed: int) -> dict:
+    """The JSON ``advgen bench onepixel`` writes: the rows, both time ratios, DE's finds the exact rows missed,
+    and the machine (the ratio is a property of the processor as much as of the code)."""
+    return {"schema_version": SCHEMA_VERSION, "benchmark": "onepixel", "data": data, "model": model,
+            "device": str(device), "threads": threads, "seed": seed, "machine": machine_info(device),
+            "rows": [asdict(r) for r in rows], "exact_to_de_ratio": exact_to_de_ratio(rows),
+            "exact_first_to_de_ratio": exact_to_de_ratio(rows, "advgen exact (pruned, first flip)"),
+            "de_vulnerable_missed_by_exact": missed_by_exact(rows), "versions": versions()}

@@ -49,7 +49,7 @@ def test_bench_cli_writes_json(tmp_path, trained_mlp, capsys):
     result = json.loads(out.read_text())
     assert result["schema_version"] == 1 and [r["images"] for r in result["rows"]] == [1, 1, 1]
     assert result["threads"] == 2 and result["exact_to_de_ratio"] > 0
-    assert result["cpu"] == cpu_model()  # the ratio depends on the processor, so the file names it
+    assert result["machine"]["cpu"] == cpu_model()  # the ratio depends on the processor, so the file names it
     printed = capsys.readouterr().out
     assert "advgen exact (pruned)" in printed and "exact/DE time ratio" in printed
     assert main(["bench", "onepixel", "--checkpoint", str(ckpt), "--out", str(out), "--quiet"]) == 2

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 import click
 
 from .. import data as datasets
-from ..bench import as_json, bench_onepixel, correctly_classified, exact_to_de_ratio, missed_by_exact, table
+from ..bench import bench_onepixel, correctly_classified, summary, table
 from ..files import atomic_write_json
-from ..outputs import SCHEMA_VERSION, versions
 from ..run import start
-from ..runtime import cpu_model
 from ..target import load_target
 from .options import common, data_option, model_options, overwrite_option, refuse_clobber
 
@@ -56,23 +52,16 @@ def bench_onepixel_cmd(data_source: str, arch: str | None, checkpoint: Path | No
                               dense_limit=min(dense_limit, limit), slow_limit=min(slow_limit, limit),
                               joint_limit=min(joint_limit, limit), device=run.device, batch_size=batch_size,
                               seed=seed, threads=threads, first=first)
-    dev = run.device
-    missed = missed_by_exact(rows)
-    ratio = exact_to_de_ratio(rows)
-    ratio_first = exact_to_de_ratio(rows, "advgen exact (pruned, first flip)")
-    atomic_write_json(out, {"schema_version": SCHEMA_VERSION, "benchmark": "onepixel", "data": data_source,
-                            "model": ckpt.arch, "device": str(dev), "threads": threads,
-                            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                            "seed": seed,
-                            "rows": as_json(rows), "exact_to_de_ratio": ratio,
-                            "exact_first_to_de_ratio": ratio_first,
-                            "de_vulnerable_missed_by_exact": missed, "versions": versions()})
+    found = summary(rows, data=data_source, model=ckpt.arch, device=run.device, threads=threads, seed=seed)
+    atomic_write_json(out, found)
     click.echo(table(rows))
     joint = [r for r in rows if r.de_outside_flips is not None]
     if joint:
         click.echo(f"joint channels: {joint[0].de_checked} grid-snapped DE flips checked, outside the exact flip "
                    f"set: {joint[0].de_outside_flips or 'none'}")
+    ratio, ratio_first, missed = (found[k] for k in ("exact_to_de_ratio", "exact_first_to_de_ratio",
+                                                     "de_vulnerable_missed_by_exact"))
     shown = "-" if ratio is None else f"{ratio:.2f}"
     shown_first = "" if ratio_first is None else f" (first flip: {ratio_first:.2f})"
-    click.echo(f"device {dev}, {threads} thread(s) per row; exact/DE time ratio {shown}{shown_first}; DE-broken "
-               f"images the exact attack missed: {missed or 'none'}; wrote {out}")
+    click.echo(f"device {run.device}, {threads} thread(s) per row; exact/DE time ratio {shown}{shown_first}; "
+               f"DE-broken images the exact attack missed: {missed or 'none'}; wrote {out}")
