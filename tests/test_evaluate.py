@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from advgen.cli import main
-from advgen.evaluate import AUGMENTATIONS, EvaluateConfig, evaluate
+from advgen.errors import InputError
+from advgen.evaluate import AUGMENTATIONS, Budget, EvaluateConfig, evaluate
 from advgen.harden import HardenConfig
 from advgen.models import load_checkpoint, save_checkpoint
 from advgen.report import load_report
@@ -127,7 +128,8 @@ def test_resume_after_losing_late_phases_gives_identical_report(finished, target
 
 @pytest.mark.parametrize("changed, named", [(["--pgd-eps", "0.1"], "pgd_eps (0.3 -> 0.1)"),
                                             (["--retrain-epochs", "2"], "retrain.epochs (1 -> 2)"),
-                                            (["--seed", "1"], "seed (0 -> 1)")])
+                                            (["--seed", "1"], "seed (0 -> 1)"),
+                                            (["--budget", "robust"], "retrain.clean_weight (0.55 -> 0.0)")])
 def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, capsys, changed, named):
     out, _ = finished
     before = (out / "report.json").read_bytes()
@@ -142,6 +144,19 @@ def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, 
     err = capsys.readouterr().err
     assert named in err and "different settings" in err and len(err.strip().splitlines()) == 1
     assert (out / "report.json").read_bytes() == before  # nothing was mixed in or rewritten
+
+
+def test_budgets_set_their_recipe_and_explicit_values_win():
+    assert EvaluateConfig.for_budget("default") == EvaluateConfig()
+    robust = EvaluateConfig.for_budget(Budget.ROBUST)
+    assert (robust.arch, robust.augment) == ("cnn-wide", ("pgd",))
+    r = robust.retrain
+    assert (r.epochs, r.pgd_steps, r.clean_weight, r.certified_weight) == (40, 10, 0.0, 0.0)
+    mine = EvaluateConfig.for_budget("robust", retrain={"epochs": 3}, arch="cnn", seed=2)
+    assert (mine.arch, mine.retrain.epochs, mine.retrain.pgd_steps, mine.seed) == ("cnn", 3, 10, 2)
+    assert EvaluateConfig.for_budget().retrain == HardenConfig()  # the preset's dict was not consumed
+    with pytest.raises(InputError, match="unknown budget 'huge'"):
+        EvaluateConfig.for_budget("huge")
 
 
 def test_refuses_to_mix_runs_without_resume(finished, target_path, capsys):

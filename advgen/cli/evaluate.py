@@ -10,7 +10,7 @@ from click.core import ParameterSource
 from ..ablation import ablate
 from ..distributed import env_rank
 from ..errors import InputError
-from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, EvaluateConfig, evaluate as run_evaluate
+from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, Budget, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
 from ..sources import SOURCES
 from ..report import format_gate
@@ -20,6 +20,11 @@ from .options import common, data_option, fail_under_option, model_options, over
 
 
 @click.command()
+@click.option("--budget", type=click.Choice([b.value for b in Budget]), default=Budget.DEFAULT.value,
+              show_default=True,
+              help="The recipe: default (10 minutes on 2 CPU cores, aimed at the one-pixel threat) or robust "
+                   "(L-inf robust accuracy: cnn-wide retrained 40 epochs on PGD-10 alone; about 35 minutes on 2 "
+                   "CPU cores). Options given explicitly override the recipe's values.")
 @data_option
 @model_options
 @click.option("--onepixel-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_images, show_default=True,
@@ -61,7 +66,7 @@ from .options import common, data_option, fail_under_option, model_options, over
                    "each alone, all but each, all; attack each afresh; write OUT/ablation.{json,md,html,png}.")
 @overwrite_option
 @common
-def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
+def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
              pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
              advgan_images: int, augment: str, onepixel_train_images: int,
              advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
@@ -72,15 +77,20 @@ def evaluate(data_source: str, arch: str | None, checkpoint: Path | None, onepix
 
     Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
     """
-    config = EvaluateConfig(
-        data=data_source, arch=arch or "cnn", onepixel_images=onepixel_images, pgd_images=pgd_images,
-        pgd_eps=pgd_eps, pgd_steps=pgd_steps, autoattack_images=autoattack_images,
-        autoattack_version=autoattack_version, advgan_images=advgan_images,
-        augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
-        onepixel_train_images=onepixel_train_images, advgan_samples=advgan_samples, cgan_samples=cgan_samples,
-        train_images=train_images,
-        advgan_epochs=advgan_epochs, cgan_epochs=cgan_epochs,
-        retrain=HardenConfig(epochs=retrain_epochs, pgd_eps=pgd_eps, certified_weight=certified_weight), seed=seed)
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    fields = {"data": data_source, "arch": arch, "onepixel_images": onepixel_images, "pgd_images": pgd_images,
+              "pgd_eps": pgd_eps, "pgd_steps": pgd_steps, "autoattack_images": autoattack_images,
+              "autoattack_version": autoattack_version, "advgan_images": advgan_images,
+              "augment": tuple(a.strip() for a in augment.split(",") if a.strip()),
+              "onepixel_train_images": onepixel_train_images, "advgan_samples": advgan_samples,
+              "cgan_samples": cgan_samples, "train_images": train_images, "advgan_epochs": advgan_epochs,
+              "cgan_epochs": cgan_epochs}
+    retrain = {"epochs": retrain_epochs, "certified_weight": certified_weight}
+    option = {"data": "data_source", "epochs": "retrain_epochs"}  # where an option's name is not its field's
+    config = EvaluateConfig.for_budget(
+        budget, retrain={"pgd_eps": pgd_eps, **{k: v for k, v in retrain.items() if option.get(k, k) in given}},
+        seed=seed, **{k: v for k, v in fields.items() if option.get(k, k) in given})
     if ablation:
         return _ablation(config, out, checkpoint, fail_under, resume, overwrite, device, quiet)
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
