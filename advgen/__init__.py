@@ -19,7 +19,7 @@ from .attack_run import run_attack  # noqa: E402
 from .augment import AugmentResult, augment  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .errors import InputError  # noqa: E402
-from .evaluate import EvaluateConfig, evaluate  # noqa: E402
+from .evaluate import Budget, EvaluateConfig, evaluate  # noqa: E402
 from .models import Checkpoint, build, load_checkpoint, save_checkpoint  # noqa: E402
 from .outputs import AttackSummary  # noqa: E402
 from .run import Run, start  # noqa: E402
@@ -29,5 +29,5 @@ from .train import TrainConfig, accuracy, fit, predict, train_classifier  # noqa
 __all__ = [
     "__version__", "data", "models", "Dataset", "InputError", "Checkpoint", "build", "load_checkpoint",
     "save_checkpoint", "TrainConfig", "accuracy", "fit", "predict", "train_classifier", "run_attack",
-    "AttackSummary", "augment", "AugmentResult", "evaluate", "EvaluateConfig", "Run", "start", "load_target",
+    "AttackSummary", "augment", "AugmentResult", "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
 ]

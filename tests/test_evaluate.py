@@ -149,7 +149,7 @@ def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, 
 def test_budgets_set_their_recipe_and_explicit_values_win():
     assert EvaluateConfig.for_budget("default") == EvaluateConfig()
     robust = EvaluateConfig.for_budget(Budget.ROBUST)
-    assert (robust.arch, robust.augment) == ("cnn-wide", ("pgd",))
+    assert (robust.arch, robust.augment, robust.cgan_samples) == ("cnn-wide", ("pgd", "cgan"), 2000)
     r = robust.retrain
     assert (r.epochs, r.pgd_steps, r.clean_weight, r.certified_weight) == (40, 10, 0.0, 0.0)
     mine = EvaluateConfig.for_budget("robust", retrain={"epochs": 3}, arch="cnn", seed=2)

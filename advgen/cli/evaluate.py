@@ -23,8 +23,8 @@ from .options import common, data_option, fail_under_option, model_options, over
 @click.option("--budget", type=click.Choice([b.value for b in Budget]), default=Budget.DEFAULT.value,
               show_default=True,
               help="The recipe: default (10 minutes on 2 CPU cores, aimed at the one-pixel threat) or robust "
-                   "(L-inf robust accuracy: cnn-wide retrained 40 epochs on PGD-10 alone; about 35 minutes on 2 "
-                   "CPU cores). Options given explicitly override the recipe's values.")
+                   "(L-inf robust accuracy: cnn-wide retrained 40 epochs on PGD-10 and conditional-GAN digits; "
+                   "about 35 minutes on 2 CPU cores). Options given explicitly override the recipe's values.")
 @data_option
 @model_options
 @click.option("--onepixel-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_images, show_default=True,
@@ -66,8 +66,8 @@ from .options import common, data_option, fail_under_option, model_options, over
                    "each alone, all but each, all; attack each afresh; write OUT/ablation.{json,md,html,png}.")
 @overwrite_option
 @common
-def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int, pgd_images: int,
-             pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
+def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int,
+             pgd_images: int, pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
              advgan_images: int, augment: str, onepixel_train_images: int,
              advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
              cgan_epochs: int | None,
