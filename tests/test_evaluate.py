@@ -126,6 +126,16 @@ def test_resume_after_losing_late_phases_gives_identical_report(finished, target
     assert again.augmentation == report.augmentation
 
 
+def resume_args(out, target_path) -> list[str]:
+    """``advgen evaluate --resume`` with the settings of ``tiny_config``, spelled out on the command line."""
+    return ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
+            "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3",
+            "--autoattack-images", "40", "--autoattack-version", "cpu",
+            "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
+            "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
+            "--augment", ",".join(AUGMENTATIONS)]
+
+
 @pytest.mark.parametrize("changed, named", [(["--pgd-eps", "0.1"], "pgd_eps (0.3 -> 0.1)"),
                                             (["--retrain-epochs", "2"], "retrain.epochs (1 -> 2)"),
                                             (["--seed", "1"], "seed (0 -> 1)"),
@@ -133,17 +143,20 @@ def test_resume_after_losing_late_phases_gives_identical_report(finished, target
 def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, capsys, changed, named):
     out, _ = finished
     before = (out / "report.json").read_bytes()
-    common = ["evaluate", "--checkpoint", str(target_path), "--out", str(out), "--resume", "--quiet",
-              "--device", "cpu", "--onepixel-images", "3", "--pgd-images", "40", "--pgd-steps", "3", "--autoattack-images", "40",
-              "--autoattack-version", "cpu",
-              "--advgan-images", "40", "--onepixel-train-images", "4", "--train-images", "300",
-              "--advgan-epochs", "1", "--cgan-epochs", "1", "--cgan-samples", "40", "--retrain-epochs", "1",
-              "--augment", ",".join(AUGMENTATIONS)]
     capsys.readouterr()
-    assert main(common + changed) == 2
+    assert main(resume_args(out, target_path) + changed) == 2
     err = capsys.readouterr().err
     assert named in err and "different settings" in err and len(err.strip().splitlines()) == 1
     assert (out / "report.json").read_bytes() == before  # nothing was mixed in or rewritten
+
+
+def test_a_budget_on_the_command_line_keeps_the_options_given(finished, target_path, capsys):
+    out, _ = finished
+    capsys.readouterr()
+    assert main(resume_args(out, target_path) + ["--budget", "robust"]) == 2
+    err = capsys.readouterr().err
+    assert "retrain.pgd_steps (7 -> 10)" in err and "retrain.certified_weight" in err  # the preset's
+    assert "retrain.epochs" not in err and "augment" not in err and "cgan_samples" not in err  # given explicitly
 
 
 def test_budgets_set_their_recipe_and_explicit_values_win():
