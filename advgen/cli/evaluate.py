@@ -24,7 +24,7 @@ from .options import common, data_option, fail_under_option, model_options, over
               show_default=True,
               help="The recipe: default (10 minutes on 2 CPU cores, aimed at the one-pixel threat) or robust "
                    "(L-inf robust accuracy: cnn-wide retrained 40 epochs on PGD-10 and conditional-GAN digits; "
-                   "about 35 minutes on 2 CPU cores). Options given explicitly override the recipe's values.")
+                   "about 30 minutes on 2 CPU cores). Options given explicitly override the recipe's values.")
 @data_option
 @model_options
 @click.option("--onepixel-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_images, show_default=True,
