@@ -92,7 +92,8 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
         budget, retrain={"pgd_eps": pgd_eps, **{k: v for k, v in retrain.items() if option.get(k, k) in given}},
         seed=seed, **{k: v for k, v in fields.items() if option.get(k, k) in given})
     if ablation:
-        return _ablation(config, out, checkpoint, fail_under, resume, overwrite, device, quiet)
+        used = config.augment if "augment" in given else SOURCES
+        return _ablation(config, used, out, checkpoint, fail_under, resume, overwrite, device, quiet)
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
                           overwrite=overwrite, device=device, quiet=quiet)
     if env_rank() != 0:  # under torchrun rank 0 speaks for the group
@@ -107,13 +108,11 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
     return 0 if report.passed else 1
 
 
-def _ablation(config: EvaluateConfig, out: Path, checkpoint: Path | None, fail_under: tuple, resume: bool,
-              overwrite: bool, device: str, quiet: bool) -> int:
+def _ablation(config: EvaluateConfig, used: tuple[str, ...], out: Path, checkpoint: Path | None, fail_under: tuple,
+              resume: bool, overwrite: bool, device: str, quiet: bool) -> int:
     if fail_under:
         raise InputError("--fail-under gates an evaluation, not an ablation; drop one of them")
-    explicit = click.get_current_context().get_parameter_source("augment") != ParameterSource.DEFAULT
-    result = ablate(config, out, checkpoint, used=config.augment if explicit else SOURCES, resume=resume,
-                    overwrite=overwrite, device=device, quiet=quiet)
+    result = ablate(config, out, checkpoint, used=used, resume=resume, overwrite=overwrite, device=device, quiet=quiet)
     if env_rank() == 0:
         click.echo(md_table(result.table()))
         click.echo(md_table(result.changes_table()))
