@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -23,6 +24,8 @@ from torch import nn
 
 from .errors import InputError
 from .files import atomic_write_json, check_writable_dir
+
+log = logging.getLogger("advgen")
 
 T = TypeVar("T")
 
@@ -103,6 +106,8 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     if earlier and not (resume or overwrite):
         raise InputError(f"{out} already holds results of an earlier run; pass --resume to continue it or "
                          f"--overwrite to start again")
+    if resume and not earlier:
+        log.info(f"--resume: nothing saved in {out} yet; starting a fresh run")
     if overwrite:
         for p in earlier:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from advgen.cli import main
 from advgen.errors import InputError
 from advgen.models import save_checkpoint
-from advgen.resume import Phases, check, claim, data_sha256, differences, fingerprint, model_sha256
+from advgen.resume import (Phases, check, claim, data_sha256, differences, fingerprint, model_sha256,
+                           prepare_dir)
 
 
 def test_fingerprint_is_flat_json_with_digests(trained_cnn, mnist_test):
@@ -34,6 +36,17 @@ def test_claim_writes_once_then_checks(tmp_path):
     assert claim(path, {"eps": 0.3}, "out") is True
     with pytest.raises(InputError, match="eps"):
         claim(path, {"eps": 0.1}, "out")
+
+
+def test_resume_with_nothing_saved_says_it_starts_fresh(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="advgen"):
+        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"--resume: nothing saved in {tmp_path} yet; starting a fresh run"]
+        caplog.clear()
+        (tmp_path / "state").mkdir()
+        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False)
+        assert caplog.records == []
 
 
 def test_phases_compute_once_and_refuse_other_inputs(tmp_path):
