@@ -17,7 +17,7 @@ from advgen.report import (SCHEMA_VERSION, Gate, GateSpec, Measurement, Metric, 
                            parse_gate_specs, render_html, render_junit, render_markdown, write_reports)
 from advgen.report.chart import before_after_chart_png
 from advgen.report.htmlpage import PNG_MAGIC
-from advgen.report.tables import metrics_table
+from advgen.report.tables import metrics_table, onepixel_table
 from advgen.stats import Rate, wilson
 from report_samples import flags, make_report
 
@@ -326,6 +326,29 @@ def test_markdown_has_counts_intervals_and_mcnemar(gated):
     passing = make_report()
     passing.set_gates(evaluate_gates(passing, ["clean=0.9"]))
     assert render_markdown(passing).startswith("## ✅ advgen evaluate: PASSED")
+
+
+def test_onepixel_table_says_where_the_images_left_vulnerable_came_from(report):
+    # Sample: before, images 0-47 vulnerable, 48 misclassified, 49-499 certified; after, 0-13 vulnerable,
+    # 14 misclassified, 15-499 certified. So 33 vulnerable images were certified after, one became
+    # misclassified, and the misclassified one was certified.
+    assert onepixel_table(report).rows == [["certified", "451", "0", "0", "451"],
+                                           ["vulnerable", "33", "14", "1", "48"],
+                                           ["misclassified", "1", "0", "0", "1"],
+                                           ["total", "485", "14", "1", "500"]]
+    report.stages["after"]["onepixel"] = Measurement(500, {"vulnerable": flags(500, (0, 2), (48, 50)),
+                                                           "certified": flags(500, (50, 500))})
+    table = onepixel_table(report)  # 48 was misclassified and is now vulnerable; 49 was certified and is broken
+    assert table.rows[:3] == [["certified", "450", "1", "0", "451"], ["vulnerable", "0", "2", "46", "48"],
+                              ["misclassified", "0", "1", "0", "1"]]
+    assert "| vulnerable | 0 | 2 | 46 | 48 |" in render_markdown(report)
+
+
+def test_onepixel_table_needs_both_stages_on_the_same_images(report):
+    assert onepixel_table(make_report(stages={"before": report.stages["before"]})) is None
+    report.stages["after"]["onepixel"] = Measurement(400, {"vulnerable": flags(400), "certified": flags(400, (0, 400))})
+    assert onepixel_table(report) is None
+    assert "One-pixel status per image" not in render_markdown(report)
 
 
 def test_markdown_escapes_table_breaking_text(report):

@@ -7,11 +7,14 @@ carry the same numbers, and each renderer has one escaping function to get right
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..stats import Rate, percent
 from .changes import Change, change
+from .measurement import Measurement
+from .metrics import STAGES
 from .schema import Report
 
 NOT_MEASURED = "not measured"
@@ -109,6 +112,37 @@ def metrics_table(report: Report) -> Table:
     return t
 
 
+ONEPIXEL_STATUSES = ("certified", "vulnerable", "misclassified")
+
+
+def _onepixel_statuses(m: Measurement) -> list[str]:
+    """Per image: certified, vulnerable, or neither, which the exact search gives only to misclassified images."""
+    return [ONEPIXEL_STATUSES[0] if c == "1" else ONEPIXEL_STATUSES[1] if v == "1" else ONEPIXEL_STATUSES[2]
+            for v, c in zip(m.flags("vulnerable"), m.flags("certified"))]
+
+
+def onepixel_table(report: Report) -> Table | None:
+    """Each image's exact one-pixel status before (rows) against after (columns); None unless both stages have it.
+
+    The vulnerable rate's change does not say where the images left vulnerable came from: retraining can
+    turn a misclassified image into a correct one that a single pixel flips back, which the rate counts as
+    a new weakness just as it counts a certified image broken. This table tells the two apart.
+    """
+    x, y = (report.stages.get(stage, {}).get("onepixel") for stage in STAGES)
+    recorded = {"vulnerable", "certified"}
+    if not (x and y and x.images == y.images and recorded <= set(x.outcomes) and recorded <= set(y.outcomes)):
+        return None
+    pairs = Counter(zip(_onepixel_statuses(x), _onepixel_statuses(y)))
+    t = Table("One-pixel status per image: before retraining (rows), after (columns)",
+              ["before", *ONEPIXEL_STATUSES, "total"], numeric=[False, True, True, True, True])
+    for before in ONEPIXEL_STATUSES:
+        row = [pairs[before, after] for after in ONEPIXEL_STATUSES]
+        t.rows.append([before, *map(str, row), str(sum(row))])
+    t.rows.append(["total", *(str(sum(pairs[b, a] for b in ONEPIXEL_STATUSES)) for a in ONEPIXEL_STATUSES),
+                   str(x.images)])
+    return t
+
+
 def measurements_table(report: Report) -> Table:
     """What each attack was run on, how long it took, its counters (one-pixel candidates, pruned) and note."""
     t = Table("Measurements", ["stage", "attack", "images", "seconds", "counts", "note"],
@@ -169,5 +203,6 @@ def provenance_tables(report: Report) -> list[Table]:
 
 def all_tables(report: Report) -> list[Table]:
     """Every table in reading order: verdict-relevant first, provenance last."""
-    return [metrics_table(report), gates_table(report), measurements_table(report), augmentation_table(report),
-            timings_table(report), *provenance_tables(report)]
+    onepixel = onepixel_table(report)
+    return [metrics_table(report), *([onepixel] if onepixel else []), gates_table(report), measurements_table(report),
+            augmentation_table(report), timings_table(report), *provenance_tables(report)]
