@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stats import Rate, percent
+from . import metrics as registry
 from .changes import Change, change
 from .measurement import Measurement
 from .metrics import STAGES
@@ -128,9 +129,9 @@ def onepixel_table(report: Report) -> Table | None:
     turn a misclassified image into a correct one that a single pixel flips back, which the rate counts as
     a new weakness just as it counts a certified image broken. This table tells the two apart.
     """
-    x, y = (report.stages.get(stage, {}).get("onepixel") for stage in STAGES)
-    recorded = {"vulnerable", "certified"}
-    if not (x and y and x.images == y.images and recorded <= set(x.outcomes) and recorded <= set(y.outcomes)):
+    vulnerable, certified = registry.metric("onepixel.vulnerable"), registry.metric("onepixel.certified")
+    x, y = (report.measurement(stage, vulnerable) for stage in STAGES)
+    if not (x and y and x.images == y.images and x.carries(certified) and y.carries(certified)):
         return None
     pairs = Counter(zip(_onepixel_statuses(x), _onepixel_statuses(y)))
     t = Table("One-pixel status per image: before retraining (rows), after (columns)",
