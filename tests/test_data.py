@@ -87,3 +87,29 @@ def test_cifar10_loads_through_torchvision_as_colour_images(monkeypatch, tmp_pat
     assert ds.images.shape == (5, 3, 32, 32) and ds.levels == 256 and ds.num_classes == 10
     assert torch.equal(ds.images[2, 1], torch.from_numpy(raw[2, :, :, 1]).float() / 255)
     assert ds.labels.tolist() == [3, 1, 4, 1, 5]
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """The IDX format of the MNIST files: a magic number (unsigned bytes, then the rank), big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_raw_files_already_in_the_root_without_a_download(tmp_path):
+    """``--data mnist`` on a machine without internet: the four raw IDX files copied into ``ROOT/MNIST/raw``
+    are read by torchvision itself (it downloads only what is missing), so no network is touched here."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    splits = {"train": (6, "train"), "test": (4, "t10k")}
+    made = {}
+    for split, (n, prefix) in splits.items():
+        images, labels = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        made[split] = images, labels
+    for split, (images, labels) in made.items():
+        ds = datasets.load("mnist", split, root=tmp_path)
+        assert ds.images.shape == (len(labels), 1, 28, 28) and ds.levels == 256 and ds.num_classes == 10
+        assert torch.equal(ds.images[:, 0], torch.from_numpy(images).float() / 255)
+        assert ds.labels.tolist() == labels.tolist()
