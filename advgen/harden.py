@@ -88,10 +88,28 @@ def _pixel_bound(model: nn.Module, input_shape: tuple[int, int, int], device: to
         return None
 
 
+def short_ramps(config: HardenConfig) -> list[str]:
+    """What a run too short for its ramps never reaches: the ramps count epochs, so cutting ``epochs``
+    (as a large dataset on a CPU invites) can end retraining before PGD's radius or the certified
+    weight is at its configured value."""
+    out = []
+    if config.pgd_eps > 0 and config.epochs < config.pgd_ramp_epochs:
+        reached = config.pgd_eps * config.epochs / config.pgd_ramp_epochs
+        out.append(f"retraining runs {config.epochs} epochs but PGD's radius ramps over {config.pgd_ramp_epochs}: "
+                   f"it ends at eps {reached:.3g}, not {config.pgd_eps:g}")
+    if config.certified_weight > 0 and config.certified_ramp_epochs and config.epochs <= config.certified_ramp_epochs:
+        reached = config.certified_weight * (config.epochs - 1) / config.certified_ramp_epochs
+        out.append(f"retraining runs {config.epochs} epochs but the certified weight ramps over "
+                   f"{config.certified_ramp_epochs}: it ends at {reached:.3g}, not {config.certified_weight:g}")
+    return out
+
+
 def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = None,
            config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
     """Return a retrained copy of ``model`` (the original is untouched) and what the retraining did."""
     config = config or HardenConfig()
+    for warning in short_ramps(config):
+        log.warning(warning)
     model = copy.deepcopy(model)
     data = concat([train_data, *(extra or [])])
     attacks: dict[int, object | None] = {}

@@ -1,7 +1,9 @@
+import logging
+
 import torch
 from torch.nn import functional as F
 
-from advgen.harden import HardenConfig, harden, worst_pixel
+from advgen.harden import HardenConfig, harden, short_ramps, worst_pixel
 
 
 def test_worst_pixel_changes_one_pixel_to_an_extreme_and_hurts(trained_cnn, mnist_test):
@@ -16,10 +18,13 @@ def test_worst_pixel_changes_one_pixel_to_an_extreme_and_hurts(trained_cnn, mnis
         assert F.cross_entropy(model(adv), y) > F.cross_entropy(model(x), y)
 
 
-def test_harden_returns_a_retrained_copy(trained_mlp, small_train):
+def test_harden_returns_a_retrained_copy(trained_mlp, small_train, caplog):
     before = {k: v.clone() for k, v in trained_mlp.model.state_dict().items()}
-    model, info = harden(trained_mlp.model, small_train.head(128), [small_train.subset(slice(128, 160))],
-                         HardenConfig(epochs=1, pgd_steps=1), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="advgen"):
+        model, info = harden(trained_mlp.model, small_train.head(128), [small_train.subset(slice(128, 160))],
+                             HardenConfig(epochs=1, pgd_steps=1), device="cpu")
+    # one epoch against the default ramps: PGD ends at a third of its radius, the certified term never acts
+    assert [r.getMessage() for r in caplog.records] == short_ramps(HardenConfig(epochs=1)) != []
     assert all(torch.equal(v, trained_mlp.model.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert info["train_images"] == 160 and info["epochs"] == 1
@@ -116,3 +121,14 @@ def test_trades_term_makes_predictions_stable_under_its_own_attack(trained_mlp, 
     trades, _ = harden(trained_mlp.model, small_train.head(512), None,
                        HardenConfig(pgd_eps=0.1, trades_beta=6.0, **common), device="cpu")
     assert divergence(trades) < 0.5 * divergence(plain)
+
+
+def test_short_ramps_say_what_a_short_retraining_never_reaches():
+    assert short_ramps(HardenConfig()) == []  # the default: 20 epochs, ramps of 3 and 4
+    pgd, certified = short_ramps(HardenConfig(epochs=2))
+    assert pgd.endswith("it ends at eps 0.2, not 0.3")  # radius 0.3 * (epoch + 1) / 3 at epoch 1
+    assert certified.endswith("it ends at 0.125, not 0.5")  # weight 0.5 * epoch / 4 at epoch 1
+    assert short_ramps(HardenConfig(epochs=4, pgd_ramp_epochs=4, certified_ramp_epochs=3)) == []
+    assert len(short_ramps(HardenConfig(epochs=4, certified_ramp_epochs=4))) == 1  # the last epoch is at 3/4
+    assert short_ramps(HardenConfig(epochs=1, pgd_ramp_epochs=0, certified_ramp_epochs=0)) == []
+    assert short_ramps(HardenConfig(epochs=1, pgd_eps=0.0, certified_weight=0.0)) == []
