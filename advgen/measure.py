@@ -40,9 +40,14 @@ def clean(model: nn.Module, data: Dataset) -> Measurement:
 
 
 def exact_search(run: Run, model: nn.Module, data: Dataset, where: Path, max_examples: int = 64) -> AttackSummary:
-    """The exact one-pixel attack on ``data`` into ``where`` (records per image; resumes; shared over ranks)."""
+    """The exact one-pixel attack on ``data`` into ``where`` (records per image; resumes; shared over ranks).
+
+    A phase continues whatever its folder holds; with nothing there it starts fresh as a plain run, so
+    the log does not announce a ``--resume`` the user never gave.
+    """
+    started = where.is_dir() and any(where.iterdir())
     return run_attack(model, data, None, where, method="onepixel",
-                      options=AttackOptions(levels=data.levels, seed=run.seed), resume=True,
+                      options=AttackOptions(levels=data.levels, seed=run.seed), resume=started,
                       max_examples=max_examples, run=run)
 
 

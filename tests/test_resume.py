@@ -91,3 +91,20 @@ def test_augment_resume_with_a_changed_setting_exits_2(ckpt, tmp_path, capsys):
     assert main(args + [str(data), "--resume", "--eps", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "eps (0.3 -> 0.1)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_evaluate_phase_starts_and_continues_without_announcing_a_resume(tmp_path, caplog, trained_mlp,
+                                                                           mnist_test):
+    """The evaluator's exact-search phases continue what their folder holds; a fresh phase is a plain run,
+    so a run without ``--resume`` never logs "--resume: nothing saved"."""
+    from advgen.attack_run import statuses
+    from advgen.measure import exact_search
+    from advgen.run import local
+
+    where, data = tmp_path / "state" / "onepixel_before", mnist_test.head(6)
+    with caplog.at_level(logging.INFO, logger="advgen"):
+        exact_search(local("cpu"), trained_mlp.model, data, where)
+        first = statuses(where)
+        exact_search(local("cpu"), trained_mlp.model, data, where)  # continues: the records are there
+    assert not [r for r in caplog.records if "--resume" in r.getMessage()]
+    assert statuses(where) == first and len(first) == 6
