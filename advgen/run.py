@@ -192,6 +192,11 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
         configure_logging(quiet, run.is_main)
         seed_everything(seed)
         yield run
+        if owned:
+            # Leave together: a rank that tears gloo down while rank 0 still writes the report can abort at
+            # exit ("terminate called without an active exception"), failing a run whose results are written.
+            # Only on success: after an error a barrier could wait on a rank that will never arrive.
+            run.barrier()
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
