@@ -88,19 +88,28 @@ def _pixel_bound(model: nn.Module, input_shape: tuple[int, int, int], device: to
         return None
 
 
+def pgd_radius(config: HardenConfig, epoch: int) -> float:
+    """PGD's L-inf radius in ``epoch`` (0-based): ramped up over ``pgd_ramp_epochs``."""
+    return config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
+
+
+def certified_weight(config: HardenConfig, epoch: int) -> float:
+    """The certified term's weight in ``epoch`` (0-based): zero at first, full after ``certified_ramp_epochs``."""
+    ramp = min(1.0, epoch / config.certified_ramp_epochs) if config.certified_ramp_epochs else 1.0
+    return ramp * config.certified_weight
+
+
 def short_ramps(config: HardenConfig) -> list[str]:
     """What a run too short for its ramps never reaches: the ramps count epochs, so cutting ``epochs``
     (as a large dataset on a CPU invites) can end retraining before PGD's radius or the certified
     weight is at its configured value."""
-    out = []
-    if config.pgd_eps > 0 and config.epochs < config.pgd_ramp_epochs:
-        reached = config.pgd_eps * config.epochs / config.pgd_ramp_epochs
+    out, last = [], config.epochs - 1
+    if (eps := pgd_radius(config, last)) < config.pgd_eps:
         out.append(f"retraining runs {config.epochs} epochs but PGD's radius ramps over {config.pgd_ramp_epochs}: "
-                   f"it ends at eps {reached:.3g}, not {config.pgd_eps:g}")
-    if config.certified_weight > 0 and config.certified_ramp_epochs and config.epochs <= config.certified_ramp_epochs:
-        reached = config.certified_weight * (config.epochs - 1) / config.certified_ramp_epochs
+                   f"it ends at eps {eps:.3g}, not {config.pgd_eps:g}")
+    if (weight := certified_weight(config, last)) < config.certified_weight:
         out.append(f"retraining runs {config.epochs} epochs but the certified weight ramps over "
-                   f"{config.certified_ramp_epochs}: it ends at {reached:.3g}, not {config.certified_weight:g}")
+                   f"{config.certified_ramp_epochs}: it ends at {weight:.3g}, not {config.certified_weight:g}")
     return out
 
 
@@ -118,7 +127,7 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
 
     def pgd_at(epoch: int) -> object | None:
         if epoch not in attacks:
-            eps = config.pgd_eps * min(1.0, (epoch + 1) / max(1, config.pgd_ramp_epochs))
+            eps = pgd_radius(config, epoch)
             alpha = 2.5 * eps / config.pgd_steps
             attacks[epoch] = None if eps <= 0 else \
                 TPGD(model, eps=eps, alpha=alpha, steps=config.pgd_steps) if config.trades_beta > 0 else \
@@ -143,10 +152,10 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
             else:
                 loss = loss + rest * F.cross_entropy(model(x_adv), y)
         if bound is not None:
-            ramp = min(1.0, epoch / config.certified_ramp_epochs) if config.certified_ramp_epochs else 1.0
-            if ramp > 0:
+            weight = certified_weight(config, epoch)
+            if weight > 0:
                 pixels = gain_pixels(model, x, y, config.certified_top, config.certified_random)
-                loss = loss + ramp * config.certified_weight * bound.loss(x, y, pixels)
+                loss = loss + weight * bound.loss(x, y, pixels)
         return loss
 
     result = fit(model, data, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
