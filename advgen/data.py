@@ -7,6 +7,7 @@ one-pixel attack enumerates.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -112,7 +113,7 @@ def load(source: str = EMBEDDED, split: str = "test", root: str | Path | None = 
     """Load a dataset by name (``mnist-sample``, ``mnist``, ``fashion-mnist``, ``cifar10``) or file path.
 
     ``mnist-sample`` is embedded in the package and needs no network; the torchvision names download
-    into ``root`` (default ``~/.cache/advgen``) when the machine has internet. A ``.npz`` or ``.pt`` path
+    into ``root`` (default :func:`data_dir`) when the machine has internet. A ``.npz`` or ``.pt`` path
     is read as a user dataset and ``split`` is ignored.
     """
     if split not in SPLITS:
@@ -147,16 +148,26 @@ def embedded_mnist(split: str = "test") -> Dataset:
     return Dataset(x, y, name=EMBEDDED, levels=256, num_classes=10, meta={"split": split})
 
 
+def data_dir() -> Path:
+    """Where the torchvision datasets live: ``$ADVGEN_DATA_DIR``, else ``~/.cache/advgen``.
+
+    An environment variable rather than a flag on every command, so one setting serves the CLI, the
+    API and torchrun ranks alike (a machine without internet points it at a folder of copied files).
+    """
+    return Path(os.environ.get("ADVGEN_DATA_DIR") or Path.home() / ".cache" / "advgen").expanduser()
+
+
 def _torchvision(name: str, split: str, root: str | Path | None) -> Dataset:
     import torchvision
 
-    root = Path(root) if root else Path.home() / ".cache" / "advgen"
+    root = Path(root) if root else data_dir()
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     try:
         ds = cls(str(root), train=(split == "train"), download=True)
     except Exception as exc:  # torchvision raises several types for network failures
         raise InputError(f"could not download {name} into {root} (no internet?): "
-                         f"{str(exc).splitlines()[0][:160]}; use the embedded '{EMBEDDED}' instead") from exc
+                         f"{str(exc).splitlines()[0][:160]}; copy its files there (or set ADVGEN_DATA_DIR "
+                         f"to where they are), or use the embedded '{EMBEDDED}'") from exc
     data = torch.as_tensor(np.asarray(ds.data))
     if data.ndim == 3:
         data = data.unsqueeze(1)

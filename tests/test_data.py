@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -95,12 +97,10 @@ def _write_idx(path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def test_mnist_reads_raw_files_already_in_the_root_without_a_download(tmp_path):
-    """``--data mnist`` on a machine without internet: the four raw IDX files copied into ``ROOT/MNIST/raw``
-    are read by torchvision itself (it downloads only what is missing), so no network is touched here."""
-    raw = tmp_path / "MNIST" / "raw"
+def _write_mnist_raw(root, rng) -> dict:
+    """Tiny MNIST raw files in ``root/MNIST/raw``: split -> (images, labels) as written."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
     splits = {"train": (6, "train"), "test": (4, "t10k")}
     made = {}
     for split, (n, prefix) in splits.items():
@@ -108,8 +108,26 @@ def test_mnist_reads_raw_files_already_in_the_root_without_a_download(tmp_path):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
         made[split] = images, labels
+    return made
+
+
+def test_mnist_reads_raw_files_already_in_the_root_without_a_download(tmp_path):
+    """``--data mnist`` on a machine without internet: the four raw IDX files copied into ``ROOT/MNIST/raw``
+    are read by torchvision itself (it downloads only what is missing), so no network is touched here."""
+    made = _write_mnist_raw(tmp_path, np.random.default_rng(0))
     for split, (images, labels) in made.items():
         ds = datasets.load("mnist", split, root=tmp_path)
         assert ds.images.shape == (len(labels), 1, 28, 28) and ds.levels == 256 and ds.num_classes == 10
         assert torch.equal(ds.images[:, 0], torch.from_numpy(images).float() / 255)
         assert ds.labels.tolist() == labels.tolist()
+
+
+def test_the_data_folder_comes_from_advgen_data_dir(tmp_path, monkeypatch):
+    """Without ``root``, the torchvision names read ``$ADVGEN_DATA_DIR`` (what the CLI commands use)."""
+    made = _write_mnist_raw(tmp_path / "data", np.random.default_rng(1))
+    monkeypatch.setenv("ADVGEN_DATA_DIR", str(tmp_path / "data"))
+    assert datasets.data_dir() == tmp_path / "data"
+    ds = datasets.load("mnist", "test")
+    assert ds.labels.tolist() == made["test"][1].tolist()
+    monkeypatch.delenv("ADVGEN_DATA_DIR")
+    assert datasets.data_dir() == Path.home() / ".cache" / "advgen"
