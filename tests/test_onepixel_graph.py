@@ -135,6 +135,48 @@ def test_targeted_residual_matches_brute_force():
     assert_matches_brute_force(onepixel.attack(model, x, y, levels=8, targets=t, device="cpu"), expected, x)
 
 
+class SoftmaxNet(ExampleNet):
+    """ExampleNet ending as users often end a classifier: in a softmax or log-softmax over the classes."""
+
+    def __init__(self, final) -> None:
+        super().__init__()
+        self.final = final
+        self.probs = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        return self.final(self, super().forward(x))
+
+
+@pytest.mark.parametrize("final", [
+    lambda self, z: F.log_softmax(z, dim=1),  # the PyTorch MNIST example's last line
+    lambda self, z: torch.log_softmax(z, -1),
+    lambda self, z: z.softmax(dim=-1),
+    lambda self, z: self.probs(z),
+], ids=["F.log_softmax", "torch.log_softmax", "Tensor.softmax", "nn.Softmax"])
+def test_a_final_softmax_is_peeled_and_matches_brute_force(final):
+    """The bounds stop at the logits before a final softmax (it keeps the argmax); the search stays exact."""
+    torch.manual_seed(0)
+    model = _sharpen(SoftmaxNet(final))
+    plan = compile_plan(model, (1, 8, 8))
+    assert plan is not None and plan.head is model.fc2 and plan.graph.final is not None
+    x, y = images_for(model, (1, 8, 8), 16, 10)
+    expected = brute_force(model, x, y, 16)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu", batch_size=300)
+    assert_matches_brute_force(results, expected, x)
+    assert any(r.status == "vulnerable" for r in results) and any(r.status == "certified" for r in results)
+    assert sum(r.pruned for r in results) > 0.3 * sum(r.candidates for r in results if r.status != "misclassified")
+
+
+@pytest.mark.parametrize("final, needle", [
+    (lambda self, z: F.softmax(z, dim=0), "softmax"),          # over the batch: the argmax changes
+    (lambda self, z: F.log_softmax(z, dim=1) * 2.0, "log_softmax"),  # not the last node
+    (lambda self, z: F.softmax(z, 1, dtype=torch.float64), "softmax"),
+])
+def test_other_softmaxes_are_not_peeled(final, needle):
+    plan, why = build_plan(_sharpen(SoftmaxNet(final)), (1, 8, 8))
+    assert plan is None and needle in why
+
+
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)

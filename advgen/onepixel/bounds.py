@@ -102,6 +102,8 @@ def _probe(model: nn.Module, plan: BoundPlan, shape: tuple[int, int, int], dev: 
             got.append(_logits(plan, c))
     except Exception as exc:  # noqa: BLE001 - a plan that cannot run is no plan
         return f"the bound plan does not run on inputs of shape {shape} ({type(exc).__name__}: {str(exc)[:120]})"
+    if plan.graph.final is not None:
+        got = [plan.graph.final(g) for g in got]
     scale = PROBE_TOLERANCE * max(1.0, float(want.abs().max()))
     for g in got:
         if g.shape[1:] != want.shape[1:] or not torch.allclose(g, want[: len(g)], rtol=0, atol=scale):
@@ -111,6 +113,15 @@ def _probe(model: nn.Module, plan: BoundPlan, shape: tuple[int, int, int], dev: 
 
 def _logits(plan: BoundPlan, h: torch.Tensor) -> torch.Tensor:
     return plan.head(h) if plan.head is not None else h.flatten(1)
+
+
+def logit_scale(plan: BoundPlan | None, x: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Per image (N,), the size of the logits the margins are bounded in, at least 1: what a safety margin
+    is a share of. The model's ``outputs``, unless the plan peeled a final softmax: then its own logits
+    (probabilities would make the margin a share of 1 where the logits are in the tens)."""
+    if plan is not None and plan.graph.final is not None:
+        outputs = _logits(plan, plan.body(x, torch.zeros_like(x))[0])
+    return outputs.abs().amax(1).clamp_min(1.0)
 
 
 def pixel_boxes(plan: BoundPlan, x: torch.Tensor, acts: list[torch.Tensor] | None, img: torch.Tensor,

@@ -27,7 +27,7 @@ from torch import nn
 from ..data import validate_images
 from ..errors import InputError
 from ..runtime import resolve_device
-from .bounds import BoundPlan, build_plan, dominant_class, margin_bound, pixel_boxes
+from .bounds import BoundPlan, build_plan, dominant_class, logit_scale, margin_bound, pixel_boxes
 from . import linear as linear_bounds
 from .clock import Clock
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
@@ -243,7 +243,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     logits = model(x)
     clean = logits.argmax(1)
     active = clean == y
-    tol = TOL_RELATIVE * logits.abs().amax(1).clamp_min(1.0)
+    tol = TOL_RELATIVE * logit_scale(plan, x, logits)
     ref = y if t is None else t
 
     evaluated = torch.zeros(n, dtype=torch.long, device=dev)

@@ -9,6 +9,11 @@ naming the node, and the caller enumerates densely.
 Two shapes of the graph are kept apart because the bounds exploit them: the final ``nn.Linear`` (the
 head, folded into margins by :mod:`.bounds`) and the chain of one-input layers right after the input
 (the spatial prefix, bounded on receptive-field windows by :mod:`.local`).
+
+A softmax or log-softmax over the classes at the very end (the PyTorch MNIST example ends in
+``F.log_softmax(x, dim=1)``) is peeled off before the head is looked for: it keeps the argmax and, for
+log-softmax, every logit difference, so the bounds stop at the logits before it. It has no interval rule
+of its own (each output reads every logit), and without the peel such a model would be searched densely.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 from . import rules
 from .rules import Box
@@ -46,6 +52,7 @@ class Traced:
     head: nn.Linear | None
     input: str
     output: str  # the node whose value feeds the head (or is the logits)
+    final: nn.Module | None = None  # a peeled softmax / log-softmax over the classes: the model is final(logits)
 
     def prefix(self) -> list[nn.Module]:
         """The leading chain of one-input layers: step k reads only step k-1's value, which nothing else reads."""
@@ -120,6 +127,9 @@ def trace_steps(model: nn.Module) -> Traced | str:
     result = out.args[0]
     if not isinstance(result, fx.Node):
         return "the model does not return one tensor"
+    final = _class_softmax(gm, result)
+    if final is not None:
+        result = result.args[0]
     head = None
     last = result
     if result.op == "call_module" and isinstance(gm.get_submodule(result.target), nn.Linear):
@@ -143,7 +153,39 @@ def trace_steps(model: nn.Module) -> Traced | str:
     if kind.get(last.name) is not _BOX:
         return "the model's output does not depend on its input"
     _mark_frees(steps)
-    return Traced(steps, head, inputs[0].name, last.name)
+    return Traced(steps, head, inputs[0].name, last.name, final)
+
+
+_SOFTMAX_CALLS = {F.softmax: nn.Softmax, torch.softmax: nn.Softmax, F.log_softmax: nn.LogSoftmax,
+                  torch.log_softmax: nn.LogSoftmax}
+
+
+def _class_softmax(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """``node`` as a softmax / log-softmax layer over dim 1 of (N, K) logits, or None when it is anything else.
+
+    Only dim 1 (or -1) is taken: over any other dim the argmax would change. A model whose output has
+    more than two dimensions fails the plan's probe (:mod:`.bounds`), so it is never misread.
+    """
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if type(m) in (nn.Softmax, nn.LogSoftmax) and len(node.args) == 1 and not node.kwargs \
+                and m.dim in (None, 1, -1):
+            return type(m)(dim=1)
+        return None
+    if node.op == "call_function" and node.target in _SOFTMAX_CALLS:
+        layer = _SOFTMAX_CALLS[node.target]
+    elif node.op == "call_method" and node.target in ("softmax", "log_softmax"):
+        layer = nn.Softmax if node.target == "softmax" else nn.LogSoftmax
+    else:
+        return None
+    if not node.args or not isinstance(node.args[0], fx.Node) or len(node.args) > 2:
+        return None
+    kwargs = dict(node.kwargs)
+    dim = node.args[1] if len(node.args) == 2 else kwargs.pop("dim", None)
+    kwargs.pop("_stacklevel", None)
+    if dim not in (1, -1) or kwargs.get("dtype") is not None or set(kwargs) - {"dtype"}:
+        return None
+    return layer(dim=1)
 
 
 def _ancestors(node: fx.Node) -> set[str]:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .bounds import BoundPlan
+from .bounds import BoundPlan, logit_scale
 from .clock import Clock
 from .dense import flips_mask, level_values, own_levels
 from .joint_bounds import ColourBounds
@@ -59,7 +59,7 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     logits = model(x)
     clean = logits.argmax(1)
     active = clean == y
-    tol = tol_relative * logits.abs().amax(1).clamp_min(1.0)
+    tol = tol_relative * logit_scale(plan, x, logits)
     ref = y if t is None else t
 
     evaluated = torch.zeros(n, dtype=torch.long, device=dev)
