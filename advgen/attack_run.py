@@ -28,7 +28,8 @@ from . import resume as resume_mod
 from .data import Dataset, validate_targets
 from .errors import InputError
 from .files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from .methods import AttackOptions, AttackRecord, Status, get_method, run_method
+from .methods import AttackOptions, AttackRecord, Method, Status, check_params, get_method, run_method
+from .models import output_classes
 from .outputs import AttackSummary, adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize
 from .run import Run, local, progress
 
@@ -92,10 +93,17 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     The result does not depend on the number of ranks, before or after a resume. ``options.device``
     defaults to the run's device.
     """
+    if not isinstance(data, Dataset):
+        raise InputError(f"data must be an advgen.data.Dataset (advgen.data.load(...), or "
+                         f"Dataset(images, labels, name)), got {type(data).__name__}")
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise InputError(f"model must be an nn.Module or a function returning one, got {type(model).__name__}")
     spec = get_method(method)
     run = run or local(options.device if options is not None else "auto")
     out = Path(out)
-    opts = dataclasses.replace(options or AttackOptions(levels=data.levels), device=run.device)
+    opts = options or AttackOptions(levels=data.levels)
+    opts = dataclasses.replace(opts, device=run.device, seed=run.seed if opts.seed is None else opts.seed)
+    check_params(method, opts.params)
     if opts.levels != data.levels:
         raise InputError(f"options.levels ({opts.levels}) must match the data's levels ({data.levels})")
     if target is not None and not spec.targeted:
@@ -110,6 +118,20 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     with run.main() as shared:
         if run.is_main:
             resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite)
+            shared.value = {name for name in OUTPUT_FILES if (out / name).exists()}
+    found_before = shared.value
+    try:
+        return _attack(model, chosen, idx, out, spec, opts, config, target, max_examples, run)
+    except BaseException:
+        if run.is_main:
+            _forget_if_empty(out, found_before)
+        raise
+
+
+def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec: Method, opts: AttackOptions,
+            config: dict, target: int | None, max_examples: int, run: Run) -> AttackSummary:
+    """:func:`run_attack` once ``out`` is ready: build the model, claim ``out``, attack, and write the outputs."""
+    method = spec.name
     net = model if isinstance(model, nn.Module) else None
     if net is None:  # rank 0 first: it may train the model and cache it where the others then read it
         with run.main():
@@ -117,6 +139,7 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
                 net = model()
         if not run.is_main:
             net = model()
+    output_classes(net, chosen.images, chosen.labels)  # a model that does not fit the data stops here
     wanted = resume_mod.fingerprint(config, model=net, data=chosen, seed=opts.seed)
     with run.main() as shared:
         if run.is_main:
@@ -151,6 +174,16 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
         if run.is_main:
             shared.value = _finish(out, method, opts, target, chosen, idx, max_examples)
     return shared.value
+
+
+def _forget_if_empty(out: Path, found_before: set[str]) -> None:
+    """After a failure before any image was recorded, remove what this call created (``run.json``, a cached
+    ``model.pt``), so a corrected retry into ``out`` is not refused as a resume of a run that did nothing."""
+    if any(read_jsonl(out / RECORDS)) or part_files(out):
+        return
+    for name in OUTPUT_FILES:
+        if name not in found_before:
+            (out / name).unlink(missing_ok=True)
 
 
 def statuses(out: str | Path) -> dict[int, Status]:

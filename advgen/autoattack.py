@@ -30,7 +30,7 @@ from torch import nn
 from .data import Dataset
 from .errors import InputError
 from .train import still_correct
-from .runtime import seed_everything
+from .runtime import evaluating, seed_everything
 
 PARTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -68,6 +68,7 @@ class AutoAttackConfig:
         return cls.named("standard" if torch.device(device).type == "cuda" else "cpu", eps, seed)
 
     def settings(self) -> dict[str, Any]:
+        """Every field as plain JSON values, for reports and resume fingerprints."""
         return {**asdict(self), "parts": list(self.parts)}
 
     def describe(self) -> str:
@@ -87,16 +88,18 @@ class AutoAttackConfig:
             return torchattacks.APGDT(model, steps=self.steps, n_classes=targets + 1, **common)
         if part == "fab-t":
             return torchattacks.FAB(model, steps=self.steps, multi_targeted=True, n_classes=targets + 1, **common)
-        return torchattacks.Square(model, n_queries=self.queries, **common)
+        if part == "square":
+            return torchattacks.Square(model, n_queries=self.queries, **common)
+        raise InputError(f"unknown AutoAttack part {part!r}; choose from {', '.join(PARTS)}")
 
     def robust(self, part: str, model: nn.Module, data: Dataset, device: torch.device) -> list[bool]:
         """Per image of ``data``: still classified correctly after ``part`` (seeded)."""
         seed_everything(self.seed)
-        model = model.to(device).eval()
-        with torch.no_grad():
-            n_classes = int(model(data.images[:1].to(device)).shape[1])
-        attack = self.build(part, model, n_classes)
-        return still_correct(model, attack, data.images, data.labels, device).tolist()
+        with evaluating(model, device):
+            with torch.no_grad():
+                n_classes = int(model(data.images[:1].to(device)).shape[1])
+            attack = self.build(part, model, n_classes)
+            return still_correct(model, attack, data.images, data.labels, device).tolist()
 
     def cascade(self, model: nn.Module, n_classes: int) -> Any:
         """All parts as one torchattacks attack: each runs on the images the earlier ones did not break."""

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +39,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         validate_images(self.images, what=f"dataset {self.name!r}")
-        if self.labels.ndim != 1 or len(self.labels) != len(self.images):
-            raise InputError(f"dataset {self.name!r}: expected {len(self.images)} labels in a 1-D array, "
-                             f"got shape {tuple(self.labels.shape)}")
+        self.labels = as_labels(self.labels, len(self.images), f"dataset {self.name!r}")
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
             raise InputError(f"dataset {self.name!r}: labels must lie in 0..{self.num_classes - 1}")
         if not 2 <= self.levels <= 65536:
@@ -54,6 +53,7 @@ class Dataset:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, indices: torch.Tensor | list[int] | slice) -> "Dataset":
+        """The images at ``indices`` (a slice, a list or a tensor of ints), with this dataset's name and levels."""
         if isinstance(indices, slice):
             indices = torch.arange(len(self))[indices]
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -82,6 +82,19 @@ def validate_images(images: torch.Tensor, what: str = "images") -> None:
     lo, hi = float(images.min()), float(images.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(f"{what}: pixel values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
+
+
+def as_labels(labels: torch.Tensor | Any, n: int, what: str = "labels") -> torch.Tensor:
+    """``labels`` as an (n,) int64 tensor; floats only when every value is a whole number (2.7 is not class 2)."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise InputError(f"{what}: expected {n} labels in a 1-D array, got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+        raise InputError(f"{what}: labels must be whole class numbers, got fractions such as "
+                         f"{float(labels[labels != labels.round()][0]):g}")
+    if labels.is_complex() or labels.dtype == torch.bool:
+        raise InputError(f"{what}: labels must be class numbers, got {labels.dtype}")
+    return labels.long()
 
 
 def validate_targets(targets: torch.Tensor | int | None, labels: torch.Tensor,

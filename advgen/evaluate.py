@@ -124,9 +124,11 @@ class EvaluateConfig:
         return cls(**{**preset, **fields, "retrain": harden})
 
     def settings(self) -> dict:
+        """Every field as plain JSON values: what the report records and a ``--resume`` must repeat."""
         return {**asdict(self), "augment": list(self.augment)}
 
     def sources(self) -> SourceConfig:
+        """What :mod:`advgen.sources` needs to make the generated retraining data."""
         return SourceConfig(self.augment, self.onepixel_train_images, self.onepixel_flips_per_image,
                             self.advgan_samples, self.cgan_samples, self.cgan_epochs)
 
@@ -138,6 +140,7 @@ class EvaluateConfig:
                                "certified_weight": r.certified_weight if "certified" in on else 0.0})
 
     def autoattack(self, device: torch.device) -> AutoAttackConfig:
+        """The AutoAttack version asked for, else the device's (standard on CUDA, the cpu subset elsewhere)."""
         if self.autoattack_version:
             return AutoAttackConfig.named(self.autoattack_version, self.pgd_eps, self.seed)
         return AutoAttackConfig.for_device(device, self.pgd_eps, self.seed)

@@ -27,7 +27,9 @@ from torch.nn import functional as F
 from torchattacks import TPGD
 
 from .data import Dataset
+from .errors import InputError, check_fields
 from .methods import pgd
+from .models import output_classes
 from .onepixel.certified import PixelBound, gain_pixels
 from .runtime import resolve_device
 from .train import TrainConfig, concat, fit
@@ -64,6 +66,16 @@ class HardenConfig:
     certified_random: int = 8
     shift: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"epochs": 1, "batch_size": 1, "pgd_steps": 1, "pgd_ramp_epochs": 0, "trades_beta": 0,
+                            "onepixel_weight": 0, "certified_weight": 0, "certified_ramp_epochs": 0,
+                            "certified_top": 0, "certified_random": 0, "shift": 0},
+                     fractions=("pgd_eps", "clean_weight"), positive=("lr",))
+        if self.pgd_eps > 0 and self.trades_beta == 0 and self.clean_weight + self.onepixel_weight > 1:
+            raise InputError(f"HardenConfig: clean_weight + onepixel_weight is "
+                             f"{self.clean_weight + self.onepixel_weight:g}; the PGD term weighs what is left "
+                             f"of 1, so it must be at most 1")
 
 
 def worst_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -115,12 +127,13 @@ def short_ramps(config: HardenConfig) -> list[str]:
 
 def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = None,
            config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
-    """Return a retrained copy of ``model`` (the original is untouched) and what the retraining did."""
+    """Return a retrained copy of ``model`` on the CPU (the original is untouched) and what the retraining did."""
     config = config or HardenConfig()
+    data = concat([train_data, *(extra or [])])
+    output_classes(model, data.images, data.labels)
     for warning in short_ramps(config):
         log.warning(warning)
     model = copy.deepcopy(model)
-    data = concat([train_data, *(extra or [])])
     attacks: dict[int, object | None] = {}
     dev = resolve_device(device)
     bound = _pixel_bound(model, train_data.input_shape, dev) if config.certified_weight > 0 else None

@@ -9,8 +9,9 @@ never branch on them. Every method yields one :class:`AttackRecord` per image wi
 from __future__ import annotations
 
 import base64
+import inspect
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from torch import nn
 from . import onepixel
 from .data import validate_targets
 from .errors import InputError
-from .runtime import resolve_device, seed_everything
+from .runtime import evaluating, resolve_device, seed_everything
 
 
 class Status(str, Enum):
@@ -42,7 +43,7 @@ class AttackOptions:
     bounds: bool = True
     batch_size: int | None = None
     device: str | torch.device = "auto"
-    seed: int = 0
+    seed: int | None = None  # None: the run's seed in run_attack, 0 in a bare run_method
     params: dict[str, Any] = field(default_factory=dict)  # method-specific overrides (e.g. steps, popsize)
 
 
@@ -118,6 +119,7 @@ class Method:
     targeted: bool
     run: Runner
     unit: int = 1
+    params: Callable[[], frozenset[str] | None] = lambda: None  # the ``options.params`` it takes (None: any)
 
 
 def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
@@ -155,16 +157,12 @@ def _torchattacks_runner(name: str, factory: Callable[..., Any], batch: int = TO
     def run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
             indices: list[int], opts: AttackOptions, emit: Callable[[list[AttackRecord]], None]) -> None:
         dev = resolve_device(opts.device)
-        was_training = model.training
-        model.to(dev).eval()
-        try:
+        with evaluating(model, dev):
             for s in range(0, len(images), batch):
                 seed_everything(opts.seed + indices[s])
                 x, y = images[s:s + batch].to(dev), labels[s:s + batch].to(dev)
                 t = None if targets is None else targets[s:s + batch].to(dev)
                 emit(_run_batch(name, factory, model, x, y, t, indices[s:s + batch], opts))
-        finally:
-            model.train(was_training)
 
     return run
 
@@ -217,37 +215,69 @@ def _autoattack(model: nn.Module, **params: Any) -> Any:
     return attack(model, **params)
 
 
-def _factory(attack: str | Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
-    """Build a torchattacks attack (by class name, or one of ours) with ``defaults`` under the user's params."""
-    def make(model: nn.Module, **overrides: Any) -> Any:
+@dataclass(frozen=True)
+class _Factory:
+    """A torchattacks attack (by class name, or one of ours) built with ``defaults`` under the user's params."""
+
+    attack: str | Callable[..., Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def builder(self) -> Callable[..., Any]:
         import torchattacks
 
-        build = getattr(torchattacks, attack) if isinstance(attack, str) else attack
+        return getattr(torchattacks, self.attack) if isinstance(self.attack, str) else self.attack
+
+    def __call__(self, model: nn.Module, **overrides: Any) -> Any:
+        build = self.builder()
         try:
-            return build(model, **{**defaults, **overrides})
+            return build(model, **{**self.defaults, **overrides})
         except TypeError as exc:
-            raise InputError(f"bad parameters for {getattr(build, '__name__', attack)}: {exc}") from exc
+            raise InputError(f"bad parameters for {getattr(build, '__name__', self.attack)}: {exc}") from exc
 
-    return make
+    def params(self) -> frozenset[str] | None:
+        """The keyword parameters the attack takes besides the model (None when it takes any)."""
+        return _keywords(self.builder(), {"model"})
 
+
+def _keywords(fn: Callable[..., Any], besides: set[str]) -> frozenset[str] | None:
+    found = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in found):
+        return None
+    return frozenset(p.name for p in found if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) - besides
+
+
+def _torchattacks(name: str, description: str, targeted: bool, factory: _Factory) -> Method:
+    return Method(name, description, targeted, _torchattacks_runner(name, factory), TORCHATTACKS_BATCH, factory.params)
+
+
+#: What ``run_exact`` sets from the options itself; the rest of ``onepixel.attack``'s keywords are params.
+_EXACT_FROM_OPTIONS = {"model", "images", "labels", "levels", "targets", "mode", "bounds", "batch_size", "device",
+                       "indices", "callback"}
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("onepixel", "exact exhaustive one-pixel attack with certificate (advgen)", True, run_exact),
-    Method("onepixel-de", "one-pixel differential evolution (torchattacks.OnePixel, steps=10 popsize=10)", True,
-           _torchattacks_runner("onepixel-de", _factory("OnePixel")), TORCHATTACKS_BATCH),
-    Method("fgsm", "fast gradient sign, eps 0.3 (torchattacks.FGSM)", True,
-           _torchattacks_runner("fgsm", _factory("FGSM", eps=0.3)), TORCHATTACKS_BATCH),
-    Method("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True,
-           _torchattacks_runner("pgd", _factory(pgd)),
-           TORCHATTACKS_BATCH),
-    Method("autoattack", "AutoAttack, L-inf eps 0.3: APGD-CE, APGD-T, FAB-T, Square as a cascade (torchattacks; "
-                         "the cpu subset without a GPU, see advgen.autoattack)", False,
-           _torchattacks_runner("autoattack", _factory(_autoattack)), TORCHATTACKS_BATCH),
-    Method("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
-           _torchattacks_runner("cw", _factory("CW", c=1, kappa=0, steps=50, lr=0.01)), TORCHATTACKS_BATCH),
-    Method("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
-           _torchattacks_runner("deepfool", _factory("DeepFool", steps=50, overshoot=0.02)), TORCHATTACKS_BATCH),
+    Method("onepixel", "exact exhaustive one-pixel attack with certificate (advgen)", True, run_exact,
+           params=lambda: _keywords(onepixel.attack, _EXACT_FROM_OPTIONS)),
+    _torchattacks("onepixel-de", "one-pixel differential evolution (torchattacks.OnePixel, steps=10 popsize=10)", True,
+                  _Factory("OnePixel")),
+    _torchattacks("fgsm", "fast gradient sign, eps 0.3 (torchattacks.FGSM)", True, _Factory("FGSM", {"eps": 0.3})),
+    _torchattacks("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True, _Factory(pgd)),
+    _torchattacks("autoattack", "AutoAttack, L-inf eps 0.3: APGD-CE, APGD-T, FAB-T, Square as a cascade "
+                                "(torchattacks; the cpu subset without a GPU, see advgen.autoattack)", False,
+                  _Factory(_autoattack)),
+    _torchattacks("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
+                  _Factory("CW", {"c": 1, "kappa": 0, "steps": 50, "lr": 0.01})),
+    _torchattacks("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
+                  _Factory("DeepFool", {"steps": 50, "overshoot": 0.02})),
 )}
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Parameter names method ``name`` does not take are an input error before any work, naming those it does."""
+    known = get_method(name).params()
+    unknown = sorted(set(params) - known) if known is not None else []
+    if unknown:
+        raise InputError(f"{name} takes no parameter {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(sorted(known)) or 'none'}")
 
 
 def get_method(name: str) -> Method:
@@ -265,13 +295,15 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
     """Run method ``name`` on ``images``; returns all records and also passes each batch to ``emit``."""
     method = get_method(name)
     opts = options or AttackOptions()
+    opts = replace(opts, seed=0) if opts.seed is None else opts
+    check_params(name, opts.params)
     if targets is not None and not method.targeted:
         raise InputError(f"method {name!r} does not support targeted attacks")
     indices = list(range(len(images))) if indices is None else list(indices)
     if targets is not None and len(images):
         dev = resolve_device(opts.device)
-        with torch.no_grad():
-            probe = model.to(dev)(images[:1].to(dev))
+        with torch.no_grad(), evaluating(model, dev):
+            probe = model(images[:1].to(dev))
         targets = validate_targets(targets, labels, int(probe.shape[1]))
     out: list[AttackRecord] = []
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import InputError
 from .files import atomic_torch_save, safe_torch_load
+from .runtime import evaluating
 
 CHECKPOINT_FORMAT = "advgen.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -93,6 +94,34 @@ def build(arch: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classe
         return _call_factory(arch)
     raise InputError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)} "
                      f"or give package.module:factory")
+
+
+@torch.no_grad()
+def output_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> int:
+    """How many classes ``model`` scores, from one image of ``images`` (on the model's device, in eval mode);
+    an :class:`InputError` when the images do not fit the model, its output is not (N, classes) logits, or
+    ``labels`` fall outside its classes. Called where a model meets data, so a mismatch is named there and
+    not by a matrix product deep inside an attack."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    first = next(model.parameters(), None)
+    probe = images[:1] if first is None else images[:1].to(first.device)
+    if probe.dtype != torch.float32 and (first is None or first.dtype == torch.float32):
+        raise InputError(f"images must be float32 in [0, 1], got {probe.dtype}")
+    try:
+        with evaluating(model):
+            out = model(probe)
+    except RuntimeError as exc:
+        raise InputError(f"images of shape {tuple(images.shape[1:])} do not fit the model: "
+                         f"{str(exc).splitlines()[0][:160]}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise InputError(f"the model must return (N, classes) logits, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    k = int(out.shape[1])
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise InputError(f"labels must lie in 0..{k - 1}, the model's classes; got {int(labels.min())}.."
+                         f"{int(labels.max())}")
+    return k
 
 
 def user_factory(arch: str | None) -> str | None:

@@ -49,6 +49,7 @@ class AttackSummary:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
+        """What ``summary.json`` holds: every field as plain JSON values."""
         d = asdict(self)
         return {"schema_version": d.pop("schema_version"), **d}
 

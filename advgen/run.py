@@ -105,6 +105,7 @@ class Run:
         return list(items[self.rank::self.size])
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing to wait for in a single process)."""
         if self.size > 1:
             if dist.get_backend() == "nccl":
                 dist.barrier(device_ids=[torch.cuda.current_device()])

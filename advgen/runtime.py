@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -12,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from .errors import InputError
 
@@ -55,6 +57,30 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.Module]:
+    """``model`` in eval mode (moved to ``device``, if given) for the block; afterwards every submodule's
+    own mode, and the model's device, as they were.
+
+    Per submodule, because batch norm frozen while the rest trains is a common fine-tuning setup that
+    ``model.train(was_training)`` would undo; the device, so an attack on CUDA leaves a caller's CPU model
+    on the CPU. Attacks, accuracy and AutoAttack's parts all measure through this.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    home = None if first is None else first.device
+    if device is not None:
+        model.to(device)
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        if device is not None and home is not None:
+            model.to(home)
 
 
 def cpu_model() -> str | None:

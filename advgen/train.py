@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import Dataset
-from .errors import InputError
+from .errors import InputError, check_fields
 from .models import Checkpoint, build
 from .run import progress
-from .runtime import resolve_device, seed_everything
+from .runtime import evaluating, resolve_device, seed_everything
 
 
 @dataclass
@@ -28,9 +28,14 @@ class TrainConfig:
     shift: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, {"epochs": 1, "batch_size": 1, "weight_decay": 0, "shift": 0}, positive=("lr",))
+
 
 @dataclass
 class TrainResult:
+    """What :func:`fit` did: its epochs, the last batch's loss and the wall time."""
+
     epochs: int
     final_loss: float
     seconds: float
@@ -38,10 +43,11 @@ class TrainResult:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted class per image, computed in eval mode on the model's device, returned on the CPU."""
-    model.eval()
+    """Predicted class per image, computed in eval mode on the model's device, returned on the CPU; the
+    model's train/eval modes are left as they were."""
     device = next(model.parameters()).device
-    out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    with evaluating(model):
+        out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 

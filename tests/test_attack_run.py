@@ -135,3 +135,54 @@ def test_merge_records_dedupes_sorts_and_drops_parts(tmp_path):
 def test_without_time_ignores_only_timing():
     assert without_time({"seconds": 1, "exact": {"seconds": 2, "flips": []}, "index": 0}) == \
         {"exact": {"flips": []}, "index": 0}
+
+
+def test_a_parameter_the_method_does_not_take_stops_before_out_is_touched(trained_cnn, mnist_test, tmp_path):
+    for method, params in (("onepixel", {"steps": 3}), ("pgd", {"epsilon": 0.1})):
+        out = tmp_path / method
+        with pytest.raises(InputError, match="takes no parameter"):
+            run_attack(trained_cnn.model, mnist_test, range(2), out, method=method,
+                       options=AttackOptions(params=params))
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_run_that_failed_before_recording_anything_leaves_no_claim(trained_cnn, mnist_test, tmp_path):
+    """The model fails inside the attack, after ``out`` was claimed; the retry with a working one is not refused."""
+    import torch
+
+    class FailsOnBatches(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if len(x) > 1:
+                raise RuntimeError("boom")
+            return self.inner(x)
+
+    out = tmp_path / "pgd"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_attack(FailsOnBatches(trained_cnn.model), mnist_test, range(2), out, method="pgd",
+                   options=AttackOptions(params={"steps": 2}))
+    assert not (out / "run.json").exists()
+    summary = run_attack(trained_cnn.model, mnist_test, range(2), out, method="pgd",
+                         options=AttackOptions(params={"steps": 2}))
+    assert summary.images == 2
+
+
+def test_wrong_argument_types_are_named(trained_cnn, mnist_test, tmp_path):
+    with pytest.raises(InputError, match="advgen.data.Dataset"):
+        run_attack(trained_cnn.model, mnist_test.images[:3], out=tmp_path / "a")
+    with pytest.raises(InputError, match="nn.Module"):
+        run_attack("model.pt", mnist_test, out=tmp_path / "b")
+    with pytest.raises(InputError, match="do not fit the model"):
+        run_attack(trained_cnn.model, datasets_32x32(), range(2), tmp_path / "c", method="pgd")
+    assert not (tmp_path / "c" / "run.json").exists()
+
+
+def datasets_32x32():
+    import torch
+
+    from advgen.data import Dataset
+
+    return Dataset(torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 3]), "random-32")

@@ -111,3 +111,9 @@ def test_masking_warning_needs_a_gap_that_is_not_noise():
     assert Report(stages={"before": stage(20, 20)}).warnings() == []
     (warning,) = Report(stages={"before": stage(20, 10), "after": stage(5, 5)}).warnings()
     assert warning.startswith("possible gradient masking (before)") and "33.3 points" in warning
+
+
+def test_an_unknown_part_is_named_not_run_as_square(trained_cnn):
+    config = AutoAttackConfig.named("cpu")
+    with pytest.raises(InputError, match="unknown AutoAttack part 'apgd_ce'"):
+        config.build("apgd_ce", trained_cnn.model, 10)

@@ -41,6 +41,14 @@ def test_perturb_refuses_wrong_shape():
         untrained().perturb(torch.zeros(2, 3, 28, 28))
 
 
+def test_perturb_refuses_images_outside_0_1():
+    """8-bit or 0..255 images would be clamped into [0, 1] and come back far more than eps from the input."""
+    with pytest.raises(InputError, match="floating-point"):
+        untrained().perturb(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        untrained().perturb(torch.full((2, 1, 28, 28), 255.0))
+
+
 def test_cw_margin_matches_brute_force():
     logits = torch.randn(20, 10, generator=torch.Generator().manual_seed(0)) * 3
     labels = torch.arange(20) % 10

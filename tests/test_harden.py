@@ -1,8 +1,10 @@
 import logging
 
+import pytest
 import torch
 from torch.nn import functional as F
 
+from advgen.errors import InputError
 from advgen.harden import HardenConfig, harden, short_ramps, worst_pixel
 
 
@@ -132,3 +134,26 @@ def test_short_ramps_say_what_a_short_retraining_never_reaches():
     assert len(short_ramps(HardenConfig(epochs=4, certified_ramp_epochs=4))) == 1  # the last epoch is at 3/4
     assert short_ramps(HardenConfig(epochs=1, pgd_ramp_epochs=0, certified_ramp_epochs=0)) == []
     assert short_ramps(HardenConfig(epochs=1, pgd_eps=0.0, certified_weight=0.0)) == []
+
+
+@pytest.mark.parametrize("field, value", [("clean_weight", 1.5), ("pgd_eps", -0.1), ("certified_ramp_epochs", -1),
+                                          ("epochs", 0), ("batch_size", 0), ("pgd_steps", 0), ("lr", -1.0),
+                                          ("certified_weight", float("nan"))])
+def test_a_recipe_out_of_range_is_named(field, value):
+    """A clean weight above 1 would make PGD's weight negative and train the model towards its own attack."""
+    with pytest.raises(InputError, match=f"HardenConfig.{field}"):
+        HardenConfig(**{field: value})
+
+
+def test_harden_names_a_model_that_does_not_fit_the_data(trained_cnn):
+    from advgen.data import Dataset
+
+    data = Dataset(torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 3]), "random-32")
+    with pytest.raises(InputError, match="do not fit the model"):
+        harden(trained_cnn.model, data, None, HardenConfig(epochs=1), device="cpu")
+
+
+def test_the_pgd_term_never_gets_a_negative_weight():
+    with pytest.raises(InputError, match="at most 1"):
+        HardenConfig(clean_weight=0.55, onepixel_weight=0.5)
+    HardenConfig(clean_weight=0.55, onepixel_weight=0.5, pgd_eps=0.0)  # no PGD term: nothing to weigh

@@ -419,3 +419,15 @@ def test_folded_linear_after_the_windows_equals_full_maps():
     trained.sum().backward()  # the fold's tables are rebuilt from the live weight while gradients flow
     assert model[7].weight.grad is not None and bool(model[7].weight.grad.abs().sum() > 0)
     torch.testing.assert_close(trained.detach(), full, atol=1e-5, rtol=1e-5)
+
+
+def test_argument_checks_name_the_problem(trained_cnn, mnist_test):
+    x, y = mnist_test.images[:2], mnist_test.labels[:2]
+    with pytest.raises(InputError, match="group size"):
+        onepixel.attack(trained_cnn.model, x, y, group_size=-1, device="cpu")
+    with pytest.raises(InputError, match="whole class numbers"):
+        onepixel.attack(trained_cnn.model, x, y.float() + 0.7, device="cpu")
+    with pytest.raises(InputError, match="float32"):
+        onepixel.attack(trained_cnn.model, x.double(), y, device="cpu")
+    whole = onepixel.attack(trained_cnn.model, x, y.float(), device="cpu")  # 7.0 is class 7
+    assert [r.label for r in whole] == y.tolist()

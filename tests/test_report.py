@@ -503,3 +503,11 @@ def test_compare_uses_final_stage_and_renders():
 def test_compare_refuses_bad_max_drop(bad):
     with pytest.raises(InputError, match="max_drop"):
         compare(make_report(), make_report(), bad)
+
+
+def test_a_misspelt_stage_or_metric_is_an_error_not_a_silent_none():
+    report = make_report()
+    with pytest.raises(ValueError, match="unknown stage 'aftr'"):
+        report.rate("aftr", advgen.report.gate_metrics()["clean"])
+    with pytest.raises(KeyError, match="pgd.robustt"):
+        advgen.report.metrics.metric("pgd.robustt")

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from advgen.errors import InputError
 from advgen.models import build
 from advgen.train import TrainConfig, accuracy, fit, random_shift, train_classifier
 
@@ -32,3 +34,9 @@ def test_train_classifier_records_metadata(small_train, mnist_test):
                             extra=[small_train.subset(slice(200, 300))])
     assert ckpt.meta["train_images"] == 300 and 0 <= ckpt.meta["test_accuracy"] <= 1
     assert ckpt.meta["config"]["epochs"] == 1
+
+
+def test_a_training_config_out_of_range_is_named():
+    for field, value in (("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("weight_decay", -1e-4), ("shift", -1)):
+        with pytest.raises(InputError, match=f"TrainConfig.{field}"):
+            TrainConfig(**{field: value})

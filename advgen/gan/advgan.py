@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data import Dataset
+from ..data import Dataset, validate_images
 from ..errors import InputError
+from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
 from ..resume import fingerprint
@@ -63,6 +64,7 @@ class AdvGANConfig:
     seed: int = 0
 
     def validate(self) -> "AdvGANConfig":
+        """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
         if not 0 < self.eps <= 1:
             raise InputError(f"eps must be in (0, 1], got {self.eps}")
         for name in ("epochs", "batch_size", "g_width", "d_width"):
@@ -88,8 +90,9 @@ class AdvGAN:
 
     @torch.no_grad()
     def perturb(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """Adversarial images ``clip(x + G(x), 0, 1)``, same shape and device as ``images``."""
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
+        """Adversarial images ``clip(x + G(x), 0, 1)``, same shape and device as ``images`` (floats in [0, 1])."""
+        validate_images(images)
+        if tuple(images.shape[1:]) != tuple(self.input_shape):
             raise InputError(f"the generator expects images shaped (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(images.shape)}")
         self.generator.eval()
@@ -101,6 +104,7 @@ class AdvGAN:
         return torch.cat(out)
 
     def to(self, device: str | torch.device) -> "AdvGAN":
+        """Move the generator to ``device`` (``auto``, ``cpu``, ``cuda``); returns self, as ``nn.Module.to`` does."""
         self.generator.to(resolve_device(device))
         return self
 
@@ -135,6 +139,7 @@ def _train(target: nn.Module, data: Dataset, config: AdvGANConfig | None, device
            state_dir: str | Path | None, test_data: Dataset | None) -> AdvGAN:
     config = (config or AdvGANConfig()).validate()
     dev = resolve_device(device)
+    output_classes(target, data.images, data.labels)
     shape = data.input_shape
     gen = seed_everything(config.seed)
     G = PerturbationGenerator(shape, config.eps, config.g_width, config.g_blocks).to(dev)

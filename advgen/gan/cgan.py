@@ -50,6 +50,7 @@ class CGANConfig:
     seed: int = 0
 
     def validate(self) -> "CGANConfig":
+        """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
         for name in ("epochs", "batch_size", "z_dim", "g_width", "d_width"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -72,6 +73,7 @@ class CGAN:
     metrics: dict = field(default_factory=dict)
 
     def to(self, device: str | torch.device) -> "CGAN":
+        """Move the generator to ``device`` (``auto``, ``cpu``, ``cuda``); returns self, as ``nn.Module.to`` does."""
         self.generator.to(resolve_device(device))
         return self
 

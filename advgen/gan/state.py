@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..files import atomic_torch_save, safe_torch_load
 from ..resume import check
 from ..run import progress
+from ..runtime import evaluating
 
 STATE_FORMAT = "advgen.gan-state"
 STATE_VERSION = 2
@@ -110,18 +111,12 @@ def frozen(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.
     Eval mode matters for targets with dropout or batch norm (a common AdvGAN bug is to attack the
     train-mode network); switching gradients off saves the backward pass into the target's weights.
     """
-    was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
-    home = next(model.parameters()).device
-    if device is not None:
-        model.to(device)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
-        model.to(home)
+    with evaluating(model, device):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in zip(model.parameters(), flags):
+                p.requires_grad_(flag)

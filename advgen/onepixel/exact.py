@@ -24,9 +24,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..data import validate_images
+from ..data import as_labels, validate_images
 from ..errors import InputError
-from ..runtime import resolve_device
+from ..models import output_classes
+from ..runtime import cpu_threads, evaluating, resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, logit_scale, margin_bound, pixel_boxes
 from . import linear as linear_bounds
 from .clock import Clock
@@ -114,9 +115,7 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     dev = resolve_device(device)
     validate_images(images)
     n = len(images)
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    if len(labels) != n:
-        raise InputError(f"expected {n} labels, got {len(labels)}")
+    labels = as_labels(torch.as_tensor(labels).reshape(-1), n)
     if not 2 <= levels <= 65536:
         raise InputError(f"levels must be in 2..65536, got {levels}")
     if batch_size is not None and batch_size < 1:
@@ -128,18 +127,14 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         raise InputError(f"expected {n} indices, got {len(indices)}")
     own_levels(images, levels)  # refuse off-grid images before any work
     batch_size = batch_size or default_batch_size(dev)
-    group_size = group_size or (64 if dev.type == "cuda" else 4)
-
     if threads is not None and threads < 1:
         raise InputError(f"threads must be at least 1, got {threads}")
+    if group_size is not None and group_size < 1:
+        raise InputError(f"group size must be at least 1, got {group_size}")
+    group_size = group_size or (64 if dev.type == "cuda" else 4)
 
-    was_training = model.training
-    model.to(dev).eval()
-    threads_before = torch.get_num_threads()
-    if threads is not None and dev.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        num_classes = _num_classes(model, images[:1].to(dev))
+    with evaluating(model, dev), cpu_threads(threads if dev.type == "cpu" else None):
+        num_classes = output_classes(model, images[:1].to(dev), labels)
         tgt = _parse_targets(targets, labels, n, num_classes)
         plan = None
         if bounds:
@@ -162,9 +157,6 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
                 if callback is not None:
                     callback(res)
         return results
-    finally:
-        torch.set_num_threads(threads_before)
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -197,18 +189,6 @@ def _parse_mode(mode: str | Mode) -> Mode:
         return Mode(mode)
     except ValueError:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(m.value for m in Mode)}") from None
-
-
-@torch.no_grad()
-def _num_classes(model: nn.Module, probe: torch.Tensor) -> int:
-    try:
-        out = model(probe)
-    except RuntimeError as exc:
-        raise InputError(f"images of shape {tuple(probe.shape[1:])} do not fit the model: "
-                         f"{str(exc).splitlines()[0][:160]}") from exc
-    if out.ndim != 2:
-        raise InputError(f"the model must return (N, classes) logits, got shape {tuple(out.shape)}")
-    return int(out.shape[1])
 
 
 def _parse_targets(targets: torch.Tensor | int | None, labels: torch.Tensor, n: int,

@@ -58,7 +58,10 @@ METRICS: tuple[Metric, ...] = (
 
 def metric(key: str) -> Metric:
     """The metric registered as ``key`` (``pgd.robust``)."""
-    return next(m for m in METRICS if m.key == key)
+    for m in METRICS:
+        if m.key == key:
+            return m
+    raise KeyError(f"no metric {key!r}; registered: {', '.join(m.key for m in METRICS)}")
 
 
 def gate_metrics() -> dict[str, Metric]:

@@ -111,6 +111,8 @@ class Report(Provenance):
 
     def measurement(self, stage: str, metric: Metric) -> Measurement | None:
         """The measurement ``metric`` reads at ``stage``; ``None`` when its attack or outcomes were not recorded."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
         return measured(self.stages.get(stage, {}), metric)
 
     def rate(self, stage: str, metric: Metric) -> Rate | None:
