@@ -117,7 +117,8 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
 
     with run.main() as shared:
         if run.is_main:
-            resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite)
+            resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite,
+                                   RUN_FILE)
             shared.value = {name for name in OUTPUT_FILES if (out / name).exists()}
     found_before = shared.value
     try:

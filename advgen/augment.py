@@ -25,7 +25,7 @@ from .files import atomic_write_json
 from .gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_rate, gan_test, gan_train,
                   load_generator, sample, save_generator, train_advgan, train_cgan)
 from .outputs import save_grid
-from .resume import prepare_dir
+from .resume import claim, file_sha256, fingerprint, prepare_dir
 from .run import Run, local
 from .target import load_target
 from .train import accuracy
@@ -66,7 +66,12 @@ def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path
     if generator is not None and (resume or epochs is not None or eps is not None):
         raise InputError("--generator loads a trained generator; it cannot be combined with --resume, "
                          "--epochs or --eps")
-    prepare_dir(out, OUTPUTS, resume, overwrite)
+    prepare_dir(out, OUTPUTS, resume, overwrite, "state")
+    (out / "state").mkdir(parents=True, exist_ok=True)
+    # what the whole command must repeat to resume; the GAN's own state adds its config (epochs may grow)
+    claim(out / "state" / "run.json", fingerprint({"gan": kind, "data": data_source, "num_samples": num_samples,
+                                                   "checkpoint_sha256": file_sha256(checkpoint)}, seed=run.seed),
+          str(out))
 
     loaded = load_generator(generator, kind=kind).to(run.device) if generator is not None else None
     train_set = datasets.load(data_source, "train")

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -213,9 +213,11 @@ def load_file(path: str | Path) -> Dataset:
     missing = [k for k in ("images", "labels") if k not in content]
     if missing:
         raise InputError(f"dataset file {path} lacks {', '.join(missing)}")
-    images = torch.as_tensor(np.asarray(content["images"]))
-    labels = torch.as_tensor(np.asarray(content["labels"])).long()
-    levels = int(np.asarray(content.get("levels", 256)))
+    images = _field(path, "images", lambda: torch.as_tensor(np.asarray(content["images"])))
+    labels = _field(path, "labels",
+                    lambda: as_labels(np.asarray(content["labels"]), len(images), f"dataset file {path}"))
+    levels = _field(path, "levels", lambda: _whole(content.get("levels", 256)))
+    num_classes = _field(path, "num_classes", lambda: _whole(content.get("num_classes", 0)))
     if images.dtype == torch.uint8:
         if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.permute(0, 3, 1, 2)
@@ -225,9 +227,27 @@ def load_file(path: str | Path) -> Dataset:
     images = images.float()
     if images.ndim == 3:
         images = images.unsqueeze(1)
-    num_classes = int(np.asarray(content.get("num_classes", 0))) or max(10, int(labels.max()) + 1 if len(labels) else 10)
+    num_classes = num_classes or max(10, int(labels.max()) + 1 if len(labels) else 10)
     return Dataset(images.contiguous(), labels, name=path.name, levels=levels, num_classes=num_classes,
                    meta={"path": str(path)})
+
+
+def _field(path: Path, name: str, read: Callable[[], Any]) -> Any:
+    """``read()``, with whatever numpy or torch raise about a malformed field turned into one clear line."""
+    try:
+        return read()
+    except InputError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"dataset file {path}: {name!r} is not usable: {str(exc).splitlines()[0][:120]}") from exc
+
+
+def _whole(value: Any) -> int:
+    """A whole number from a file field (a Python int, or a 0-d array), refusing anything else."""
+    array = np.asarray(value)
+    if array.ndim != 0 or array.dtype.kind not in "iuf" or float(array) != int(array):
+        raise ValueError(f"expected a whole number, got {value!r}"[:100])
+    return int(array)
 
 
 def save_file(path: str | Path, data: Dataset) -> Path:

@@ -14,7 +14,6 @@ so the report can give every rate with its count and interval and pair BEFORE wi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,9 @@ from .autoattack import AutoAttackConfig
 from .data import Dataset
 from .errors import InputError
 from .harden import HardenConfig, harden
-from .models import Checkpoint, load_checkpoint, save_checkpoint, user_factory
+from .models import Checkpoint, check_arch, load_checkpoint, save_checkpoint, user_factory
 from .report import REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs, write_reports
-from .resume import claim, fingerprint, prepare_dir
+from .resume import claim, file_sha256, fingerprint, prepare_dir
 from .run import Run, start
 from .runtime import machine_info
 from .sources import SOURCES as AUGMENTATIONS, SourceConfig
@@ -111,6 +110,7 @@ class EvaluateConfig:
             raise InputError(f"pgd eps must be in (0, 1], got {self.pgd_eps}")
         if self.autoattack_version is not None:
             AutoAttackConfig.named(self.autoattack_version)
+        check_arch(self.arch)
 
     @classmethod
     def for_budget(cls, budget: Budget | str = Budget.DEFAULT, retrain: dict | None = None,
@@ -206,7 +206,7 @@ class Evaluation:
         """Refuse, clear or keep ``ws.out`` (see :func:`~advgen.resume.prepare_dir`) and claim its settings."""
         with ws.run.main():
             if ws.run.is_main:
-                prepare_dir(ws.out, outputs, resume, overwrite)
+                prepare_dir(ws.out, outputs, resume, overwrite, "state")
                 ws.phases.root.mkdir(exist_ok=True)
                 claim(ws.phases.path("run.json"), self._run_fingerprint(ws), str(ws.out))
 
@@ -222,11 +222,7 @@ class Evaluation:
 
     def _run_fingerprint(self, ws: Workspace) -> dict:
         """Every setting of the run, and the checkpoint file's digest: what ``--resume`` must repeat."""
-        given = None
-        if self.checkpoint is not None:
-            path = Path(self.checkpoint)
-            given = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
-        return ws.fingerprint({**self.config.settings(), "checkpoint_sha256": given})
+        return ws.fingerprint({**self.config.settings(), "checkpoint_sha256": file_sha256(self.checkpoint)})
 
     # --- the target and the retrained model: made on rank 0, read from the state by the others -------
 
@@ -237,11 +233,20 @@ class Evaluation:
             if run.is_main:
                 if cache is not None:
                     ws.phases.claim("target", ws.fingerprint({"arch": config.arch}, data=self.train))
-                target = load_target(run, self.test, self.checkpoint, config.arch, config.data, cache=cache,
+                target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache,
                                      train=self.train, test=self.test)
         if not run.is_main:
-            target = load_target(run, self.test, self.checkpoint, config.arch, config.data, cache=cache)
+            target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache)
+        if config.data not in (datasets.EMBEDDED, *datasets.TORCHVISION):  # said once the inputs are known good
+            log.warning(f"--data {config.data}: a file has no train/test split, so the target is trained, retrained "
+                        f"and measured on the same images; every figure is on training images")
         return target
+
+    def _arch(self) -> str | None:
+        """The model to train, or the user factory that rebuilds the checkpoint; a checkpoint of a built-in
+        model brings its own (the budget's ``cnn-wide`` applies only to a target trained on the spot)."""
+        arch = self.config.arch
+        return arch if self.checkpoint is None or user_factory(arch) else None
 
     def retrain(self, ws: Workspace, target: Checkpoint, extra: list[Dataset], recipe: HardenConfig) -> Checkpoint:
         """``target`` retrained by ``recipe`` on the training split plus ``extra`` (saved as ``retrained.pt``)."""

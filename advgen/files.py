@@ -70,6 +70,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "file") -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, TypeError, KeyError, IndexError, struct.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):  # torch's advice is to turn the safety off: not ours
+            first = "it holds objects other than tensors and plain containers, which advgen never unpickles"
         raise InputError(f"{what} {path} is corrupted or not a safe tensor file "
                          f"(loaded with weights_only=True): {first[:200]}") from exc
 

@@ -90,10 +90,7 @@ def build(arch: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classe
         except RuntimeError as exc:
             raise InputError(f"model {arch!r} does not fit input shape {tuple(input_shape)}: "
                              f"{str(exc).splitlines()[0]}") from exc
-    if _FACTORY_RE.match(arch):
-        return _call_factory(arch)
-    raise InputError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)} "
-                     f"or give package.module:factory")
+    return _call_factory(check_arch(arch))
 
 
 @torch.no_grad()
@@ -122,6 +119,15 @@ def output_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor 
         raise InputError(f"labels must lie in 0..{k - 1}, the model's classes; got {int(labels.min())}.."
                          f"{int(labels.max())}")
     return k
+
+
+def check_arch(arch: str) -> str:
+    """``arch`` when it is a built-in name or spelled ``package.module:factory``; else an :class:`InputError`
+    (so ``--model cnnn`` is named, not ignored beside a checkpoint that decides the model itself)."""
+    if arch in ARCHITECTURES or _FACTORY_RE.match(arch):
+        return arch
+    raise InputError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)} "
+                     f"or give package.module:factory")
 
 
 def user_factory(arch: str | None) -> str | None:
@@ -170,13 +176,17 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
     """
     raw = safe_torch_load(path, what="checkpoint")
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        arch = str(raw["arch"])
+        try:
+            arch = str(raw["arch"])
+            input_shape = tuple(int(s) for s in raw["input_shape"])
+            num_classes = int(raw["num_classes"])
+            state, meta = dict(raw["state_dict"]), dict(raw.get("meta") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"checkpoint {path} is damaged: its {exc if isinstance(exc, KeyError) else 'fields'} "
+                             f"{'is missing' if isinstance(exc, KeyError) else 'have the wrong types'}") from exc
         if arch not in ARCHITECTURES and arch != factory:
             raise InputError(f"checkpoint {path} was made with model {arch!r}; pass --model {arch} "
                              f"to allow importing that code")
-        input_shape = tuple(int(s) for s in raw["input_shape"])
-        num_classes = int(raw["num_classes"])
-        state, meta = raw["state_dict"], dict(raw.get("meta") or {})
     elif isinstance(raw, dict) and factory is not None and all(isinstance(v, torch.Tensor) for v in raw.values()):
         arch, state, meta = factory, raw, {}
         input_shape, num_classes = (), 0

@@ -51,6 +51,14 @@ def data_sha256(data: Any) -> str:
                            "levels": torch.tensor([data.levels])})
 
 
+def file_sha256(path: str | Path | None) -> str | None:
+    """The digest of a file's bytes (a checkpoint a run was given); the path itself when it is not a file."""
+    if path is None:
+        return None
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
+
+
 def fingerprint(settings: dict[str, Any], *, model: nn.Module | None = None, data: Any = None,
                 seed: int | None = None) -> dict[str, Any]:
     """What a phase depends on, as the flat JSON object it is stored and compared as."""
@@ -94,10 +102,12 @@ def claim(path: Path, wanted: dict[str, Any], where: str) -> bool:
     return False
 
 
-def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool) -> None:
+def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str) -> None:
     """Refuse, clear or keep ``out`` for a run: earlier results are reused only with ``resume``.
 
     ``outputs`` names what a run writes in ``out`` (files or folders); ``overwrite`` removes just those.
+    ``state`` is the one of them that holds a run's fingerprint: outputs without it (a report copied in,
+    say) are not a run ``resume`` could continue, and are refused rather than silently replaced.
     """
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other; pick one")
@@ -106,6 +116,9 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     if earlier and not (resume or overwrite):
         raise InputError(f"{out} already holds results of an earlier run; pass --resume to continue it or "
                          f"--overwrite to start again")
+    if resume and earlier and not (out / state).exists():
+        raise InputError(f"{out} holds {earlier[0].name} but no saved state ({state}) of a run to continue; "
+                         f"pass --overwrite to start again")
     if resume and not earlier:
         log.info(f"--resume: nothing saved in {out} yet; starting a fresh run")
     if overwrite:

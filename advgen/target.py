@@ -14,7 +14,8 @@ from pathlib import Path
 from . import data as datasets
 from .data import Dataset
 from .errors import InputError
-from .models import DEFAULT_ARCH, Checkpoint, build, load_checkpoint, save_checkpoint, user_factory
+from .models import (ARCHITECTURES, DEFAULT_ARCH, Checkpoint, build, check_arch, load_checkpoint, save_checkpoint,
+                     user_factory)
 from .run import Run
 from .train import TrainConfig, train_classifier
 
@@ -31,7 +32,10 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
     scored into the trained model's metadata. The model is returned in eval mode on ``run.device``.
     """
     if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint, factory=user_factory(arch))
+        ckpt = load_checkpoint(checkpoint, factory=user_factory(check_arch(arch) if arch else None))
+        if arch in ARCHITECTURES and arch != ckpt.arch:
+            raise InputError(f"--model {arch} was given, but {checkpoint} holds a {ckpt.arch}; leave --model out "
+                             f"to use the checkpoint's own")
     elif cache is not None and cache.is_file():
         ckpt = load_checkpoint(cache, factory=user_factory(arch))
     else:

@@ -141,7 +141,8 @@ def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch
 
 
 def concat(parts: list[Dataset]) -> Dataset:
-    """One dataset from several with the same image shape (the first one's name and levels are kept)."""
+    """One dataset from several with the same image shape and classes (the first one's name, levels and
+    class count are kept: extra data cannot add classes the model does not have)."""
     first = parts[0]
     if len(parts) == 1:
         return first
@@ -149,5 +150,8 @@ def concat(parts: list[Dataset]) -> Dataset:
         if p.input_shape != first.input_shape:
             raise InputError(f"dataset {p.name!r} has image shape {p.input_shape}, "
                              f"but {first.name!r} has {first.input_shape}")
+        if len(p) and int(p.labels.max()) >= first.num_classes:
+            raise InputError(f"dataset {p.name!r} has labels up to {int(p.labels.max())}, but {first.name!r} has "
+                             f"{first.num_classes} classes (0..{first.num_classes - 1})")
     return Dataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), first.name,
-                   first.levels, max(p.num_classes for p in parts), dict(first.meta))
+                   first.levels, first.num_classes, dict(first.meta))

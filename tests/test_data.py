@@ -131,3 +131,22 @@ def test_the_data_folder_comes_from_advgen_data_dir(tmp_path, monkeypatch):
     assert ds.labels.tolist() == made["test"][1].tolist()
     monkeypatch.delenv("ADVGEN_DATA_DIR")
     assert datasets.data_dir() == Path.home() / ".cache" / "advgen"
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("labels", np.array(["a", "b", "c", "d"]), "'labels' is not usable"),
+    ("labels", np.array([0.0, 3.5, 1.0, 2.0]), "whole class numbers"),
+    ("levels", np.array([1, 2]), "'levels' is not usable"),
+    ("levels", np.array("abc"), "'levels' is not usable"),
+    ("num_classes", np.array("x"), "'num_classes' is not usable"),
+])
+def test_a_malformed_field_in_a_dataset_file_is_one_clear_error(tmp_path, field, value, needle):
+    content = {"images": np.zeros((4, 28, 28), dtype=np.uint8), "labels": np.array([0, 1, 2, 3]), field: value}
+    np.savez(tmp_path / "d.npz", **content)
+    with pytest.raises(InputError, match=needle):
+        datasets.load_file(tmp_path / "d.npz")
+
+
+def test_whole_float_labels_are_read_as_classes():
+    ds = datasets.Dataset(torch.zeros(3, 1, 2, 2), torch.tensor([0.0, 7.0, 2.0]), "floats")
+    assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [0, 7, 2]

@@ -84,3 +84,39 @@ def test_truncated_checkpoint(tmp_path, trained_cnn):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(InputError, match="corrupted"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_edited_by_hand_is_named_damaged(tmp_path, trained_cnn):
+    path = save_checkpoint(tmp_path / "m.pt", trained_cnn)
+    raw = torch.load(path, weights_only=True)
+    for key, value in (("state_dict", None), ("input_shape", "abc")):
+        edited = dict(raw)
+        if value is None:
+            del edited[key]
+        else:
+            edited[key] = value
+        torch.save(edited, tmp_path / "edited.pt")
+        with pytest.raises(InputError, match="is damaged"):
+            load_checkpoint(tmp_path / "edited.pt")
+
+
+def test_model_names_beside_a_checkpoint_are_checked(tmp_path, trained_cnn, capsys):
+    """A checkpoint decides its own model; a --model beside it must be known, and agree with it."""
+    from advgen.cli import main
+
+    path = str(save_checkpoint(tmp_path / "m.pt", trained_cnn))
+    for model, needle in (("cnnn", "unknown model 'cnnn'"), ("mlp", "holds a cnn")):
+        code = main(["attack", "--checkpoint", path, "--model", model, "--limit", "2", "--out",
+                     str(tmp_path / model), "--device", "cpu", "--quiet"])
+        assert code == 2 and needle in capsys.readouterr().err
+    assert main(["attack", "--checkpoint", path, "--model", "cnn", "--limit", "2", "--out", str(tmp_path / "ok"),
+                 "--device", "cpu", "--quiet"]) == 0
+
+
+def test_train_refuses_an_unwritable_out_before_training(tmp_path, capsys):
+    from advgen.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "afile" / "m.pt"), "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 2

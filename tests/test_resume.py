@@ -40,12 +40,12 @@ def test_claim_writes_once_then_checks(tmp_path):
 
 def test_resume_with_nothing_saved_says_it_starts_fresh(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="advgen"):
-        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False)
+        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False, state="state")
         assert [r.getMessage() for r in caplog.records] == [
             f"--resume: nothing saved in {tmp_path} yet; starting a fresh run"]
         caplog.clear()
         (tmp_path / "state").mkdir()
-        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False)
+        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False, state="state")
         assert caplog.records == []
 
 
@@ -108,3 +108,29 @@ def test_an_evaluate_phase_starts_and_continues_without_announcing_a_resume(tmp_
         exact_search(local("cpu"), trained_mlp.model, data, where)  # continues: the records are there
     assert not [r for r in caplog.records if "--resume" in r.getMessage()]
     assert statuses(where) == first and len(first) == 6
+
+
+def test_augment_resume_with_another_gan_exits_2(ckpt, tmp_path, capsys):
+    """Each GAN keeps its own training state, so only the run's own fingerprint can tell the two apart."""
+    args = ["augment", "--checkpoint", ckpt, "--epochs", "1", "--num-samples", "8", "--out", str(tmp_path / "g"),
+            "--quiet", "--device", "cpu", "--data"]
+    data = tmp_path / "tiny.pt"
+    from advgen import data as datasets
+
+    datasets.save_file(data, datasets.load("mnist-sample", "train").head(64))
+    assert main(args + [str(data), "--gan", "advgan"]) == 0
+    summary = (tmp_path / "g" / "summary.json").read_text()
+    capsys.readouterr()
+    assert main(args + [str(data), "--gan", "cgan", "--resume"]) == 2
+    assert "gan (advgan -> cgan)" in capsys.readouterr().err
+    assert (tmp_path / "g" / "summary.json").read_text() == summary
+
+
+def test_resume_refuses_outputs_without_a_saved_run(tmp_path, capsys):
+    """A report copied into OUT is not a run to continue: --resume must not replace it."""
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(InputError, match=r"no saved state \(state\)"):
+        prepare_dir(tmp_path, ["report.json", "state"], resume=True, overwrite=False, state="state")
+    assert main(["evaluate", "--onepixel-images", "2", "--out", str(tmp_path), "--resume", "--device", "cpu"]) == 2
+    assert "no saved state" in capsys.readouterr().err
+    assert (tmp_path / "report.json").read_text() == "{}"

@@ -40,3 +40,12 @@ def test_a_training_config_out_of_range_is_named():
     for field, value in (("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("weight_decay", -1e-4), ("shift", -1)):
         with pytest.raises(InputError, match=f"TrainConfig.{field}"):
             TrainConfig(**{field: value})
+
+
+def test_extra_data_cannot_bring_classes_the_model_lacks(mnist_train):
+    from advgen.data import Dataset
+    from advgen.train import concat
+
+    extra = Dataset(mnist_train.images[:4], torch.tensor([10, 12, 15, 19]), "extra", num_classes=20)
+    with pytest.raises(InputError, match="labels up to 19.*10 classes"):
+        concat([mnist_train.head(8), extra])

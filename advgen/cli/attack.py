@@ -38,7 +38,7 @@ from .options import common, data_option, model_options, overwrite_option
               help="onepixel: a pixel is a location with all its channels (a colour, as in torchattacks' "
                    "OnePixel): search every colour of the level grid there, not one channel at a time.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None,
-              help="Candidates per forward pass [default: 1024 on CPU, 16384 on CUDA].")
+              help="Candidates per forward pass [default: 512 on CPU, 16384 on CUDA].")
 @click.option("--max-examples", type=click.IntRange(1, None), default=64, show_default=True,
               help="onepixel: adversarial images kept per vulnerable image (smallest changes first).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attack"),

@@ -9,6 +9,7 @@ import click
 
 from ..data import EMBEDDED, TORCHVISION
 from ..errors import InputError
+from ..files import check_writable_dir
 from ..models import ARCHITECTURES
 from ..runtime import DEVICES
 
@@ -44,9 +45,12 @@ def overwrite_option(f: Callable) -> Callable:
 
 
 def refuse_clobber(path: Path, overwrite: bool) -> Path:
-    """Stop before replacing an existing output unless the user said --overwrite."""
+    """Stop before any work when the output file exists (unless --overwrite) or cannot be written there."""
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass --overwrite to replace it")
+    check_writable_dir(path.parent)
     return path
 
 

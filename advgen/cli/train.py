@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import data as datasets
-from ..models import save_checkpoint
+from ..models import ARCHITECTURES, save_checkpoint
 from ..run import start
 from ..train import TrainConfig, train_classifier
 from .options import common, data_option, overwrite_option, refuse_clobber
@@ -16,7 +16,7 @@ from .options import common, data_option, overwrite_option, refuse_clobber
 @click.command()
 @data_option
 @click.option("--model", "arch", default="cnn", show_default=True, metavar="NAME|MODULE:FACTORY",
-              help="Architecture to train: cnn, mlp, lenet5 or package.module:factory.")
+              help=f"Architecture to train: {', '.join(ARCHITECTURES)} or package.module:factory.")
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 65_536), default=TrainConfig.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=TrainConfig.lr, show_default=True)
