@@ -77,6 +77,9 @@ def test_attack_resume_with_a_changed_setting_exits_2(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mode (full -> first)" in err and len(err.strip().splitlines()) == 1
     assert main(args + ["--resume"]) == 0
+    elsewhere = tmp_path / "copy.pt"  # the same weights by another path resume; other weights do not
+    elsewhere.write_bytes(open(ckpt, "rb").read())
+    assert main([a if a != ckpt else str(elsewhere) for a in args] + ["--resume"]) == 0
 
 
 def test_augment_resume_with_a_changed_setting_exits_2(ckpt, tmp_path, capsys):
