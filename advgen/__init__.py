@@ -6,6 +6,7 @@ The command line is a thin layer over this API; each command is one function her
     train, test = advgen.data.load("mnist-sample", "train"), advgen.data.load("mnist-sample", "test")
     ckpt = advgen.train_classifier(train, test)
     summary = advgen.run_attack(ckpt.model, test, range(10), "runs/attack", method="onepixel")
+    records = advgen.run_method("pgd", ckpt.model, test.images[:64], test.labels[:64])  # in memory, no files
     result = advgen.augment("advgan", checkpoint=None, out="runs/augment")
     report = advgen.evaluate(advgen.EvaluateConfig(), out="reports")
 
@@ -20,6 +21,7 @@ from .augment import AugmentResult, augment  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .evaluate import Budget, EvaluateConfig, evaluate  # noqa: E402
+from .methods import AttackOptions, AttackRecord, Status, run_method  # noqa: E402
 from .models import Checkpoint, build, load_checkpoint, save_checkpoint  # noqa: E402
 from .outputs import AttackSummary  # noqa: E402
 from .run import Run, start  # noqa: E402
@@ -29,5 +31,5 @@ from .train import TrainConfig, accuracy, fit, predict, train_classifier  # noqa
 __all__ = [
     "__version__", "data", "models", "Dataset", "InputError", "Checkpoint", "build", "load_checkpoint",
     "save_checkpoint", "TrainConfig", "accuracy", "fit", "predict", "train_classifier", "run_attack",
-    "AttackSummary", "augment", "AugmentResult", "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
+    "AttackSummary", "run_method", "AttackOptions", "AttackRecord", "Status", "augment", "AugmentResult", "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
 ]

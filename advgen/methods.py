@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from . import onepixel
-from .data import validate_targets
+from .data import as_labels, validate_images, validate_targets
 from .errors import InputError
+from .models import output_classes
 from .runtime import evaluating, resolve_device, seed_everything
 
 
@@ -292,7 +293,13 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
                targets: torch.Tensor | None = None, indices: list[int] | None = None,
                options: AttackOptions | None = None,
                emit: Callable[[list[AttackRecord]], None] | None = None) -> list[AttackRecord]:
-    """Run method ``name`` on ``images``; returns all records and also passes each batch to ``emit``."""
+    """Attack ``images`` (N, C, H, W) in memory with method ``name``: one :class:`AttackRecord` per image
+    (status, success, adversarial prediction, L0/Linf, the adversarial image), in order; each batch of
+    records is also passed to ``emit`` as it finishes. The model is left as it was (modes, device).
+
+    >>> records = advgen.run_method("pgd", model, test.images[:64], test.labels[:64])
+    >>> robust = sum(r.status == "robust" for r in records) / len(records)
+    """
     method = get_method(name)
     opts = options or AttackOptions()
     opts = replace(opts, seed=0) if opts.seed is None else opts
@@ -300,11 +307,12 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
     if targets is not None and not method.targeted:
         raise InputError(f"method {name!r} does not support targeted attacks")
     indices = list(range(len(images))) if indices is None else list(indices)
-    if targets is not None and len(images):
-        dev = resolve_device(opts.device)
-        with torch.no_grad(), evaluating(model, dev):
-            probe = model(images[:1].to(dev))
-        targets = validate_targets(targets, labels, int(probe.shape[1]))
+    if len(images):
+        validate_images(images)
+        labels = as_labels(labels, len(images))
+        classes = output_classes(model, images, labels)
+        if targets is not None:
+            targets = validate_targets(targets, labels, classes)
     out: list[AttackRecord] = []
 
     def collect(recs: list[AttackRecord]) -> None:
