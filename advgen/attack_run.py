@@ -123,7 +123,7 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     found_before = shared.value
     try:
         return _attack(model, chosen, idx, out, spec, opts, config, target, max_examples, run)
-    except BaseException:
+    except Exception:  # not KeyboardInterrupt: an interrupted run keeps its run.json and model.pt to --resume
         if run.is_main:
             _forget_if_empty(out, found_before)
         raise

@@ -92,7 +92,7 @@ def as_labels(labels: torch.Tensor | Any, n: int, what: str = "labels") -> torch
     if labels.is_floating_point() and not bool((labels == labels.round()).all()):
         raise InputError(f"{what}: labels must be whole class numbers, got fractions such as "
                          f"{float(labels[labels != labels.round()][0]):g}")
-    if labels.is_complex() or labels.dtype == torch.bool:
+    if labels.is_complex():
         raise InputError(f"{what}: labels must be class numbers, got {labels.dtype}")
     return labels.long()
 

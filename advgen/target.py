@@ -22,6 +22,13 @@ from .train import TrainConfig, train_classifier
 log = logging.getLogger("advgen")
 
 
+def refuse_other_model(checkpoint: Path, arch: str | None, held: str) -> None:
+    """A built-in ``--model`` beside a checkpoint must name the model the checkpoint holds (``held``)."""
+    if arch in ARCHITECTURES and arch != held:
+        raise InputError(f"--model {arch} was given, but {checkpoint} holds a {held}; leave --model out "
+                         f"to use the checkpoint's own")
+
+
 def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: str | None = None,
                 data_source: str = datasets.EMBEDDED, cache: Path | None = None, train: Dataset | None = None,
                 test: Dataset | None = None) -> Checkpoint:
@@ -33,9 +40,7 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
     """
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, factory=user_factory(check_arch(arch) if arch else None))
-        if arch in ARCHITECTURES and arch != ckpt.arch:
-            raise InputError(f"--model {arch} was given, but {checkpoint} holds a {ckpt.arch}; leave --model out "
-                             f"to use the checkpoint's own")
+        refuse_other_model(checkpoint, arch, ckpt.arch)
     elif cache is not None and cache.is_file():
         ckpt = load_checkpoint(cache, factory=user_factory(arch))
     else:

@@ -186,3 +186,29 @@ def datasets_32x32():
     from advgen.data import Dataset
 
     return Dataset(torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 3]), "random-32")
+
+
+def test_an_interrupted_run_keeps_what_it_needs_to_resume(trained_cnn, mnist_test, tmp_path):
+    """Ctrl-C is not a failure: the claim and a model trained for the run stay for --resume."""
+    from advgen.models import save_checkpoint
+
+    out = tmp_path / "int"
+
+    def model():
+        save_checkpoint(out / "model.pt", trained_cnn)  # as the CLI caches a model trained on the spot
+        return trained_cnn.model
+
+    def interrupt(recs):
+        raise KeyboardInterrupt
+
+    import advgen.attack_run as attack_run
+
+    original = attack_run.append_jsonl
+    attack_run.append_jsonl = lambda path, records: interrupt(records)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_attack(model, mnist_test, range(2), out, method="fgsm")
+    finally:
+        attack_run.append_jsonl = original
+    assert (out / "run.json").exists() and (out / "model.pt").exists()
+    assert run_attack(model, mnist_test, range(2), out, method="fgsm", resume=True).images == 2

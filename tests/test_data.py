@@ -150,3 +150,5 @@ def test_a_malformed_field_in_a_dataset_file_is_one_clear_error(tmp_path, field,
 def test_whole_float_labels_are_read_as_classes():
     ds = datasets.Dataset(torch.zeros(3, 1, 2, 2), torch.tensor([0.0, 7.0, 2.0]), "floats")
     assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [0, 7, 2]
+    two = datasets.Dataset(torch.zeros(2, 1, 2, 2), torch.tensor([True, False]), "bools")  # a two-class file
+    assert two.labels.tolist() == [1, 0]

@@ -111,6 +111,8 @@ def test_model_names_beside_a_checkpoint_are_checked(tmp_path, trained_cnn, caps
         assert code == 2 and needle in capsys.readouterr().err
     assert main(["attack", "--checkpoint", path, "--model", "cnn", "--limit", "2", "--out", str(tmp_path / "ok"),
                  "--device", "cpu", "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", path, "--model", "mlp", "--out", str(tmp_path / "ev"), "--quiet"]) == 2
+    assert "holds a cnn" in capsys.readouterr().err
 
 
 def test_train_refuses_an_unwritable_out_before_training(tmp_path, capsys):

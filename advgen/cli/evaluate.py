@@ -12,7 +12,9 @@ from ..distributed import env_rank
 from ..errors import InputError
 from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, Budget, EvaluateConfig, evaluate as run_evaluate
 from ..harden import HardenConfig
+from ..models import load_checkpoint, user_factory
 from ..sources import SOURCES
+from ..target import refuse_other_model
 from ..report import format_gate
 from ..report.markdown import md_table
 from ..report.tables import headline, metrics_table
@@ -88,6 +90,8 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
               "cgan_epochs": cgan_epochs}
     retrain = {"epochs": retrain_epochs, "certified_weight": certified_weight}
     option = {"data": "data_source", "epochs": "retrain_epochs"}  # where an option's name is not its field's
+    if checkpoint is not None and "arch" in given:  # the API cannot tell a given --model from the default
+        refuse_other_model(checkpoint, arch, load_checkpoint(checkpoint, factory=user_factory(arch)).arch)
     config = EvaluateConfig.for_budget(
         budget, retrain={"pgd_eps": pgd_eps, **{k: v for k, v in retrain.items() if option.get(k, k) in given}},
         seed=seed, **{k: v for k, v in fields.items() if option.get(k, k) in given})
