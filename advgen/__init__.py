@@ -31,5 +31,6 @@ from .train import TrainConfig, accuracy, fit, predict, train_classifier  # noqa
 __all__ = [
     "__version__", "data", "models", "Dataset", "InputError", "Checkpoint", "build", "load_checkpoint",
     "save_checkpoint", "TrainConfig", "accuracy", "fit", "predict", "train_classifier", "run_attack",
-    "AttackSummary", "run_method", "AttackOptions", "AttackRecord", "Status", "augment", "AugmentResult", "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
+    "AttackSummary", "run_method", "AttackOptions", "AttackRecord", "Status", "augment", "AugmentResult",
+    "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
 ]

@@ -29,6 +29,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import InputError
+from .models import output_classes
 from .train import still_correct
 from .runtime import evaluating, seed_everything
 
@@ -96,9 +97,7 @@ class AutoAttackConfig:
         """Per image of ``data``: still classified correctly after ``part`` (seeded)."""
         seed_everything(self.seed)
         with evaluating(model, device):
-            with torch.no_grad():
-                n_classes = int(model(data.images[:1].to(device)).shape[1])
-            attack = self.build(part, model, n_classes)
+            attack = self.build(part, model, output_classes(model, data.images, data.labels))
             return still_correct(model, attack, data.images, data.labels, device).tolist()
 
     def cascade(self, model: nn.Module, n_classes: int) -> Any:

@@ -27,7 +27,7 @@ from . import data as datasets
 from . import gan, measure, sources
 from .autoattack import AutoAttackConfig
 from .data import Dataset
-from .errors import InputError
+from .errors import InputError, check_fields
 from .harden import HardenConfig, harden
 from .models import Checkpoint, check_arch, load_checkpoint, save_checkpoint, user_factory
 from .report import REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs, write_reports
@@ -102,10 +102,8 @@ class EvaluateConfig:
         if unknown:
             raise InputError(f"unknown augmentation {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(AUGMENTATIONS)}")
-        for name in ("onepixel_images", "pgd_images", "autoattack_images", "advgan_images", "onepixel_train_images",
-                     "advgan_samples", "cgan_samples"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name.replace('_', '-')} must be >= 0")
+        check_fields(self, dict.fromkeys(("onepixel_images", "pgd_images", "autoattack_images", "advgan_images",
+                                          "onepixel_train_images", "advgan_samples", "cgan_samples"), 0))
         if not 0 < self.pgd_eps <= 1:
             raise InputError(f"pgd eps must be in (0, 1], got {self.pgd_eps}")
         if self.autoattack_version is not None:

@@ -248,7 +248,8 @@ def _keywords(fn: Callable[..., Any], besides: set[str]) -> frozenset[str] | Non
 
 
 def _torchattacks(name: str, description: str, targeted: bool, factory: _Factory) -> Method:
-    return Method(name, description, targeted, _torchattacks_runner(name, factory), TORCHATTACKS_BATCH, factory.params)
+    return Method(name, description, targeted, _torchattacks_runner(name, factory), TORCHATTACKS_BATCH,
+                  factory.params)
 
 
 #: What ``run_exact`` sets from the options itself; the rest of ``onepixel.attack``'s keywords are params.

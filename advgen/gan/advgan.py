@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import Dataset, validate_images
-from ..errors import InputError
+from ..errors import InputError, check_fields
 from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
@@ -67,15 +67,8 @@ class AdvGANConfig:
         """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
         if not 0 < self.eps <= 1:
             raise InputError(f"eps must be in (0, 1], got {self.eps}")
-        for name in ("epochs", "batch_size", "g_width", "d_width"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("alpha", "beta", "hinge_bound", "kappa", "g_blocks"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
+        check_fields(self, {"epochs": 1, "batch_size": 1, "g_width": 1, "d_width": 1, "alpha": 0, "beta": 0,
+                            "hinge_bound": 0, "kappa": 0, "g_blocks": 0}, positive=("lr_g", "lr_d"))
         return self
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import Dataset
-from ..errors import InputError
+from ..errors import InputError, check_fields
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ConditionalGenerator, ImageDiscriminator
 from ..resume import fingerprint
@@ -51,12 +51,8 @@ class CGANConfig:
 
     def validate(self) -> "CGANConfig":
         """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
-        for name in ("epochs", "batch_size", "z_dim", "g_width", "d_width"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        check_fields(self, {"epochs": 1, "batch_size": 1, "z_dim": 1, "g_width": 1, "d_width": 1},
+                     positive=("lr_g", "lr_d"))
         if not 0 < self.real_label <= 1:
             raise InputError(f"real_label must be in (0, 1], got {self.real_label}")
         return self

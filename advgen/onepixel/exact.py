@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..data import as_labels, validate_images
+from ..data import as_labels, validate_images, validate_targets
 from ..errors import InputError
 from ..models import output_classes
 from ..runtime import cpu_threads, evaluating, resolve_device
@@ -135,7 +135,7 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
 
     with evaluating(model, dev), cpu_threads(threads if dev.type == "cpu" else None):
         num_classes = output_classes(model, images[:1].to(dev), labels)
-        tgt = _parse_targets(targets, labels, n, num_classes)
+        tgt = validate_targets(targets, labels, num_classes)
         plan = None
         if bounds:
             plan, why = build_plan(model, tuple(images.shape[1:]), dev, locality and not joint_channels)
@@ -189,24 +189,6 @@ def _parse_mode(mode: str | Mode) -> Mode:
         return Mode(mode)
     except ValueError:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(m.value for m in Mode)}") from None
-
-
-def _parse_targets(targets: torch.Tensor | int | None, labels: torch.Tensor, n: int,
-                   num_classes: int) -> torch.Tensor | None:
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise InputError(f"labels must lie in 0..{num_classes - 1}")
-    if targets is None:
-        return None
-    tgt = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if len(tgt) == 1:
-        tgt = tgt.expand(n)
-    if len(tgt) != n:
-        raise InputError(f"expected one target or {n}, got {len(tgt)}")
-    if int(tgt.min()) < 0 or int(tgt.max()) >= num_classes:
-        raise InputError(f"target classes must lie in 0..{num_classes - 1}")
-    if bool((tgt == labels).any()):
-        raise InputError("a target equals the image's own label; drop those images or pick another target")
-    return tgt.clone()
 
 
 @torch.no_grad()
