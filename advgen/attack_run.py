@@ -117,9 +117,10 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
 
     with run.main() as shared:
         if run.is_main:
+            existed = out.exists()
             resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite,
                                    RUN_FILE)
-            shared.value = {name for name in OUTPUT_FILES if (out / name).exists()}
+            shared.value = {name for name in OUTPUT_FILES if (out / name).exists()} | ({"."} if existed else set())
     found_before = shared.value
     try:
         return _attack(model, chosen, idx, out, spec, opts, config, target, max_examples, run)
@@ -179,12 +180,15 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
 
 def _forget_if_empty(out: Path, found_before: set[str]) -> None:
     """After a failure before any image was recorded, remove what this call created (``run.json``, a cached
-    ``model.pt``), so a corrected retry into ``out`` is not refused as a resume of a run that did nothing."""
+    ``model.pt``, ``out`` itself when it is left empty), so a corrected retry into ``out`` is not refused as a
+    resume of a run that did nothing. ``found_before`` names the outputs there before, ``"."`` for ``out``."""
     if any(read_jsonl(out / RECORDS)) or part_files(out):
         return
     for name in OUTPUT_FILES:
         if name not in found_before:
             (out / name).unlink(missing_ok=True)
+    if "." not in found_before and not any(out.iterdir()):
+        out.rmdir()
 
 
 def statuses(out: str | Path) -> dict[int, Status]:

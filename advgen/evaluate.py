@@ -213,14 +213,28 @@ class Evaluation:
                 "processes": run.size}
 
     def note(self) -> str:
-        c = self.config
-        return (f"one-pixel: exact enumeration of the first {c.onepixel_images} test images; PGD: the first "
-                f"{c.pgd_images}; AutoAttack: the first {c.autoattack_images}; AdvGAN: the first {c.advgan_images}; "
-                f"clean accuracy: all {len(self.test)}")
+        c, n = self.config, len(self.test)
+        return (f"one-pixel: exact enumeration of the first {min(c.onepixel_images, n)} test images; PGD: the first "
+                f"{min(c.pgd_images, n)}; AutoAttack: the first {min(c.autoattack_images, n)}; AdvGAN: the first "
+                f"{min(c.advgan_images, n)}; clean accuracy: all {n}")
 
     def _run_fingerprint(self, ws: Workspace) -> dict:
-        """Every setting of the run, and the checkpoint file's digest: what ``--resume`` must repeat."""
-        return ws.fingerprint({**self.config.settings(), "checkpoint_sha256": file_sha256(self.checkpoint)})
+        """Every setting that can change a result, and the checkpoint file's digest: what ``--resume`` must repeat.
+
+        Settings are compared as they take effect, so equal runs are not refused: an unset AutoAttack
+        version is the device's, the settings of a source not asked for are left out, and so is a
+        built-in ``arch`` beside a checkpoint (the checkpoint brings its own).
+        """
+        c = self.config
+        unused = {"onepixel": ("onepixel_train_images", "onepixel_flips_per_image"),
+                  "advgan": ("advgan_samples",), "cgan": ("cgan_samples", "cgan_epochs")}
+        settings = {k: v for k, v in c.settings().items()
+                    if not any(k in keys and source not in c.augment for source, keys in unused.items())}
+        if not (c.advgan_images or "advgan" in c.augment):
+            del settings["advgan_epochs"]
+        settings.update(arch=self._arch(), autoattack_version=c.autoattack(ws.run.device).version
+                        if c.autoattack_images else None)
+        return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)})
 
     # --- the target and the retrained model: made on rank 0, read from the state by the others -------
 
@@ -238,7 +252,20 @@ class Evaluation:
         if config.data not in (datasets.EMBEDDED, *datasets.TORCHVISION):  # said once the inputs are known good
             log.warning(f"--data {config.data}: a file has no train/test split, so the target is trained, retrained "
                         f"and measured on the same images; every figure is on training images")
+        self._say_clipped()
         return target
+
+    def _say_clipped(self) -> None:
+        """One line naming the image counts asked for that are larger than their split (each uses all of it)."""
+        c = self.config
+        for split, asked, what in ((self.train, {"train_images": c.train_images or 0,
+                                                 "onepixel_train_images": c.onepixel_train_images}, "training"),
+                                   (self.test, {f"{a}_images": getattr(c, f"{a}_images")
+                                                for a in ("onepixel", "pgd", "autoattack", "advgan")}, "test")):
+            over = [f"{name} {n}" for name, n in asked.items() if n > len(split)]
+            if over:
+                log.info(f"{', '.join(over)}: more than the {len(split)} {what} images there are, so all "
+                         f"{len(split)} are used")
 
     def _arch(self) -> str | None:
         """The model to train, or the user factory that rebuilds the checkpoint; a checkpoint of a built-in

@@ -164,7 +164,12 @@ def test_a_run_that_failed_before_recording_anything_leaves_no_claim(trained_cnn
     with pytest.raises(RuntimeError, match="boom"):
         run_attack(FailsOnBatches(trained_cnn.model), mnist_test, range(2), out, method="pgd",
                    options=AttackOptions(params={"steps": 2}))
-    assert not (out / "run.json").exists()
+    assert not out.exists()  # the failed call made it, and leaves nothing behind
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_attack(FailsOnBatches(trained_cnn.model), mnist_test, range(2), out, method="pgd",
+                   options=AttackOptions(params={"steps": 2}))
+    assert out.is_dir() and not any(out.iterdir())  # a folder the caller made stays
     summary = run_attack(trained_cnn.model, mnist_test, range(2), out, method="pgd",
                          options=AttackOptions(params={"steps": 2}))
     assert summary.images == 2
@@ -177,7 +182,7 @@ def test_wrong_argument_types_are_named(trained_cnn, mnist_test, tmp_path):
         run_attack("model.pt", mnist_test, out=tmp_path / "b")
     with pytest.raises(InputError, match="do not fit the model"):
         run_attack(trained_cnn.model, datasets_32x32(), range(2), tmp_path / "c", method="pgd")
-    assert not (tmp_path / "c" / "run.json").exists()
+    assert not (tmp_path / "c").exists()
 
 
 def datasets_32x32():

@@ -159,6 +159,48 @@ def test_a_budget_on_the_command_line_keeps_the_options_given(finished, target_p
     assert "retrain.epochs" not in err and "augment" not in err and "cgan_samples" not in err  # given explicitly
 
 
+def test_resume_accepts_settings_that_take_the_same_effect(finished, target_path, capsys):
+    out, report = finished
+    unset = resume_args(out, target_path)
+    at = unset.index("--autoattack-version")
+    del unset[at:at + 2]  # on a CPU an unset version is the cpu one
+    assert main(unset + ["--model", "mlp"]) == 0, capsys.readouterr().err  # the checkpoint's own model
+    assert _outcomes(load_report(out / "report.json").to_dict()) == _outcomes(report.to_dict())
+
+
+def test_the_run_fingerprint_leaves_out_what_cannot_change_a_result(tmp_path, target_path):
+    from advgen.evaluate import Evaluation
+    from advgen.run import local
+    from advgen.workspace import Workspace
+
+    ws = Workspace(local("cpu"), tmp_path)
+    fp = lambda cfg, ckpt=None: Evaluation(cfg, ckpt)._run_fingerprint(ws)  # noqa: E731
+    pgd_only = dict(augment=("pgd",))
+    assert fp(tiny_config(**pgd_only)) == fp(tiny_config(**pgd_only, advgan_samples=7, cgan_samples=9,
+                                                         cgan_epochs=3, onepixel_train_images=50))
+    assert fp(tiny_config(autoattack_version=None)) == fp(tiny_config(autoattack_version="cpu"))
+    assert fp(tiny_config(arch="cnn"), target_path) == fp(tiny_config(arch="cnn-wide"), target_path)
+    assert fp(tiny_config(advgan_images=0, **pgd_only)) == fp(tiny_config(advgan_images=0, advgan_epochs=5, **pgd_only))
+    for changed in (dict(advgan_samples=7), dict(autoattack_version="standard"), dict(arch="cnn-wide"),
+                    dict(advgan_epochs=5), dict(onepixel_train_images=50)):
+        assert fp(tiny_config(**changed)) != fp(tiny_config()), changed
+
+
+def test_counts_past_the_split_are_used_as_all_and_said(caplog, tmp_path, target_path):
+    from advgen.evaluate import Evaluation
+    from advgen.run import local
+    from advgen.workspace import Workspace
+
+    ev = Evaluation(tiny_config(onepixel_images=5000, pgd_images=1200, train_images=9000), target_path)
+    with caplog.at_level("INFO", logger="advgen"):
+        ev.target(Workspace(local("cpu"), tmp_path))
+    said = [r.getMessage() for r in caplog.records if "more than" in r.getMessage()]
+    assert said == ["train_images 9000: more than the 4000 training images there are, so all 4000 are used",
+                    "onepixel_images 5000, pgd_images 1200: more than the 1000 test images there are, so all 1000 "
+                    "are used"]
+    assert "exact enumeration of the first 1000 test images; PGD: the first 1000;" in ev.note()
+
+
 def test_budgets_set_their_recipe_and_explicit_values_win():
     assert EvaluateConfig.for_budget("default") == EvaluateConfig()
     robust = EvaluateConfig.for_budget(Budget.ROBUST)
