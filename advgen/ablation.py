@@ -26,6 +26,7 @@ from . import sources
 from .evaluate import EvaluateConfig, Evaluation
 from .report import Measurement
 from .report.ablation import BASELINE, FILES, Ablation, write
+from .resume import forgotten_if_failed
 from .run import start
 from .runtime import machine_info
 from .sources import SOURCES
@@ -61,35 +62,37 @@ def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablatio
     config = replace(config or EvaluateConfig(), augment=tuple(used))
     with start(device, config.seed, out, quiet) as run:
         ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
-        started = time.perf_counter()
-        ev.begin(ws, ["state", "variants", *FILES], resume, overwrite)
-        with ws.timer("train_target"):
-            target = ev.target(ws)
-        log.info("measuring BEFORE")
-        before, advgan_before = ev.measure(ws, target.model, "before")
-        log.info("making every source's data once")
-        extra, _ = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model, advgan_before)
-        extra = run.broadcast(extra)
+        with forgotten_if_failed(ws.out, enabled=run.is_main):
+            started = time.perf_counter()
+            ev.begin(ws, ["state", "variants", *FILES], resume, overwrite)
+            with ws.timer("train_target"):
+                target = ev.target(ws)
+            log.info("measuring BEFORE")
+            before, advgan_before = ev.measure(ws, target.model, "before")
+            log.info("making every source's data once")
+            extra, _ = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model,
+                                        advgan_before)
+            extra = run.broadcast(extra)
 
-        planned = variants(tuple(used))
-        solo = replace(run, rank=0, size=1)  # a variant is one rank's work from start to end
-        mine: dict[str, dict[str, Measurement]] = {}
-        for v in run.shard(planned):
-            log.info(f"variant {v.name}: retraining on {', '.join(v.sources) or 'the clean data only'}")
-            vws = Workspace(solo, ws.out / "variants" / v.name)
-            with ws.timer(f"variant_{v.name}"):
-                retrained = ev.retrain(vws, target, [d for s, d in extra.items() if s in v.sources],
-                                       config.retraining(v.sources))
-                mine[v.name], _ = ev.measure(vws, retrained.model, "after")
+            planned = variants(tuple(used))
+            solo = replace(run, rank=0, size=1)  # a variant is one rank's work from start to end
+            mine: dict[str, dict[str, Measurement]] = {}
+            for v in run.shard(planned):
+                log.info(f"variant {v.name}: retraining on {', '.join(v.sources) or 'the clean data only'}")
+                vws = Workspace(solo, ws.out / "variants" / v.name)
+                with ws.timer(f"variant_{v.name}"):
+                    retrained = ev.retrain(vws, target, [d for s, d in extra.items() if s in v.sources],
+                                           config.retraining(v.sources))
+                    mine[v.name], _ = ev.measure(vws, retrained.model, "after")
 
-        with run.main() as shared:
-            found = {k: m for part in run.gather(mine) for k, m in part.items()}
-            if run.is_main:
-                ws.timings["total"] = round(time.perf_counter() - started, 3)
-                ablation = Ablation(seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
-                                    variants={v.name: list(v.sources) for v in planned},
-                                    stages={"before": before, **{v.name: found[v.name] for v in planned}},
-                                    timings=ws.timings)
-                write(ablation, ws.out)
-                shared.value = ablation
+            with run.main() as shared:
+                found = {k: m for part in run.gather(mine) for k, m in part.items()}
+                if run.is_main:
+                    ws.timings["total"] = round(time.perf_counter() - started, 3)
+                    ablation = Ablation(seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
+                                        variants={v.name: list(v.sources) for v in planned},
+                                        stages={"before": before, **{v.name: found[v.name] for v in planned}},
+                                        timings=ws.timings)
+                    write(ablation, ws.out)
+                    shared.value = ablation
         return shared.value

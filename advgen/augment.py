@@ -25,7 +25,7 @@ from .files import atomic_write_json
 from .gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_rate, gan_test, gan_train,
                   load_generator, sample, save_generator, train_advgan, train_cgan)
 from .outputs import save_grid
-from .resume import claim, file_sha256, fingerprint, prepare_dir
+from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, local
 from .target import load_target
 from .train import accuracy
@@ -66,6 +66,17 @@ def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path
     if generator is not None and (resume or epochs is not None or eps is not None):
         raise InputError("--generator loads a trained generator; it cannot be combined with --resume, "
                          "--epochs or --eps")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(f"checkpoint not found: {checkpoint}")
+    with forgotten_if_failed(out):
+        return _augment(kind, data_source, checkpoint, arch, generator, epochs, eps, num_samples, out, resume,
+                        overwrite, run, start)
+
+
+def _augment(kind: str, data_source: str, checkpoint: Path | None, arch: str | None, generator: Path | None,
+             epochs: int | None, eps: float | None, num_samples: int, out: Path, resume: bool, overwrite: bool,
+             run: Run, start: float) -> AugmentResult:
+    """:func:`augment` once its arguments are known good: claim ``out``, train or load, sample, write."""
     prepare_dir(out, OUTPUTS, resume, overwrite, "state")
     (out / "state").mkdir(parents=True, exist_ok=True)
     # what the whole command must repeat to resume; the GAN's own state adds its config (epochs may grow)

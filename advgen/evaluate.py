@@ -31,7 +31,7 @@ from .errors import InputError, check_fields
 from .harden import HardenConfig, harden
 from .models import Checkpoint, check_arch, load_checkpoint, save_checkpoint, user_factory
 from .report import REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs, write_reports
-from .resume import claim, file_sha256, fingerprint, prepare_dir
+from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, start
 from .runtime import machine_info
 from .sources import SOURCES as AUGMENTATIONS, SourceConfig
@@ -158,33 +158,34 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
     gates = parse_gate_specs(fail_under or [])  # a typo fails now, not after minutes of work
     with start(device, config.seed, out, quiet) as run:
         ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
-        started = time.perf_counter()
-        ev.begin(ws, ["state", *REPORT_FILES.values(), *PICTURES], resume, overwrite)
-        with ws.timer("train_target"):
-            target = ev.target(ws)
-        log.info("measuring BEFORE")
-        before, advgan_before = ev.measure(ws, target.model, "before")
-        log.info("making augmentation data")
-        extra, counts = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model,
-                                         advgan_before)
-        log.info("retraining")
-        with ws.timer("retrain"):
-            retrained = ev.retrain(ws, target, list(extra.values()), config.retraining())
-        log.info("measuring AFTER (every attack from scratch against the retrained model)")
-        after, _ = ev.measure(ws, retrained.model, "after")
+        with forgotten_if_failed(ws.out, enabled=run.is_main):
+            started = time.perf_counter()
+            ev.begin(ws, ["state", *REPORT_FILES.values(), *PICTURES], resume, overwrite)
+            with ws.timer("train_target"):
+                target = ev.target(ws)
+            log.info("measuring BEFORE")
+            before, advgan_before = ev.measure(ws, target.model, "before")
+            log.info("making augmentation data")
+            extra, counts = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model,
+                                             advgan_before)
+            log.info("retraining")
+            with ws.timer("retrain"):
+                retrained = ev.retrain(ws, target, list(extra.values()), config.retraining())
+            log.info("measuring AFTER (every attack from scratch against the retrained model)")
+            after, _ = ev.measure(ws, retrained.model, "after")
 
-        with run.main() as shared:
-            if run.is_main:
-                ws.timings["total"] = round(time.perf_counter() - started, 3)
-                report = Report(
-                    seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
-                    timings=ws.timings, stages={"before": before, "after": after}, augmentation=counts,
-                    artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[ev.note()])
-                report.set_gates(evaluate_gates(report, gates))
-                for warning in report.warnings():
-                    log.warning(warning)
-                write_reports(report, ws.out)
-                shared.value = report
+            with run.main() as shared:
+                if run.is_main:
+                    ws.timings["total"] = round(time.perf_counter() - started, 3)
+                    report = Report(
+                        seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
+                        timings=ws.timings, stages={"before": before, "after": after}, augmentation=counts,
+                        artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[ev.note()])
+                    report.set_gates(evaluate_gates(report, gates))
+                    for warning in report.warnings():
+                        log.warning(warning)
+                    write_reports(report, ws.out)
+                    shared.value = report
         return shared.value
 
 
@@ -196,7 +197,10 @@ class Evaluation:
     """
 
     def __init__(self, config: EvaluateConfig, checkpoint: Path | None) -> None:
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise InputError(f"checkpoint not found: {checkpoint}")
         self.config, self.checkpoint = config, checkpoint
+        self.arch: str | None = None  # the target's, once it is loaded
         self.train = datasets.load(config.data, "train").head(config.train_images)
         self.test = datasets.load(config.data, "test")
 
@@ -209,8 +213,9 @@ class Evaluation:
                 claim(ws.phases.path("run.json"), self._run_fingerprint(ws), str(ws.out))
 
     def provenance(self, run: Run) -> dict:
-        return {**self.config.settings(), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "processes": run.size}
+        """The settings as the report records them; ``arch`` is the model's (a checkpoint brings its own)."""
+        return {**self.config.settings(), "arch": self.arch or self.config.arch,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None, "processes": run.size}
 
     def note(self) -> str:
         c, n = self.config, len(self.test)
@@ -253,6 +258,7 @@ class Evaluation:
             log.warning(f"--data {config.data}: a file has no train/test split, so the target is trained, retrained "
                         f"and measured on the same images; every figure is on training images")
         self._say_clipped()
+        self.arch = target.arch
         return target
 
     def _say_clipped(self) -> None:
@@ -295,7 +301,8 @@ class Evaluation:
 
     # --- measurements: every attack of a stage, freshly run against its model -------------------------
 
-    def measure(self, ws: Workspace, model: nn.Module, stage: str) -> tuple[dict[str, Measurement], "gan.AdvGAN | None"]:
+    def measure(self, ws: Workspace, model: nn.Module,
+                stage: str) -> tuple[dict[str, Measurement], "gan.AdvGAN | None"]:
         """One stage's measurements, keyed by attack; and its AdvGAN, which the augmentation reuses."""
         config, test, run = self.config, self.test, ws.run
         model = model.to(run.device).eval()

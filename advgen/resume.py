@@ -12,12 +12,13 @@ Used by ``advgen attack`` (``run.json`` in its output), ``advgen augment`` and t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -125,6 +126,28 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
         for p in earlier:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     check_writable_dir(out)
+
+
+@contextlib.contextmanager
+def forgotten_if_failed(out: Path, state: str = "state", enabled: bool = True) -> Iterator[None]:
+    """Undo a run's claim on ``out`` when the run fails before it saved anything else there.
+
+    A failed start (a model that does not fit the data, say) would otherwise leave ``state/run.json``
+    behind, and the corrected retry would be refused as a resume of a run that did nothing. Only what
+    this call created goes: ``state`` holding nothing but the claim, and ``out`` when that leaves it
+    empty. Ctrl-C is not a failure: an interrupted run keeps its claim, to be resumed.
+    """
+    existed, had_state = out.exists(), (out / state).exists()
+    try:
+        yield
+    except Exception:
+        folder = out / state
+        if enabled and not had_state and folder.is_dir() and [p.name for p in folder.iterdir()] == ["run.json"]:
+            (folder / "run.json").unlink()
+            folder.rmdir()
+            if not existed and not any(out.iterdir()):
+                out.rmdir()
+        raise
 
 
 class Phases:

@@ -94,6 +94,7 @@ def test_bad_input_matrix(files, tmp_path, capsys, command, name, extra, needle)
     assert len(lines) == 1 and "Traceback" not in err, err
     assert needle.lower() in lines[0].lower(), lines[0]
     assert not (files["dir"] / "pwned").exists()
+    assert not (tmp_path / "out").exists()  # refused input leaves nothing that would block the corrected retry
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -53,6 +53,7 @@ def test_report_files_parse_and_agree(finished):
     assert loaded.to_dict() == report.to_dict()
     raw = json.loads((out / "report.json").read_text())
     assert raw["schema_version"] == 2 and raw["seed"] == 0 and "torch" in raw["machine"]
+    assert raw["config"]["arch"] == "mlp"  # the checkpoint's model, not the config's unused default
     assert set(raw["stages"]["before"]) == {"clean", "onepixel", "pgd", "autoattack", "advgan"}
     suite = ET.parse(out / "junit.xml").getroot()
     cases = suite.iter("testcase")

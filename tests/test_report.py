@@ -116,8 +116,12 @@ _DELETE = object()
     ("stages/after/onepixel/counts/pruned", 2.5, "report.stages.after.onepixel.counts.pruned must be a non-negative integer, got 2.5"),
     ("stages/before/pgd/robust", 0.9, "report.stages.before.pgd: unknown field(s) robust"),
     ("stages/before/pgd/note", _DELETE, "report.stages.before.pgd: missing field(s) note"),
-    ("stages/before/pgd/rates/robust/k", 176, "rates or changes are not what its per-image outcomes give"),
-    ("changes/clean.correct/effect", "better", "rates or changes are not what its per-image outcomes give"),
+    ("stages/before/pgd/rates/robust/k", 176,
+     "report: stages.before.pgd.rates.robust.k is not what its per-image outcomes give"),
+    ("changes/clean.correct/effect", "better", "report: changes.clean.correct.effect is not what its per-image"),
+    ("warnings", ["all fine"], "report: warnings is not what its per-image outcomes give"),
+    ("gates/1/passed", True, "report.gates[1].passed is true but its value 0.97 and threshold 0.99 say false"),
+    ("gates/3/passed", True, "report.gates[3].passed is true but its value None and threshold 0.3 say false"),
     ("stages/after", [], "report.stages.after must be a JSON object, got list"),
     ("bogus", 1, "report: unknown field(s) bogus"),
     ("gates", {}, "report.gates must be a list"),
@@ -258,6 +262,14 @@ def test_evaluate_gates_pass_fail_and_unmeasured(gated):
     assert pgd.reason == "not measured: no 'pgd' measurement in the 'after' stage (was the pgd attack switched off?)"
     assert gated.passed is False and gate_exit_code(gated.gates) == 1
     assert format_gate(by_name["onepixel"]).startswith("FAIL after.onepixel >= 0.99: 0.9700 < 0.99")
+
+
+def test_a_gate_names_the_outcome_its_measurement_lacks():
+    report = make_report()
+    report.stages["after"]["autoattack"] = Measurement(500, {"robust": flags(500, (0, 100))})  # no PGD: no worst
+    gate, = evaluate_gates(report, ["worst=0.1"])
+    assert not gate.passed and gate.reason == ("not measured: the 'autoattack' measurement in the 'after' stage has no "
+                                               "'worst' outcomes (the worst case needs PGD on the same images)")
 
 
 def test_gate_at_exact_threshold_passes_despite_float_noise():
@@ -473,12 +485,28 @@ def test_compare_unpaired_when_images_differ():
     assert not compare(make_report(), near).regressions
 
 
-def test_compare_unmeasured_is_not_a_regression():
+def test_compare_fails_a_metric_the_new_report_dropped_and_lists_one_it_added():
     new = make_report()
     del new.stages["after"]["pgd"]
     result = compare(make_report(), new)
-    assert not result.regressions
-    assert result.changes["pgd.robust"].change is None and result.changes["pgd.robust"].note == "not measured in new"
+    assert not result.regressions and result.missing == ["pgd.robust"] and result.exit_code() == 1
+    assert result.changes["pgd.robust"].status == "MISSING"
+    assert result.summary() == "MISSING: 1 metric measured in old but not in new"
+    added = compare(new, make_report())
+    assert not added.missing and added.exit_code() == 0
+    assert added.changes["pgd.robust"].status == "not comparable" and added.changes["pgd.robust"].note == "not measured in old"
+
+
+def test_compare_never_pairs_reports_of_different_data():
+    new = make_report()
+    new.config = {**new.config, "data": "fashion-mnist"}
+    new.stages["after"]["pgd"] = Measurement(500, {"robust": flags(500, (0, 160))})  # 0.35 -> 0.32 on other data
+    result = compare(make_report(), new)
+    assert all(c.change.test is None for c in result.changes.values() if c.change)
+    assert any("different data" in n for n in result.notes)
+    assert not result.regressions  # overlapping Wilson intervals: noise, unpaired
+    new.config = make_report().config
+    assert compare(make_report(), new).regressions == ["pgd.robust"]  # the same images: 15 lost, none gained
 
 
 def test_compare_uses_final_stage_and_renders():

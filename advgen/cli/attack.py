@@ -27,7 +27,7 @@ from .options import common, data_option, model_options, overwrite_option
               help=f"Attack method: {', '.join(METHODS)}.")
 @data_option
 @click.option("--limit", type=click.IntRange(1, None), default=100, show_default=True,
-              help="Attack the first N test images.")
+              help="Attack the first N test images (with --target, the first N not of that class).")
 @model_options
 @click.option("--mode", type=click.Choice(["full", "first"]), default="full", show_default=True,
               help="onepixel: list every flip (full) or stop at the first per image.")

@@ -1,6 +1,6 @@
 """`advgen report`: re-render, gate and compare the report.json files that `advgen evaluate` writes.
 
-Exit codes: 0 all good, 1 a gate failed or a metric regressed, 2 bad input (one line on stderr).
+Exit codes: 0 all good, 1 a gate failed or a metric regressed or went missing, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of a table.")
 @click.option("--markdown", is_flag=True, help="Print the comparison as Markdown (for a job summary).")
 def compare_cmd(old: Path, new: Path, max_drop: float, as_json: bool, markdown: bool) -> int:
-    """Compare OLD and NEW reports' final stages; exit 1 if a metric got significantly worse by more than --max-drop."""
+    """Compare OLD and NEW reports' final stages; exit 1 if a metric got significantly worse by more than --max-drop
+    or is missing from NEW."""
     if as_json and markdown:
         raise InputError("choose one of --json and --markdown")
     result = compare(load_report(old), load_report(new), max_drop)

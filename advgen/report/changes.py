@@ -65,10 +65,10 @@ class Change:
                 "delta": self.delta, "effect": self.effect}
 
 
-def change(metric: Metric, before: Measurement, after: Measurement) -> Change:
-    """Judge ``metric`` between two measurements of the same attack."""
+def change(metric: Metric, before: Measurement, after: Measurement, same_data: bool = True) -> Change:
+    """Judge ``metric`` between two measurements of the same attack (``same_data``: of the same test split)."""
     test = None
-    if before.images == after.images:
+    if same_data and before.images == after.images:
         old, new = before.flags(metric.outcome), after.flags(metric.outcome)
         if metric.among is not None:
             keep = [x == y == "1" for x, y in zip(before.flags(metric.among), after.flags(metric.among))]

@@ -4,7 +4,10 @@ Each side is judged on its final stage (``after`` when retraining happened, else
 metric REGRESSES when it moved in its bad direction (accuracies falling, attack success rising) by
 more than ``max_drop`` AND the move is significant at p < 0.05 (see :mod:`.changes`: McNemar's exact
 test when both reports measured the same images, non-overlapping Wilson intervals when not), so CI
-does not fail on a few images of noise. A metric measured on only one side is listed, not judged.
+does not fail on a few images of noise. A metric the old report measured and the new one did not
+fails the comparison too, as it fails a gate: a check must not pass because an attack was switched
+off. A metric only the new report measured is listed, not judged. Reports of different data (their
+``config.data``) are never paired.
 """
 
 from __future__ import annotations
@@ -33,8 +36,15 @@ class MetricChange:
     note: str = ""
 
     @property
+    def dropped(self) -> bool:
+        """Measured in the old report and not in the new one."""
+        return self.change is None and self.note == "not measured in new"
+
+    @property
     def status(self) -> str:
-        """REGRESSED / worse (within max-drop) / better / no significant change / not comparable."""
+        """REGRESSED / worse (within max-drop) / better / no significant change / MISSING / not comparable."""
+        if self.dropped:
+            return "MISSING"
         if self.change is None:
             return "not comparable"
         if self.regressed:
@@ -66,20 +76,27 @@ class Comparison:
     def regressions(self) -> list[str]:
         return [key for key, c in self.changes.items() if c.regressed]
 
+    @property
+    def missing(self) -> list[str]:
+        """Metrics the old report measured and the new one did not."""
+        return [key for key, c in self.changes.items() if c.dropped]
+
     def exit_code(self) -> int:
-        """0 when nothing regressed, 1 otherwise (2 is reserved for bad input)."""
-        return 1 if self.regressions else 0
+        """0 when nothing regressed or went missing, 1 otherwise (2 is reserved for bad input)."""
+        return 1 if self.regressions or self.missing else 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, snake_case, numbers as numbers."""
         return {"old_stage": self.old_stage, "new_stage": self.new_stage, "max_drop": self.max_drop, "alpha": ALPHA,
-                "regressed": bool(self.regressions), "changes": {k: c.to_dict() for k, c in self.changes.items()},
-                "notes": list(self.notes)}
+                "regressed": bool(self.regressions), "missing": self.missing,
+                "changes": {k: c.to_dict() for k, c in self.changes.items()}, "notes": list(self.notes)}
 
     def summary(self) -> str:
-        n = len(self.regressions)
-        if n:
-            return f"REGRESSED: {n} metric{'s' if n != 1 else ''} significantly worse by more than {self.max_drop:g}"
+        n, gone = len(self.regressions), len(self.missing)
+        said = [f"{n} metric{'s' if n != 1 else ''} significantly worse by more than {self.max_drop:g}"] * bool(n)
+        said += [f"{gone} metric{'s' if gone != 1 else ''} measured in old but not in new"] * bool(gone)
+        if said:
+            return ("REGRESSED: " if n else "MISSING: ") + "; ".join(said)
         return f"OK: no metric significantly worse by more than {self.max_drop:g}"
 
     def table(self) -> Table:
@@ -96,9 +113,9 @@ class Comparison:
     def render_markdown(self) -> str:
         """The same table as GitHub Markdown, for a job summary or a pull-request comment."""
         table = self.table()
-        table.rows = [row[:5] + [f"**{row[5]}**" if c.regressed else row[5]]
+        table.rows = [row[:5] + [f"**{row[5]}**" if c.regressed or c.dropped else row[5]]
                       for row, c in zip(table.rows, self.changes.values())]
-        return "\n".join([f"### {'❌' if self.regressions else '✅'} {md_escape(self.summary())}", "",
+        return "\n".join([f"### {'❌' if self.exit_code() else '✅'} {md_escape(self.summary())}", "",
                           md_table(table, escape=lambda cell: cell if cell.startswith("**") else md_escape(cell))]
                          + [f"- {md_escape(n)}" for n in self.notes]).rstrip() + "\n"
 
@@ -116,6 +133,10 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if result.old_stage != result.new_stage:
         result.notes.append(f"note: the old report's final stage is {result.old_stage!r} but the new one's is "
                             f"{result.new_stage!r}; the numbers may not be like for like")
+    data = old.config.get("data"), new.config.get("data")
+    if data[0] != data[1]:
+        result.notes.append(f"note: the reports measured different data ({data[0]} and {data[1]}), so no metric is "
+                            f"paired")
     unpaired = []
     for m in dict.fromkeys(old.shown_metrics() + new.shown_metrics()):
         x, y = old.measurement(old.final_stage, m), new.measurement(new.final_stage, m)
@@ -123,8 +144,8 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
             side = "either" if x is None and y is None else "new" if y is None else "old"
             result.changes[m.key] = MetricChange(m.label, None, note=f"not measured in {side}")
             continue
-        c = change(m, x, y)
-        if c.test is None:
+        c = change(m, x, y, same_data=data[0] == data[1])
+        if c.test is None and data[0] == data[1]:
             unpaired.append(f"{m.label} ({x.images} vs {y.images} images)")
         result.changes[m.key] = MetricChange(m.label, c, c.effect == WORSE and c.worsening > max_drop + TOLERANCE)
     if unpaired:

@@ -17,10 +17,7 @@ from typing import Iterable
 from ..errors import InputError
 from . import metrics as registry
 from .metrics import STAGES, Metric
-from .schema import Gate, Report
-
-#: Float noise allowed when comparing a value to its threshold (97/100 vs 0.97 must pass).
-TOLERANCE = 1e-9
+from .schema import TOLERANCE, Gate, Report
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -83,6 +80,10 @@ def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate
         value = None if rate is None else rate.value
         if spec.stage not in report.stages:
             passed, reason = False, f"not measured: the report has no {spec.stage!r} stage (no retraining)"
+        elif rate is None and metric.attack in report.stages[spec.stage]:
+            needs = " (the worst case needs PGD on the same images)" if metric.key == "autoattack.worst" else ""
+            passed, reason = False, f"not measured: the {metric.attack!r} measurement in the {spec.stage!r} stage " \
+                                    f"has no {metric.name!r} outcomes{needs}"
         elif rate is None:
             passed, reason = False, f"not measured: no {metric.attack!r} measurement in the {spec.stage!r} stage " \
                                     f"(was the {spec.name} attack switched off?)"

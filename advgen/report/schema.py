@@ -32,6 +32,8 @@ from .measurement import Measurement, measured
 from .metrics import STAGES, Metric
 
 SCHEMA_VERSION = 2
+#: Float noise allowed when comparing a gate's value to its threshold (97/100 vs 0.97 must pass).
+TOLERANCE = 1e-9
 #: How far AutoAttack may fall below PGD on the same images before the report warns of gradient masking.
 MASKING_GAP = 0.03
 
@@ -71,6 +73,9 @@ class Gate:
                              + ", ".join(f"{k} ({m.key})" for k, m in gates.items()))
         if self.stage not in STAGES or max(self.threshold, self.value or 0.0) > 1.0:
             raise ValueError(f"stage must be one of {', '.join(STAGES)} and threshold and value in [0, 1]")
+        if self.passed != (self.value is not None and self.value >= self.threshold - TOLERANCE):
+            raise ValueError(f"passed is {str(self.passed).lower()} but its value {self.value} and threshold "
+                             f"{self.threshold:g} say {str(not self.passed).lower()}; the report was edited")
 
 
 @dataclass(kw_only=True)
@@ -201,13 +206,17 @@ class Report(Provenance):
         """Build and validate from parsed JSON; any problem is one :class:`InputError` naming the JSON path."""
         if not isinstance(data, dict):
             raise InputError(f"{where} must be a JSON object, got {type(data).__name__}")
+        if "variants" in data and "stages" in data:
+            raise InputError(f"{where} is an ablation report (advgen evaluate --ablation), not an evaluation "
+                             f"report; its tables are in the ablation.md and ablation.html beside it")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise InputError(f"{where}: unsupported schema_version {version!r}; this advgen reads schema_version "
                              f"{SCHEMA_VERSION} (re-run advgen evaluate to get one)")
         report = build(cls, data, where)
-        if not _agrees(data, json.loads(report.to_json())):
-            raise InputError(f"{where}: its rates or changes are not what its per-image outcomes give; "
+        wrong = _disagreement(data, json.loads(report.to_json()))
+        if wrong is not None:
+            raise InputError(f"{where}: {wrong} is not what its per-image outcomes give; "
                              f"the report was edited or is inconsistent")
         return report
 
@@ -226,15 +235,20 @@ def load_report(path: str | os.PathLike) -> Report:
     return Report.from_dict(data, where=str(path))
 
 
-def _agrees(given: Any, recomputed: Any) -> bool:
-    """Whether every value in ``given`` equals its recomputed twin.
+def _disagreement(given: Any, recomputed: Any, path: str = "") -> str | None:
+    """The JSON path of the first value in ``given`` that differs from its recomputed twin; None if all agree.
 
     Keys only one side has are allowed: they can only be derived entries (every field was rebuilt),
     and a writer with a smaller or larger metric registry writes fewer or more of those.
     """
     if isinstance(given, dict) and isinstance(recomputed, dict):
-        return all(_agrees(v, recomputed[k]) for k, v in given.items() if k in recomputed)
-    return given == recomputed
+        for k, v in given.items():
+            if k in recomputed:
+                wrong = _disagreement(v, recomputed[k], f"{path}.{k}" if path else k)
+                if wrong is not None:
+                    return wrong
+        return None
+    return None if given == recomputed else path or "the report"
 
 
 def _json_default(value: Any) -> Any:
