@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from . import sources
 from .evaluate import EvaluateConfig, Evaluation
 from .report import Measurement
 from .report.ablation import BASELINE, FILES, Ablation, write
@@ -65,13 +64,7 @@ def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablatio
         with forgotten_if_failed(ws.out, enabled=run.is_main):
             started = time.perf_counter()
             ev.begin(ws, ["state", "variants", *FILES], resume, overwrite)
-            with ws.timer("train_target"):
-                target = ev.target(ws)
-            log.info("measuring BEFORE")
-            before, advgan_before = ev.measure(ws, target.model, "before")
-            log.info("making every source's data once")
-            extra, _ = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model,
-                                        advgan_before)
+            target, before, extra, _ = ev.prepare(ws)  # every source's data, made once
             extra = run.broadcast(extra)
 
             planned = variants(tuple(used))

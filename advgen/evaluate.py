@@ -161,13 +161,7 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
         with forgotten_if_failed(ws.out, enabled=run.is_main):
             started = time.perf_counter()
             ev.begin(ws, ["state", *REPORT_FILES.values(), *PICTURES], resume, overwrite)
-            with ws.timer("train_target"):
-                target = ev.target(ws)
-            log.info("measuring BEFORE")
-            before, advgan_before = ev.measure(ws, target.model, "before")
-            log.info("making augmentation data")
-            extra, counts = sources.generate(ws, config.sources(), config.retraining(), ev.train, target.model,
-                                             advgan_before)
+            target, before, extra, counts = ev.prepare(ws)
             log.info("retraining")
             with ws.timer("retrain"):
                 retrained = ev.retrain(ws, target, list(extra.values()), config.retraining())
@@ -240,6 +234,18 @@ class Evaluation:
         settings.update(arch=self._arch(), autoattack_version=c.autoattack(ws.run.device).version
                         if c.autoattack_images else None)
         return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)})
+
+    def prepare(self, ws: Workspace) -> tuple[Checkpoint, dict[str, Measurement], dict[str, Dataset], dict[str, int]]:
+        """The target, its BEFORE measurements, and the generated retraining data with each source's count:
+        the work :func:`evaluate` and the ablation share."""
+        with ws.timer("train_target"):
+            target = self.target(ws)
+        log.info("measuring BEFORE")
+        before, advgan_before = self.measure(ws, target.model, "before")
+        log.info("making the generated retraining data")
+        extra, counts = sources.generate(ws, self.config.sources(), self.config.retraining(), self.train,
+                                         target.model, advgan_before)
+        return target, before, extra, counts
 
     # --- the target and the retrained model: made on rank 0, read from the state by the others -------
 
