@@ -23,7 +23,7 @@ from . import gan
 from .data import Dataset
 from .files import safe_torch_load
 from .gan.state import settings as gan_settings
-from .harden import HardenConfig
+from .harden import HardenConfig, certified_weight
 from .measure import exact_search
 from .outputs import save_grid
 from .workspace import Workspace
@@ -67,8 +67,9 @@ def generate(ws: Workspace, config: SourceConfig, retrain: HardenConfig, train: 
         counts["cgan"] = len(extra["cgan"])
     if "pgd" in on and retrain.pgd_eps > 0:
         counts["pgd"] = len(train) * retrain.epochs  # one PGD example per image per epoch
-    if "certified" in on and retrain.certified_weight > 0:
-        counts["certified"] = len(train) * retrain.epochs * (retrain.certified_top + retrain.certified_random)
+    bounded = sum(certified_weight(retrain, e) > 0 for e in range(retrain.epochs))  # the ramp starts at zero
+    if "certified" in on and bounded:
+        counts["certified"] = len(train) * bounded * (retrain.certified_top + retrain.certified_random)
     return extra, counts
 
 

@@ -94,6 +94,7 @@ def test_after_stage_attacks_the_retrained_model(finished, mnist_test, target_pa
     g_after = torch.load(state / "advgan_after.pt", weights_only=True)
     assert g_before != g_after  # a second generator, trained against the retrained model
     assert report.augmentation["advgan"] == 300 and report.augmentation["cgan"] == 40
+    assert report.augmentation["pgd"] == 300 and "certified" not in report.augmentation  # 1 epoch: weight still 0
 
 
 def test_gates_and_exit_codes(finished, target_path, capsys):
