@@ -105,12 +105,16 @@ def output_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor 
     probe = images[:1] if first is None else images[:1].to(first.device)
     if probe.dtype != torch.float32 and (first is None or first.dtype == torch.float32):
         raise InputError(f"images must be float32 in [0, 1], got {probe.dtype}")
+    seen = probe.clone()  # the model gets a copy: the caller's images are never written to
     try:
         with evaluating(model):
-            out = model(probe)
+            out = model(seen)
     except RuntimeError as exc:
         raise InputError(f"images of shape {tuple(images.shape[1:])} do not fit the model: "
                          f"{str(exc).splitlines()[0][:160]}") from exc
+    if not torch.allclose(seen, probe, rtol=0, atol=0, equal_nan=True):
+        raise InputError("the model writes into its input (an in-place op such as x.sub_() on the images); attacks "
+                         "pass the same images again, so write x = x - mean instead")
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise InputError(f"the model must return (N, classes) logits, got "
                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")

@@ -122,3 +122,23 @@ def test_train_refuses_an_unwritable_out_before_training(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "afile" / "m.pt"), "--quiet"]) == 2
     assert "not writable" in capsys.readouterr().err
     assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 2
+
+
+def test_a_model_that_writes_into_its_input_is_refused_and_the_images_are_left_alone():
+    from torch import nn
+
+    from advgen.models import output_classes
+
+    class Normalises(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.fc(x.sub_(0.5).div_(0.25).flatten(1))
+
+    images = torch.rand(4, 1, 4, 4)
+    kept = images.clone()
+    with pytest.raises(InputError, match="writes into its input"):
+        output_classes(Normalises(), images, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(images, kept)

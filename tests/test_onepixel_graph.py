@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from advgen import onepixel
+from advgen.errors import InputError
 from advgen.onepixel.bounds import build_plan, certificate, compile_plan, margin_bound, pixel_boxes
 from test_onepixel import assert_matches_brute_force, brute_force, images_for, random_pixel_boxes
 
@@ -328,3 +329,67 @@ def test_functional_forms_match_brute_force():
         model.head.mul_(-1)
         c, r = plan.body(x, torch.zeros_like(x))
         torch.testing.assert_close(c, model(x))
+
+
+def test_windows_a_geometry_breaks_fall_back_to_full_map_bounds_not_dense():
+    """A 1x1 convolution of stride 3 after a strided pool has input pixels no output window reads; the
+    windowed prefix cannot tile that, and the plan bounds the full feature maps instead (still exact)."""
+    torch.manual_seed(0)
+    shape = (1, 8, 5)
+    model = _sharpen(nn.Sequential(nn.MaxPool2d(4, stride=2, padding=1), nn.Conv2d(1, 2, 1, stride=3, padding=(0, 1)),
+                                   nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)))
+    plan, why = build_plan(model, shape)
+    assert why is None and plan is not None and plan.local is None
+    x = torch.randint(0, 16, (6, *shape)).float() / 15
+    y = model(x).argmax(1)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+    assert sum(r.pruned for r in found) > 0
+
+
+def test_float64_images_are_refused_in_one_line():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).double().eval()
+    x = torch.randint(0, 16, (2, 1, 8, 8)).double() / 15
+    with pytest.raises(InputError, match=r"runs in float32 .* got float64 images: pass images.float\(\) and "
+                                         r"model.float\(\)"):
+        onepixel.attack(model, x, model(x).argmax(1), levels=16, device="cpu")
+
+
+def _random_stack(rng: "random.Random") -> tuple[nn.Module, tuple[int, int, int]]:
+    """A random CNN of layers with rules: kernel, stride, padding, dilation and groups drawn at random, so
+    the receptive-field windows meet geometries no hand-written model has."""
+    c, h, w = rng.choice([1, 1, 2, 3]), rng.randint(4, 9), rng.randint(4, 9)
+    layers: list[nn.Module] = []
+    probe = torch.zeros(1, c, h, w)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["conv", "conv", "max", "avg"])
+        k, s = (rng.randint(1, 4), rng.randint(1, 4)), (rng.randint(1, 3), rng.randint(1, 3))
+        ch = probe.shape[1]
+        if kind == "conv":
+            groups = rng.choice([g for g in range(1, ch + 1) if ch % g == 0])
+            pad = (rng.randint(0, k[0]), rng.randint(0, k[1]))
+            layer: nn.Module = nn.Conv2d(ch, groups * rng.randint(1, 3), k, s, pad, rng.choice([1, 1, 2]), groups=groups)
+        elif kind == "max":
+            layer = nn.MaxPool2d(k, s, (k[0] // 2, k[1] // 2), ceil_mode=rng.random() < 0.3)
+        else:
+            layer = nn.AvgPool2d(k, s, (k[0] // 2, k[1] // 2), count_include_pad=rng.random() < 0.7)
+        try:
+            out = layer(probe)
+        except RuntimeError:  # the map is too small for this layer
+            continue
+        if out.numel() == 0:
+            continue
+        probe = out
+        layers += [layer, rng.choice([nn.ReLU(), nn.LeakyReLU(0.1), nn.Tanh(), nn.BatchNorm2d(probe.shape[1])])]
+    return _sharpen(nn.Sequential(*layers, nn.Flatten(), nn.Linear(probe[0].numel(), 3)), 2.0), (c, h, w)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_geometries_match_brute_force(seed):
+    import random
+
+    torch.manual_seed(seed)
+    model, shape = _random_stack(random.Random(seed))
+    x, y = images_for(model, shape, 16, 6, seed)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)

@@ -75,9 +75,15 @@ def build_plan(model: nn.Module, input_shape: tuple[int, int, int] | None = None
     if locality:
         chain = traced.prefix()
         if chain:
-            local = LocalBounds(chain, tuple(input_shape), dev)
-            plan.local = local if local.useful else None
+            try:
+                local = LocalBounds(chain, tuple(input_shape), dev)
+                plan.local = local if local.useful else None
+            except Exception:  # noqa: BLE001 - the windowed prefix only saves work; the full maps remain
+                plan.local = None
     why = _probe(model, plan, tuple(input_shape), dev)
+    if why is not None and plan.local is not None:  # windows this geometry breaks: bound the full maps instead
+        plan.local = None
+        why = _probe(model, plan, tuple(input_shape), dev)
     return (plan, None) if why is None else (None, why)
 
 

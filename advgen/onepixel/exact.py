@@ -125,6 +125,10 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
         raise InputError(f"expected {n} indices, got {len(indices)}")
+    if images.dtype != torch.float32:
+        raise InputError(f"the exact search runs in float32 (the model's fp32 argmax decides every candidate); "
+                         f"got {str(images.dtype).removeprefix('torch.')} images: pass images.float() and "
+                         f"model.float()")
     own_levels(images, levels)  # refuse off-grid images before any work
     batch_size = batch_size or default_batch_size(dev)
     if threads is not None and threads < 1:
