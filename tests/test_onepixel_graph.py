@@ -393,3 +393,56 @@ def test_random_geometries_match_brute_force(seed):
     x, y = images_for(model, shape, 16, 6, seed)
     found = onepixel.attack(model, x, y, levels=16, device="cpu")
     assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+
+
+VALLEYS = [nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Mish()]
+
+
+@pytest.mark.parametrize("act", VALLEYS, ids=lambda m: repr(m))
+def test_one_minimum_activations_bound_every_value_in_their_box(act):
+    """Falling, then rising: the box's image is [f(min) or an end point, the larger end point]. Checked on
+    dense samples of boxes around, left of and right of the minimum, and exact on point boxes."""
+    from advgen.onepixel.rules import propagate
+
+    g = torch.Generator().manual_seed(0)
+    center = torch.cat([torch.rand(3000, generator=g) * 8 - 5, torch.full((3,), -0.75), torch.full((3,), -1.28)])
+    radius = torch.cat([torch.rand(3000, generator=g) * 2, torch.tensor([0.0, 0.01, 0.3] * 2)])
+    c, r = propagate([act], center, radius)
+    ts = torch.linspace(0, 1, 2001)
+    inside = act(center[:, None] - radius[:, None] + 2 * radius[:, None] * ts)  # (boxes, samples)
+    assert (inside >= (c - r)[:, None] - 1e-6).all() and (inside <= (c + r)[:, None] + 1e-6).all()
+    point = radius == 0
+    assert torch.equal(c[point], act(center[point])) and (r[point] == 0).all()
+    assert ((c + r) - inside.max(1).values <= 1e-6).all()  # the top is tight: an end point
+
+
+class ValleyNet(nn.Module):
+    """A CNN written with each activation's functional spelling."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2)
+        self.fc1, self.fc2 = nn.Linear(6 * 3 * 3, 12), nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = self.fn(self.conv2(self.fn(self.conv1(x))))
+        return self.fc2(self.fn(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GELU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.SiLU(),
+                          nn.Flatten(), nn.Linear(6 * 2 * 2, 10), nn.Mish(), nn.Linear(10, 4)),
+    lambda: ValleyNet(F.gelu), lambda: ValleyNet(lambda x: F.gelu(x, approximate="tanh")), lambda: ValleyNet(F.silu),
+    lambda: ValleyNet(F.mish),
+], ids=["modules", "F.gelu", "F.gelu-tanh", "F.silu", "F.mish"])
+def test_gelu_silu_and_mish_models_are_bounded_and_exact(make):
+    torch.manual_seed(3)
+    model = _sharpen(make())
+    plan, why = build_plan(model, (1, 8, 8))
+    assert why is None and plan is not None
+    x, y = images_for(model, (1, 8, 8), 16, 8, seed=3)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
+    assert any(len(r.flips) for r in found)

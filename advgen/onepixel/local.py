@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rules import IDENTITY, MONOTONE, propagate
+from .rules import IDENTITY, MONOTONE, VALLEY, propagate
 
 
 @dataclass
@@ -148,7 +148,7 @@ _CONV_TABLE_LIMIT = 4_000_000
 
 
 def _elementwise(m: nn.Module) -> bool:
-    return isinstance(m, (nn.BatchNorm2d, *MONOTONE, *IDENTITY))
+    return isinstance(m, (nn.BatchNorm2d, *MONOTONE, *VALLEY, *IDENTITY))
 
 
 class LocalBounds:

@@ -8,6 +8,8 @@ graph, Xu et al. 2020):
 - affine maps (conv, linear, average pooling, batch norm in eval mode): the center exactly, the radius
   through the absolute linear part, no bias;
 - monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
+- activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
+  end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
 - ``add`` adds centers and radii, ``sub`` subtracts centers and adds radii, a constant factor scales the
   radius by its absolute value, ``cat`` and reshapes act on both.
 
@@ -18,6 +20,7 @@ Functional calls (``F.relu``, ``F.max_pool2d``, ...) are turned into the equival
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,6 +31,7 @@ from torch.nn import functional as F
 
 MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh, nn.Softplus,
             nn.Hardsigmoid)
+VALLEY = (nn.GELU, nn.SiLU, nn.Mish)
 IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -57,9 +61,23 @@ def supported_layer(m: nn.Module) -> str | None:
         return None if m.beta > 0 else "softplus with beta <= 0"
     if isinstance(m, nn.Hardtanh):
         return None if m.min_val <= m.max_val else "hardtanh with min > max"
-    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *IDENTITY)):
+    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *IDENTITY)):
         return None
     return f"no interval rule for {type(m).__name__}"
+
+
+@functools.lru_cache(maxsize=None)
+def valley(kind: type, approximate: str = "none") -> tuple[float, float, float]:
+    """(lo, hi, floor) for an activation with one minimum: it falls up to ``lo`` and rises from ``hi``
+    (the minimum lies between, with room for fp32's flat steps around it), and ``floor`` is at most its
+    smallest value. Found on a float64 grid once per activation, not written down, so that both GELU
+    spellings (erf and tanh) get their own."""
+    m = kind(approximate=approximate) if kind is nn.GELU else kind()
+    x = torch.linspace(-4.0, 1.0, 500_001, dtype=torch.float64)
+    at = float(x[m(x).argmin()])
+    lo, hi = at - 0.05, at + 0.05
+    low = float(m(torch.linspace(lo, hi, 100_001)).min())  # float32, as the model computes it
+    return lo, hi, low - 1e-6 * max(1.0, abs(low))
 
 
 def _bn_scale(m: nn.Module) -> torch.Tensor:
@@ -93,6 +111,13 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
             c, r = _affine_center(m, c), _affine_abs(m, r)
         elif isinstance(m, (nn.MaxPool2d, *MONOTONE)):
             lo, hi = m(c - r), m(c + r)
+            c, r = (hi + lo) / 2, (hi - lo) / 2
+        elif isinstance(m, VALLEY):
+            b_lo, b_hi, floor = valley(type(m), getattr(m, "approximate", "none"))
+            reaches = (r > 0) & (c - r <= b_hi) & (c + r >= b_lo)  # before m: it may work in place
+            ends = m(c - r), m(c + r)
+            lo, hi = torch.minimum(*ends), torch.maximum(*ends)
+            lo = torch.where(reaches, lo.clamp(max=floor), lo)  # a point box stays exact: the clean pass
             c, r = (hi + lo) / 2, (hi - lo) / 2
         elif isinstance(m, nn.Flatten):
             c, r = m(c), m(r)
@@ -155,6 +180,9 @@ _FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module |
     F.softplus: (("beta", "threshold"), {"beta": 1.0, "threshold": 20.0},
                  lambda a: nn.Softplus(a["beta"], a["threshold"])),
     F.hardsigmoid: (("inplace",), {"inplace": False}, lambda a: nn.Hardsigmoid()),
+    F.gelu: (("approximate",), {"approximate": "none"}, lambda a: nn.GELU(a["approximate"])),
+    F.silu: (("inplace",), {"inplace": False}, lambda a: nn.SiLU()),
+    F.mish: (("inplace",), {"inplace": False}, lambda a: nn.Mish()),
     torch.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
     F.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
     torch.tanh: ((), {}, lambda a: nn.Tanh()),
