@@ -10,6 +10,8 @@ graph, Xu et al. 2020):
 - monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
 - activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
+- order-preserving maps that mix positions (padding, nearest or bilinear resizing, adaptive max
+  pooling): no output falls when an input rises, so the two end points bound them as well;
 - ``add`` adds centers and radii, ``sub`` subtracts centers and adds radii, a constant factor scales the
   radius by its absolute value, ``cat`` and reshapes act on both.
 
@@ -32,6 +34,23 @@ from torch.nn import functional as F
 MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh, nn.Softplus,
             nn.Hardsigmoid)
 VALLEY = (nn.GELU, nn.SiLU, nn.Mish)
+#: Resizing modes whose weights are all non-negative (bicubic's are not).
+RESIZE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "area")
+
+
+class OrderPreserving(nn.Module):
+    """A functional call that is order-preserving (``F.pad``, ``F.interpolate``), as a layer for its rule."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.fn, self.kwargs = fn, kwargs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, **self.kwargs)
+
+
+ORDER = (nn.AdaptiveMaxPool2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
+         nn.CircularPad2d, nn.Upsample, OrderPreserving)
 IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -61,7 +80,11 @@ def supported_layer(m: nn.Module) -> str | None:
         return None if m.beta > 0 else "softplus with beta <= 0"
     if isinstance(m, nn.Hardtanh):
         return None if m.min_val <= m.max_val else "hardtanh with min > max"
-    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *IDENTITY)):
+    if isinstance(m, nn.Upsample):
+        return None if m.mode in RESIZE_MODES else f"{m.mode} resizing (negative weights)"
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return None if not m.return_indices else "adaptive max pooling that returns indices"
+    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY)):
         return None
     return f"no interval rule for {type(m).__name__}"
 
@@ -109,7 +132,7 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
     for m in layers:
         if isinstance(m, AFFINE):
             c, r = _affine_center(m, c), _affine_abs(m, r)
-        elif isinstance(m, (nn.MaxPool2d, *MONOTONE)):
+        elif isinstance(m, (nn.MaxPool2d, *MONOTONE, *ORDER)):
             lo, hi = m(c - r), m(c + r)
             c, r = (hi + lo) / 2, (hi - lo) / 2
         elif isinstance(m, VALLEY):
@@ -192,6 +215,14 @@ _FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module |
                        lambda a: _max_pool({**a, "return_indices": False})),
     F.avg_pool2d: (_AVG, _AVG_DEFAULTS, _avg_pool),
     F.adaptive_avg_pool2d: (("output_size",), {}, lambda a: nn.AdaptiveAvgPool2d(a["output_size"])),
+    F.adaptive_max_pool2d: (("output_size", "return_indices"), {"return_indices": False},
+                            lambda a: nn.AdaptiveMaxPool2d(a["output_size"], a["return_indices"])),
+    F.pad: (("pad", "mode", "value"), {"mode": "constant", "value": None}, lambda a: OrderPreserving(F.pad, a)),
+    F.interpolate: (("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"),
+                    {"size": None, "scale_factor": None, "mode": "nearest", "align_corners": None,
+                     "recompute_scale_factor": None, "antialias": False},
+                    lambda a: OrderPreserving(F.interpolate, a) if a["mode"] in RESIZE_MODES and not a["antialias"]
+                    else None),
     F.dropout: (_DROP, _DROP_DEFAULTS, _dropout),
     F.dropout2d: (_DROP, _DROP_DEFAULTS, _dropout),
     torch.flatten: (("start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1},
