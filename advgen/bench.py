@@ -22,7 +22,7 @@ from . import onepixel
 from .data import Dataset
 from .methods import AttackOptions, AttackRecord, run_method
 from .outputs import SCHEMA_VERSION, versions
-from .runtime import cpu_threads, machine_info, resolve_device
+from .runtime import cpu_threads, evaluating, machine_info, resolve_device
 
 DE_CONFIGS = {"torchattacks OnePixel (steps=10, popsize=10)": {},
               "torchattacks OnePixel (steps=100, popsize=100)": {"steps": 100, "popsize": 100}}
@@ -153,7 +153,15 @@ def bench_onepixel(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     records every DE success there that, snapped to the grid, it does not list (``de_outside_flips``).
     Every row runs with ``threads`` CPU threads (None: torch's setting)."""
     dev = resolve_device(device)
-    model.to(dev).eval()
+    with evaluating(model, dev):
+        return _rows(model, images, labels, levels, dense_limit, slow_limit, joint_limit, dev, batch_size, seed,
+                     threads, first)
+
+
+def _rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int, dense_limit: int,
+          slow_limit: int, joint_limit: int, dev: torch.device, batch_size: int | None, seed: int,
+          threads: int | None, first: bool) -> list[BenchRow]:
+    """:func:`bench_onepixel`'s rows, with the model in eval mode on ``dev``."""
     rows = [exact_row("advgen exact (pruned)", model, images, labels, levels, True, dev, batch_size, threads)]
     if first:
         rows.append(exact_row("advgen exact (pruned, first flip)", model, images, labels, levels, True, dev,

@@ -4,9 +4,10 @@ Static generated sets (one-pixel flips, AdvGAN outputs, conditional-GAN samples)
 clean training data; PGD examples are made against the model being trained, at every step, because
 examples made against the old model stop being adversarial as soon as the weights move (Madry et al.
 2018). The PGD radius ramps up over the first epochs, which keeps small networks from collapsing at
-eps 0.3. In the same spirit, a cheap one-pixel example is made on the fly per image: the single pixel
-whose move to black or white raises the loss most to first order (a one-step L0 attack), since the
-exact enumerator is too slow to run inside every training step.
+eps 0.3. In the same spirit, with ``onepixel_weight > 0`` (off by default: the certified term below did
+better, README), a cheap one-pixel example is made on the fly per image: the single pixel whose move to
+black or white raises the loss most to first order (a one-step L0 attack), since the exact enumerator
+is too slow to run inside every training step.
 
 The one-pixel threat is trained against with the exact search's own bound (certified training,
 :mod:`advgen.onepixel.certified`): per image, a few boxes "this pixel anywhere in [0, 1]" on the
@@ -70,8 +71,11 @@ class HardenConfig:
     def __post_init__(self) -> None:
         check_fields(self, {"epochs": 1, "batch_size": 1, "pgd_steps": 1, "pgd_ramp_epochs": 0, "trades_beta": 0,
                             "onepixel_weight": 0, "certified_weight": 0, "certified_ramp_epochs": 0,
-                            "certified_top": 0, "certified_random": 0, "shift": 0},
+                            "certified_top": 0, "certified_random": 0, "shift": 0, "seed": 0},
                      fractions=("pgd_eps", "clean_weight"), positive=("lr",))
+        if self.certified_weight > 0 and self.certified_top + self.certified_random == 0:
+            raise InputError("HardenConfig: the certified term needs pixels to bound; certified_top + "
+                             "certified_random is 0 (set certified_weight=0 to switch it off)")
         if self.pgd_eps > 0 and self.trades_beta == 0 and self.clean_weight + self.onepixel_weight > 1:
             raise InputError(f"HardenConfig: clean_weight + onepixel_weight is "
                              f"{self.clean_weight + self.onepixel_weight:g}; the PGD term weighs what is left "
@@ -129,13 +133,19 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
            config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
     """Return a retrained copy of ``model`` on the CPU (the original is untouched) and what the retraining did."""
     config = config or HardenConfig()
-    data = concat([train_data, *(extra or [])])
+    extra = [extra] if isinstance(extra, Dataset) else list(extra or [])
+    if not all(isinstance(d, Dataset) for d in (train_data, *extra)) or not isinstance(config, HardenConfig):
+        raise InputError("harden takes advgen.data.Dataset training data (and a list of them as extra) and a "
+                         "HardenConfig")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError("the model has no trainable parameters")
+    data = concat([train_data, *extra])
     output_classes(model, data.images, data.labels)
     for warning in short_ramps(config):
         log.warning(warning)
-    model = copy.deepcopy(model)
-    attacks: dict[int, object | None] = {}
     dev = resolve_device(device)
+    model = copy.deepcopy(model).to(dev)  # before the bound is built: it checks itself on dev
+    attacks: dict[int, object | None] = {}
     bound = _pixel_bound(model, train_data.input_shape, dev) if config.certified_weight > 0 else None
 
     def pgd_at(epoch: int) -> object | None:
@@ -174,4 +184,5 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
     result = fit(model, data, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                           shift=config.shift, seed=config.seed),
                  device=dev, desc="retrain", loss_fn=loss_fn)
-    return model.cpu(), {"train_images": len(data), "epochs": config.epochs, "seconds": round(result.seconds, 3)}
+    return model.cpu(), {"train_images": len(data), "epochs": config.epochs, "seconds": round(result.seconds, 3),
+                         "certified_term": bound is not None, "final_pgd_eps": pgd_radius(config, config.epochs - 1)}

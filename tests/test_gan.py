@@ -189,7 +189,41 @@ def test_cgan_resume_equals_uninterrupted(tmp_path, small_train):
     assert torch.equal(sample(whole, 10).images, sample(resumed, 10).images)
 
 
-@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=1.5), dict(epochs=0), dict(lr_g=-1.0), dict(kappa=-1.0)])
+@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=1.5), dict(epochs=0), dict(lr_g=-1.0), dict(kappa=-1.0),
+                                 dict(real_label=float("nan")), dict(real_label=5.0), dict(lr_g=float("inf")),
+                                 dict(epochs=1.5)])
 def test_bad_advgan_config_is_input_error(small_train, trained_cnn, bad):
     with pytest.raises(InputError):
         train_advgan(trained_cnn.model, small_train.head(8), AdvGANConfig(**bad), "cpu")
+
+
+def test_gan_entry_points_refuse_what_does_not_fit_in_one_line(small_train, trained_cnn, tmp_path):
+    """Each of these ended in a raw torch error, or a silently wrong number, before."""
+    import numpy as np
+    from torch import nn
+
+    from advgen.data import Dataset
+
+    adv = untrained()
+    with pytest.raises(InputError, match="float32"):
+        adv.perturb(small_train.images[:4].double())
+    with pytest.raises(InputError, match="batch size"):
+        adv.perturb(small_train.images[:4], batch_size=0)
+    five = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+    with pytest.raises(InputError, match="labels must lie in 0..4"):
+        attack_success_rate(five, adv, small_train.head(32))
+    with pytest.raises(InputError, match="whole number of samples"):
+        adversarial_dataset(adv, small_train.head(8), n=2.5)
+    with pytest.raises(InputError, match="AdvGAN or a CGAN"):
+        save_generator(tmp_path / "g.pt", adv.generator)
+    cgan = train_cgan(small_train.head(64), CGANConfig(**TINY_CGAN), "cpu")
+    assert len(sample(cgan, np.int64(5))) == len(sample(cgan, torch.tensor(5))) == 5  # counts, not one label
+    with pytest.raises(InputError, match="whole class numbers"):
+        sample(cgan, [1.7])
+    with pytest.raises(InputError, match="labels must lie in 0..4"):
+        gan_test(five, cgan, n=20)
+    with pytest.raises(InputError, match="not what the generator makes"):
+        gan_train(cgan, Dataset(small_train.images[:8, :, :14, :14], small_train.labels[:8], "small14"), n=8)
+    with pytest.raises(InputError, match="float32"):
+        train_cgan(Dataset(small_train.images[:8].double(), small_train.labels[:8], "f64"), CGANConfig(**TINY_CGAN),
+                   "cpu")

@@ -157,3 +157,48 @@ def test_the_pgd_term_never_gets_a_negative_weight():
     with pytest.raises(InputError, match="at most 1"):
         HardenConfig(clean_weight=0.55, onepixel_weight=0.5)
     HardenConfig(clean_weight=0.55, onepixel_weight=0.5, pgd_eps=0.0)  # no PGD term: nothing to weigh
+
+
+def test_a_model_in_train_mode_gets_the_certified_term_and_keeps_its_statistics(small_train):
+    """The bound checks itself with eval statistics; before, a batch-norm model handed over in train mode
+    failed that check, lost the certified term without an error, and had its running statistics moved."""
+    from torch import nn
+
+    from advgen.onepixel.certified import PixelBound
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 13 * 13, 10)).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    PixelBound(model, (1, 28, 28), torch.device("cpu"))
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    common = dict(epochs=1, pgd_eps=0.0, clean_weight=1.0, certified_ramp_epochs=0, seed=0)
+    plain, _ = harden(model, small_train.head(64), None, HardenConfig(certified_weight=0.0, **common), device="cpu")
+    bounded, info = harden(model, small_train.head(64), None, HardenConfig(certified_weight=0.5, **common),
+                           device="cpu")
+    assert info["certified_term"] and info["final_pgd_eps"] == 0.0
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), bounded.state_dict().values()))
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(epochs=1.5), "epochs must be a finite integer"), (dict(lr=float("inf")), "lr must be a finite number"),
+    (dict(seed=-1), "seed must be at least 0"),
+    (dict(certified_top=0, certified_random=0), "certified term needs pixels"),
+])
+def test_configs_that_would_crash_or_diverge_are_refused(bad, needle):
+    with pytest.raises(InputError, match=needle):
+        HardenConfig(**bad)
+
+
+def test_harden_names_arguments_of_the_wrong_kind(trained_mlp, small_train):
+    from torch import nn
+
+    with pytest.raises(InputError, match="Dataset"):
+        harden(trained_mlp.model, (small_train.images, small_train.labels), device="cpu")
+    with pytest.raises(InputError, match="HardenConfig"):
+        harden(trained_mlp.model, small_train.head(8), None, {"epochs": 1}, device="cpu")
+    with pytest.raises(InputError, match="no trainable parameters"):
+        harden(nn.Sequential(nn.Flatten(), nn.Identity()), small_train.head(8), device="cpu")
+    model, info = harden(trained_mlp.model, small_train.head(32), small_train.subset(slice(32, 40)),
+                         HardenConfig(epochs=1, pgd_eps=0.0, clean_weight=1.0, certified_weight=0.0), device="cpu")
+    assert info["train_images"] == 40  # one Dataset as extra is taken as a list of one

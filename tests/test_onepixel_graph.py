@@ -396,6 +396,18 @@ def test_random_geometries_match_brute_force(seed):
     assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
 
 
+def _bounded_and_exact(model: nn.Module, seed: int) -> None:
+    """``model`` (1x8x8 inputs) gets a bound plan; its exact search equals brute force, with flips found and
+    over 30% of the candidates settled by bounds."""
+    plan, why = build_plan(model, (1, 8, 8))
+    assert why is None and plan is not None
+    x, y = images_for(model, (1, 8, 8), 16, 8, seed=seed)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
+    assert any(len(r.flips) for r in found)
+
+
 VALLEYS = [nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Mish()]
 
 
@@ -440,13 +452,7 @@ class ValleyNet(nn.Module):
 def test_gelu_silu_and_mish_models_are_bounded_and_exact(make):
     torch.manual_seed(3)
     model = _sharpen(make())
-    plan, why = build_plan(model, (1, 8, 8))
-    assert why is None and plan is not None
-    x, y = images_for(model, (1, 8, 8), 16, 8, seed=3)
-    found = onepixel.attack(model, x, y, levels=16, device="cpu")
-    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
-    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
-    assert any(len(r.flips) for r in found)
+    _bounded_and_exact(model, seed=3)
 
 
 ORDER_LAYERS = [nn.ZeroPad2d((1, 2, 0, 1)), nn.ConstantPad2d(1, 0.7), nn.ReflectionPad2d(1), nn.ReplicationPad2d(2),
@@ -491,16 +497,21 @@ class Resizing(nn.Module):
 def test_padding_resizing_and_adaptive_max_pooling_are_bounded_and_exact(make):
     torch.manual_seed(4)
     model = _sharpen(make())
-    plan, why = build_plan(model, (1, 8, 8))
-    assert why is None and plan is not None
-    x, y = images_for(model, (1, 8, 8), 16, 8, seed=4)
-    found = onepixel.attack(model, x, y, levels=16, device="cpu")
-    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
-    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
-    assert any(len(r.flips) for r in found)
+    _bounded_and_exact(model, seed=4)
 
 
 def test_bicubic_resizing_has_no_rule_and_is_named():
     model = nn.Sequential(nn.Upsample(scale_factor=2, mode="bicubic"), nn.Flatten(), nn.Linear(4 * 64, 3))
     plan, why = build_plan(model, (1, 8, 8))
     assert plan is None and "bicubic resizing" in why
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_convolutions_with_a_padding_mode_are_bounded_and_exact(mode):
+    """Padding by reflection, replication or wrapping is order-preserving, so such a convolution is that
+    padding, then a convolution without padding; the receptive-field windows (zero padding) stop before it."""
+    torch.manual_seed(5)
+    model = _sharpen(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode=mode), nn.ReLU(),
+                                   nn.Conv2d(4, 4, 3, stride=2, padding=(1, 2), padding_mode=mode), nn.ReLU(),
+                                   nn.Flatten(), nn.Linear(4 * 4 * 5, 4)))
+    _bounded_and_exact(model, seed=5)

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,9 @@ class AdvGANConfig:
         if not 0 < self.eps <= 1:
             raise InputError(f"eps must be in (0, 1], got {self.eps}")
         check_fields(self, {"epochs": 1, "batch_size": 1, "g_width": 1, "d_width": 1, "alpha": 0, "beta": 0,
-                            "hinge_bound": 0, "kappa": 0, "g_blocks": 0}, positive=("lr_g", "lr_d"))
+                            "hinge_bound": 0, "kappa": 0, "g_blocks": 0, "seed": 0}, positive=("lr_g", "lr_d"))
+        if not 0 < self.real_label <= 1:
+            raise InputError(f"real_label must be in (0, 1], got {self.real_label}")
         return self
 
 
@@ -88,6 +91,10 @@ class AdvGAN:
         if tuple(images.shape[1:]) != tuple(self.input_shape):
             raise InputError(f"the generator expects images shaped (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(images.shape)}")
+        if images.dtype != torch.float32:
+            raise InputError(f"the generator takes float32 images, got {str(images.dtype).removeprefix('torch.')}")
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.generator.eval()
         dev = next(self.generator.parameters()).device
         out = []
@@ -197,6 +204,7 @@ def outcomes(target: nn.Module, advgan: AdvGAN, data: Dataset, batch_size: int =
     """Per image of ``data``: ``correct`` (clean), ``robust`` (still right after AdvGAN), ``fooled`` (both)."""
     from ..train import predict
 
+    output_classes(target, data.images, data.labels)  # a target that does not fit the data stops here
     correct = predict(target, data.images, batch_size) == data.labels
     robust = predict(target, advgan.perturb(data.images, batch_size), batch_size) == data.labels
     return {"correct": correct, "fooled": correct & ~robust, "robust": robust}
@@ -218,8 +226,8 @@ def adversarial_dataset(advgan: AdvGAN, data: Dataset, n: int | None = None, see
     neighbours. When ``n`` exceeds the dataset, images are reused (each pass in a fresh order).
     """
     n = len(data) if n is None else n
-    if n < 1:
-        raise InputError(f"need at least one sample, got {n}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise InputError(f"need a whole number of samples, at least one, got {n!r}")
     gen = torch.Generator().manual_seed(seed)
     passes = -(-n // len(data))
     idx = torch.cat([torch.randperm(len(data), generator=gen) for _ in range(passes)])[:n]

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import InputError, check_fields
+from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
 from .nets import ConditionalGenerator, ImageDiscriminator
 from ..resume import fingerprint
@@ -51,8 +53,8 @@ class CGANConfig:
 
     def validate(self) -> "CGANConfig":
         """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
-        check_fields(self, {"epochs": 1, "batch_size": 1, "z_dim": 1, "g_width": 1, "d_width": 1},
-                     positive=("lr_g", "lr_d"))
+        check_fields(self, {"epochs": 1, "batch_size": 1, "z_dim": 1, "g_width": 1, "d_width": 1, "seed": 0},
+                     positive=("lr_g", "lr_d", "real_label"))
         if not 0 < self.real_label <= 1:
             raise InputError(f"real_label must be in (0, 1], got {self.real_label}")
         return self
@@ -90,6 +92,9 @@ def train_cgan(data: Dataset, config: CGANConfig | None = None, device: str | to
 def _train(data: Dataset, config: CGANConfig | None, device: str | torch.device,
            state_dir: str | Path | None) -> CGAN:
     config = (config or CGANConfig()).validate()
+    if data.images.dtype != torch.float32:
+        raise InputError(f"the conditional GAN trains on float32 images, got "
+                         f"{str(data.images.dtype).removeprefix('torch.')}")
     dev = resolve_device(device)
     shape, k = data.input_shape, data.num_classes
     gen = seed_everything(config.seed)
@@ -145,11 +150,15 @@ def _epoch(G: ConditionalGenerator, D: ImageDiscriminator, opt_g: torch.optim.Op
 @torch.no_grad()
 def sample(cgan: CGAN, labels: torch.Tensor | list[int] | int, seed: int = 0, batch_size: int = 1024) -> Dataset:
     """Generated images for ``labels`` (or ``n`` images cycling through the classes), as a CPU Dataset."""
-    if isinstance(labels, int):
-        if labels < 1:
-            raise InputError(f"need at least one sample, got {labels}")
-        labels = torch.arange(labels) % cgan.num_classes
-    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    if isinstance(labels, numbers.Integral) or (isinstance(labels, torch.Tensor) and labels.ndim == 0):
+        count = int(labels)  # a count, whether a Python, NumPy or 0-d torch integer
+        if count < 1:
+            raise InputError(f"need at least one sample, got {count}")
+        labels = torch.arange(count) % cgan.num_classes
+    given = torch.as_tensor(labels)
+    if given.is_floating_point() and not torch.equal(given, given.round()):
+        raise InputError("labels must be whole class numbers")
+    labels = given.to(torch.long).flatten()
     if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= cgan.num_classes:
         raise InputError(f"labels must be a non-empty list in 0..{cgan.num_classes - 1}")
     G = cgan.generator.eval()
@@ -167,7 +176,9 @@ def gan_test(target: nn.Module, cgan: CGAN, n: int = 1000, seed: int = 0) -> flo
     """GAN-test: the share of ``n`` class-balanced samples that ``target`` assigns to their conditioning label."""
     from ..train import accuracy
 
-    return accuracy(target, sample(cgan, n, seed=seed))
+    fake = sample(cgan, n, seed=seed)
+    output_classes(target, fake.images, fake.labels)  # a target that does not fit the samples stops here
+    return accuracy(target, fake)
 
 
 def gan_train(cgan: CGAN, test_data: Dataset, n: int = 4000, arch: str = "cnn", config=None, seed: int = 0,
@@ -175,6 +186,9 @@ def gan_train(cgan: CGAN, test_data: Dataset, n: int = 4000, arch: str = "cnn", 
     """GAN-train: real-test accuracy of a fresh ``arch`` classifier trained on ``n`` generated samples only."""
     from ..train import TrainConfig, train_classifier
 
+    if tuple(test_data.input_shape) != tuple(cgan.input_shape) or test_data.num_classes != cgan.num_classes:
+        raise InputError(f"the test data ({tuple(test_data.input_shape)}, {test_data.num_classes} classes) is not "
+                         f"what the generator makes ({tuple(cgan.input_shape)}, {cgan.num_classes} classes)")
     config = config or TrainConfig(seed=seed)
     fake = sample(cgan, n, seed=seed)
     ckpt = train_classifier(fake, test_data, arch, config, device=device)

@@ -21,6 +21,9 @@ GENERATOR_VERSION = 1
 
 def save_generator(path: str | Path, model: AdvGAN | CGAN) -> Path:
     """Write ``model``'s generator weights with its kind, configuration, image shape and metrics."""
+    if not isinstance(model, (AdvGAN, CGAN)):
+        raise InputError(f"save_generator writes an AdvGAN or a CGAN (what train_advgan and train_cgan return), "
+                         f"got {type(model).__name__}")
     kind = "advgan" if isinstance(model, AdvGAN) else "cgan"
     return atomic_torch_save(path, {
         "format": GENERATOR_FORMAT, "version": GENERATOR_VERSION, "kind": kind,
@@ -41,8 +44,8 @@ def load_generator(path: str | Path, kind: str | None = None) -> AdvGAN | CGAN:
     found = raw.get("kind")
     if kind is not None and found != kind:
         raise InputError(f"{path} holds a {found} generator, not {kind}")
-    shape = tuple(int(s) for s in raw["input_shape"])
     try:
+        shape = tuple(int(s) for s in raw["input_shape"])
         if found == "advgan":
             config = _config(AdvGANConfig, raw["config"])
             gen = PerturbationGenerator(shape, config.eps, config.g_width, config.g_blocks)
@@ -54,7 +57,7 @@ def load_generator(path: str | Path, kind: str | None = None) -> AdvGAN | CGAN:
             gen = ConditionalGenerator(shape, k, config.z_dim, config.g_width)
             gen.load_state_dict(raw["state_dict"])
             return CGAN(gen.eval(), config, shape, k, dict(raw.get("metrics") or {}))
-    except (RuntimeError, KeyError, TypeError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"generator checkpoint {path} does not match its configuration: "
                          f"{str(exc).splitlines()[0][:200]}") from exc
     raise InputError(f"{path} holds an unknown generator kind {found!r}")

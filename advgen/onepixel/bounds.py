@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..runtime import evaluating
 from .graph import Traced, trace_steps
 from .local import LocalBounds
 from .rules import Box
@@ -99,7 +100,8 @@ def _probe(model: nn.Module, plan: BoundPlan, shape: tuple[int, int, int], dev: 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, *shape, generator=gen).to(dev)
     try:
-        want = model(x)
+        with evaluating(model):  # the bounds use eval statistics; a model in train mode is not touched
+            want = model(x)
         got = [_logits(plan, plan.body(x, torch.zeros_like(x))[0]), _logits(plan, plan.body(x[:1], torch.zeros_like(x[:1]))[0])]
         if plan.local is not None:
             zero = torch.zeros(2, dtype=torch.long, device=dev)

@@ -61,7 +61,7 @@ class PixelBound:
 def gain_pixels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, top: int, random: int,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Per image, the ``top`` pixels whose move to 0 or 1 raises the loss most to first order, plus
-    ``random`` others drawn uniformly: (N, top + random) flat indices (they may repeat).
+    ``random`` others drawn uniformly: (N, min(top, C * H * W) + random) flat indices (they may repeat).
 
     The first-order gain finds the pixels that matter for this image; the random ones keep the rest of
     the image from being ignored by training.

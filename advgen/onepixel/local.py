@@ -131,7 +131,7 @@ def _pair(v) -> tuple[int, int]:
 
 def _spatial(m: nn.Module) -> _Spatial | None:
     """Geometry for a layer we can evaluate on a tile, or None (the prefix ends there)."""
-    if isinstance(m, nn.Conv2d) and isinstance(m.padding, tuple):
+    if isinstance(m, nn.Conv2d) and isinstance(m.padding, tuple) and m.padding_mode == "zeros":
         return _Spatial(m, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation), 0.0)
     if isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices:
         return _Spatial(m, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding),

@@ -66,8 +66,7 @@ class Box:
 def supported_layer(m: nn.Module) -> str | None:
     """None when :func:`layer` has a sound rule for module ``m``, else why not."""
     if isinstance(m, nn.Conv2d):
-        ok = m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-        return None if ok else "convolution with non-zero padding mode or 'same'/'valid' padding"
+        return None if isinstance(m.padding, tuple) else "convolution with 'same'/'valid' padding"
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return None if m.track_running_stats and m.running_mean is not None else "batch norm without running stats"
     if isinstance(m, nn.MaxPool2d):
@@ -111,6 +110,9 @@ def _affine_abs(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
     """The radius through an affine layer: the layer's linear part with absolute weights, no bias."""
     if isinstance(m, nn.Linear):
         return F.linear(r, m.weight.abs())
+    if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":  # reflect, replicate, circular: pad, then convolve
+        r = F.pad(r, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+        return F.conv2d(r, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
     if isinstance(m, nn.Conv2d):
         return F.conv2d(r, m.weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
