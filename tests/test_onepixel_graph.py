@@ -515,3 +515,27 @@ def test_convolutions_with_a_padding_mode_are_bounded_and_exact(mode):
                                    nn.Conv2d(4, 4, 3, stride=2, padding=(1, 2), padding_mode=mode), nn.ReLU(),
                                    nn.Flatten(), nn.Linear(4 * 4 * 5, 4)))
     _bounded_and_exact(model, seed=5)
+
+
+class Normalised(nn.Module):
+    """RobustBench's habit: torchvision's Normalize as the model's first layer, the CNN behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision import transforms
+
+        self.norm = transforms.Normalize((0.1307,), (0.3081,))
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, stride=2), nn.Linear(4 * 3 * 3, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.relu(self.conv(self.norm(x))), 1))
+
+
+@pytest.mark.parametrize("make", [
+    Normalised,
+    lambda: nn.Sequential(__import__("torchvision").transforms.Normalize((0.5,), (0.25,)), nn.Conv2d(1, 4, 3),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 4)),
+], ids=["class", "sequential"])
+def test_torchvision_normalize_is_traced_whole_and_bounded(make):
+    torch.manual_seed(6)
+    _bounded_and_exact(_sharpen(make()), seed=6)

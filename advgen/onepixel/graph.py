@@ -113,10 +113,17 @@ def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, keeping torchvision's ``Normalize`` whole as it keeps ``torch.nn``'s layers."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return rules.is_normalize(m) or super().is_leaf_module(m, qualname)
+
+
 def trace_steps(model: nn.Module) -> Traced | str:
     """The bound steps of ``model``, or a one-line reason why there are none (the first node without a rule)."""
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no graph, dense search
         return f"torch.fx cannot trace the model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
     nodes = list(gm.graph.nodes)

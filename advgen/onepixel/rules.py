@@ -5,8 +5,8 @@ A :class:`Box` holds every value a tensor can take while one input pixel ranges 
 output (Gowal et al. 2018 for IBP; auto_LiRPA's design of one bound rule per operator of a traced
 graph, Xu et al. 2020):
 
-- affine maps (conv, linear, average pooling, batch norm in eval mode): the center exactly, the radius
-  through the absolute linear part, no bias;
+- affine maps (conv, linear, average pooling, batch norm in eval mode, torchvision's ``Normalize``): the
+  center exactly, the radius through the absolute linear part, no bias;
 - monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
 - activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
@@ -55,6 +55,18 @@ IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
+def is_normalize(m: nn.Module) -> bool:
+    """Whether ``m`` is torchvision's ``transforms.Normalize``: ``(x - mean) / std`` per channel. fx cannot
+    trace it (it checks ``std`` at run time), so the tracer keeps it whole (:mod:`.graph`) and it is a
+    per-channel affine map here, as batch norm is."""
+    return type(m).__name__ == "Normalize" and type(m).__module__.startswith("torchvision.transforms")
+
+
+def _channel(values: Any, like: torch.Tensor) -> torch.Tensor:
+    """Per-channel constants as (1, C, 1, 1), in ``like``'s dtype and device."""
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
+
+
 @dataclass(frozen=True)
 class Box:
     """Every value of a tensor lies in ``center +- radius``; both (B, ...) with one row per input box."""
@@ -83,6 +95,8 @@ def supported_layer(m: nn.Module) -> str | None:
         return None if m.mode in RESIZE_MODES else f"{m.mode} resizing (negative weights)"
     if isinstance(m, nn.AdaptiveMaxPool2d):
         return None if not m.return_indices else "adaptive max pooling that returns indices"
+    if is_normalize(m):
+        return None if bool((torch.as_tensor(m.std) != 0).all()) else "Normalize with a zero std"
     if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY)):
         return None
     return f"no interval rule for {type(m).__name__}"
@@ -146,6 +160,8 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
             c, r = (hi + lo) / 2, (hi - lo) / 2
         elif isinstance(m, nn.Flatten):
             c, r = m(c), m(r)
+        elif is_normalize(m):  # written out: the module may normalise in place
+            c, r = (c - _channel(m.mean, c)) / _channel(m.std, c), r / _channel(m.std, r).abs()
         # identities (dropout in eval) leave the box unchanged
     return c, r
 
