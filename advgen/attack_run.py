@@ -120,13 +120,13 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
             existed = out.exists()
             resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite,
                                    RUN_FILE)
-            shared.value = {name for name in OUTPUT_FILES if (out / name).exists()} | ({"."} if existed else set())
-    found_before = shared.value
+            shared.value = existed, resume_mod.contents(out)
+    existed, before = shared.value
     try:
         return _attack(model, chosen, idx, out, spec, opts, config, target, max_examples, run)
     except Exception:  # not KeyboardInterrupt: an interrupted run keeps its run.json and model.pt to --resume
-        if run.is_main:
-            _forget_if_empty(out, found_before)
+        if run.is_main:  # a claim and a cached model, with no record yet, go
+            resume_mod.forget(out, before, existed, (RUN_FILE, "model.pt"))
         raise
 
 
@@ -176,19 +176,6 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
         if run.is_main:
             shared.value = _finish(out, method, opts, target, chosen, idx, max_examples)
     return shared.value
-
-
-def _forget_if_empty(out: Path, found_before: set[str]) -> None:
-    """After a failure before any image was recorded, remove what this call created (``run.json``, a cached
-    ``model.pt``, ``out`` itself when it is left empty), so a corrected retry into ``out`` is not refused as a
-    resume of a run that did nothing. ``found_before`` names the outputs there before, ``"."`` for ``out``."""
-    if any(read_jsonl(out / RECORDS)) or part_files(out):
-        return
-    for name in OUTPUT_FILES:
-        if name not in found_before:
-            (out / name).unlink(missing_ok=True)
-    if "." not in found_before and not any(out.iterdir()):
-        out.rmdir()
 
 
 def statuses(out: str | Path) -> dict[int, Status]:

@@ -66,8 +66,6 @@ def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path
     if generator is not None and (resume or epochs is not None or eps is not None):
         raise InputError("--generator loads a trained generator; it cannot be combined with --resume, "
                          "--epochs or --eps")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise InputError(f"checkpoint not found: {checkpoint}")
     with forgotten_if_failed(out):
         return _augment(kind, data_source, checkpoint, arch, generator, epochs, eps, num_samples, out, resume,
                         overwrite, run, start)

@@ -191,8 +191,6 @@ class Evaluation:
     """
 
     def __init__(self, config: EvaluateConfig, checkpoint: Path | None) -> None:
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise InputError(f"checkpoint not found: {checkpoint}")
         self.config, self.checkpoint = config, checkpoint
         self.arch: str | None = None  # the target's, once it is loaded
         self.train = datasets.load(config.data, "train").head(config.train_images)

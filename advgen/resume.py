@@ -128,25 +128,41 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     check_writable_dir(out)
 
 
-@contextlib.contextmanager
-def forgotten_if_failed(out: Path, state: str = "state", enabled: bool = True) -> Iterator[None]:
-    """Undo a run's claim on ``out`` when the run fails before it saved anything else there.
+def contents(out: Path) -> set[str]:
+    """Everything under ``out``, as paths relative to it (empty when ``out`` does not exist)."""
+    return {p.relative_to(out).as_posix() for p in out.rglob("*")} if out.is_dir() else set()
 
-    A failed start (a model that does not fit the data, say) would otherwise leave ``state/run.json``
-    behind, and the corrected retry would be refused as a resume of a run that did nothing. Only what
-    this call created goes: ``state`` holding nothing but the claim, and ``out`` when that leaves it
-    empty. Ctrl-C is not a failure: an interrupted run keeps its claim, to be resumed.
+
+def forget(out: Path, before: set[str], existed: bool, claims: Iterable[str]) -> None:
+    """Undo a run's claim on ``out`` after it failed, when all it made there since ``before`` (its
+    :func:`contents` then) is ``claims``: its fingerprint file and what it keeps beside it, relative to
+    ``out``. ``out`` itself goes too when it did not exist (``existed``) and is left empty.
+
+    A failed start (a model that does not fit the data, say) would otherwise leave its claim behind, and
+    the corrected retry would be refused as a resume of a run that did nothing. Anything more, such as
+    a first record or a finished phase, is work to resume, and stays.
     """
-    existed, had_state = out.exists(), (out / state).exists()
+    made = contents(out) - before
+    if not made <= set(claims):
+        return
+    for rel in sorted(made, reverse=True):  # a folder's files before the folder
+        path = out / rel
+        path.rmdir() if path.is_dir() else path.unlink()
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+@contextlib.contextmanager
+def forgotten_if_failed(out: Path, claims: Iterable[str] = ("state", "state/run.json"),
+                        enabled: bool = True) -> Iterator[None]:
+    """:func:`forget` what the block claimed in ``out`` if it fails with an exception. Ctrl-C is not a
+    failure: an interrupted run keeps its claim, to be resumed."""
+    existed, before = out.exists(), contents(out)
     try:
         yield
     except Exception:
-        folder = out / state
-        if enabled and not had_state and folder.is_dir() and [p.name for p in folder.iterdir()] == ["run.json"]:
-            (folder / "run.json").unlink()
-            folder.rmdir()
-            if not existed and not any(out.iterdir()):
-                out.rmdir()
+        if enabled:
+            forget(out, before, existed, claims)
         raise
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data import Dataset
+from ..data import Dataset, as_labels
 from ..errors import InputError, check_fields
 from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
@@ -54,7 +54,7 @@ class CGANConfig:
     def validate(self) -> "CGANConfig":
         """Self, or an :class:`~advgen.errors.InputError` naming the first setting out of range."""
         check_fields(self, {"epochs": 1, "batch_size": 1, "z_dim": 1, "g_width": 1, "d_width": 1, "seed": 0},
-                     positive=("lr_g", "lr_d", "real_label"))
+                     positive=("lr_g", "lr_d"))
         if not 0 < self.real_label <= 1:
             raise InputError(f"real_label must be in (0, 1], got {self.real_label}")
         return self
@@ -155,10 +155,8 @@ def sample(cgan: CGAN, labels: torch.Tensor | list[int] | int, seed: int = 0, ba
         if count < 1:
             raise InputError(f"need at least one sample, got {count}")
         labels = torch.arange(count) % cgan.num_classes
-    given = torch.as_tensor(labels)
-    if given.is_floating_point() and not torch.equal(given, given.round()):
-        raise InputError("labels must be whole class numbers")
-    labels = given.to(torch.long).flatten()
+    given = torch.as_tensor(labels).flatten()
+    labels = as_labels(given, len(given))
     if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= cgan.num_classes:
         raise InputError(f"labels must be a non-empty list in 0..{cgan.num_classes - 1}")
     G = cgan.generator.eval()

@@ -34,11 +34,7 @@ class MetricChange:
     change: Change | None
     regressed: bool = False
     note: str = ""
-
-    @property
-    def dropped(self) -> bool:
-        """Measured in the old report and not in the new one."""
-        return self.change is None and self.note == "not measured in new"
+    dropped: bool = False  # measured in the old report and not in the new one
 
     @property
     def status(self) -> str:
@@ -134,7 +130,8 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
         result.notes.append(f"note: the old report's final stage is {result.old_stage!r} but the new one's is "
                             f"{result.new_stage!r}; the numbers may not be like for like")
     data = old.config.get("data"), new.config.get("data")
-    if data[0] != data[1]:
+    same_data = data[0] == data[1]
+    if not same_data:
         result.notes.append(f"note: the reports measured different data ({data[0]} and {data[1]}), so no metric is "
                             f"paired")
     unpaired = []
@@ -142,10 +139,11 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
         x, y = old.measurement(old.final_stage, m), new.measurement(new.final_stage, m)
         if x is None or y is None:
             side = "either" if x is None and y is None else "new" if y is None else "old"
-            result.changes[m.key] = MetricChange(m.label, None, note=f"not measured in {side}")
+            result.changes[m.key] = MetricChange(m.label, None, note=f"not measured in {side}",
+                                                 dropped=x is not None)
             continue
-        c = change(m, x, y, same_data=data[0] == data[1])
-        if c.test is None and data[0] == data[1]:
+        c = change(m, x, y, same_data)
+        if c.test is None and same_data:
             unpaired.append(f"{m.label} ({x.images} vs {y.images} images)")
         result.changes[m.key] = MetricChange(m.label, c, c.effect == WORSE and c.worsening > max_drop + TOLERANCE)
     if unpaired:

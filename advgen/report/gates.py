@@ -17,7 +17,7 @@ from typing import Iterable
 from ..errors import InputError
 from . import metrics as registry
 from .metrics import STAGES, Metric
-from .schema import TOLERANCE, Gate, Report
+from .schema import Gate, Report
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -87,7 +87,7 @@ def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate
         elif rate is None:
             passed, reason = False, f"not measured: no {metric.attack!r} measurement in the {spec.stage!r} stage " \
                                     f"(was the {spec.name} attack switched off?)"
-        elif value >= spec.threshold - TOLERANCE:
+        elif Gate.passes(value, spec.threshold):
             passed, reason = True, f"{value:.4f} >= {spec.threshold:g}"
         else:
             passed, reason = False, f"{value:.4f} < {spec.threshold:g} (short by {spec.threshold - value:.4f})"

@@ -65,6 +65,11 @@ class Gate:
         """``after.clean >= 0.97``: a stable, human-readable id used in tables and JUnit test names."""
         return f"{self.stage}.{self.name} >= {self.threshold:g}"
 
+    @staticmethod
+    def passes(value: float | None, threshold: float) -> bool:
+        """The verdict: measured, and at least ``threshold`` up to float noise (97/100 against 0.97 passes)."""
+        return value is not None and value >= threshold - TOLERANCE
+
     def check(self) -> None:
         """A stored gate is re-evaluated by ``advgen report gate``, so its name and stage must be known."""
         gates = registry.gate_metrics()
@@ -73,7 +78,7 @@ class Gate:
                              + ", ".join(f"{k} ({m.key})" for k, m in gates.items()))
         if self.stage not in STAGES or max(self.threshold, self.value or 0.0) > 1.0:
             raise ValueError(f"stage must be one of {', '.join(STAGES)} and threshold and value in [0, 1]")
-        if self.passed != (self.value is not None and self.value >= self.threshold - TOLERANCE):
+        if self.passed != self.passes(self.value, self.threshold):
             raise ValueError(f"passed is {str(self.passed).lower()} but its value {self.value} and threshold "
                              f"{self.threshold:g} say {str(not self.passed).lower()}; the report was edited")
 
