@@ -538,4 +538,130 @@ class Normalised(nn.Module):
 ], ids=["class", "sequential"])
 def test_torchvision_normalize_is_traced_whole_and_bounded(make):
     torch.manual_seed(6)
-    _bounded_and_exact(_sharpen(make()), seed=6)
+    model = _sharpen(make())
+    _bounded_and_exact(model, seed=6)
+    plan, _ = build_plan(model, (1, 8, 8))
+    assert plan.local is not None and plan.local.lead == 1  # windows, the Normalize run on the pixel alone
+
+
+def _colour_normalised() -> nn.Module:
+    from torchvision import transforms
+
+    return nn.Sequential(transforms.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), nn.Conv2d(3, 4, 3),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 4))
+
+
+@pytest.mark.parametrize("make", [
+    _colour_normalised,
+    lambda: nn.Sequential(nn.BatchNorm2d(1), nn.GELU(), nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 4)),
+], ids=["normalize-rgb", "batchnorm-gelu"])
+def test_elementwise_layers_before_the_first_convolution_keep_the_windows(make):
+    """Layers that act on each pixel alone, in front of the first spatial layer, run on the pixel's 1x1
+    window (all its channels, read from the input): the same answers as brute force, on windows."""
+    torch.manual_seed(7)
+    model = _sharpen(make())
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(0.3), m.running_var.fill_(0.5)
+    model.eval()
+    shape = (3, 8, 8) if isinstance(model[1], nn.Conv2d) and model[1].in_channels == 3 else (1, 8, 8)
+    plan, why = build_plan(model, shape)
+    assert why is None and plan.local is not None and plan.local.lead >= 1
+    x, y = images_for(model, shape, 16, 6, seed=7)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
+    assert any(len(r.flips) for r in found)
+
+
+class ImageNormalizer(nn.Module):
+    """RobustBench's own wrapper: ``(input - self.mean) / self.std`` with per-channel buffers."""
+
+    def __init__(self, mean, std, shape=(1, -1, 1, 1)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean).view(*shape))
+        self.register_buffer("std", torch.as_tensor(std).view(*shape))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Clamped(nn.Module):
+    """The robustness library's ``InputNormalize``: clamp to [0, 1], then (x - mean) / std, buffers (C, 1, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = ImageNormalizer((0.49, 0.48, 0.45), (0.25, 0.24, 0.26), shape=(-1, 1, 1))
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 3 * 3, 4)
+
+    def forward(self, x):
+        h = self.norm(x.clamp(0, 1))
+        return self.fc(torch.flatten(F.max_pool2d(F.relu(self.conv(h)), 2), 1))
+
+
+class Scalars(nn.Module):
+    """Normalisation by numbers in ``forward``, in several spellings: ``2 * (x - 0.13) / 0.31 - 1``, ``1 - x``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, stride=2), nn.Linear(4 * 3 * 3, 4)
+
+    def forward(self, x):
+        x = 1.0 - torch.clip(x, min=0.0, max=1.0)
+        x = 2 * (x - 0.13) / 0.31 - 1
+        return self.fc(torch.flatten(F.relu(self.conv(x)), 1))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.Sequential(ImageNormalizer((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 4)), (3, 8, 8)),
+    (Clamped, (3, 8, 8)),
+    (Scalars, (1, 8, 8)),
+], ids=["image-normalizer", "clamp-then-normalize", "numbers"])
+def test_normalisation_written_in_forward_is_a_layer_of_the_windowed_prefix(make, shape):
+    """Arithmetic with a number or a per-channel buffer in front of the first convolution is a per-channel
+    affine layer (:class:`ChannelAffine`), run on the pixel's window: brute force's answers, on windows."""
+    torch.manual_seed(8)
+    model = _sharpen(make()).eval()
+    plan, why = build_plan(model, shape)
+    assert why is None and plan.local is not None and plan.local.lead >= 2
+    x, y = images_for(model, shape, 16, 6, seed=8)
+    found = onepixel.attack(model, x, y, levels=16, device="cpu")
+    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
+    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
+    assert any(len(r.flips) for r in found)
+
+
+def test_a_constant_that_varies_by_position_is_not_taken_as_per_channel():
+    """A mean image (1, 1, H, W) differs per pixel: it stays an ordinary node (full maps), still exact."""
+    torch.manual_seed(9)
+    model = _sharpen(nn.Sequential(ImageNormalizer(torch.rand(64) * 0.5, torch.full((64,), 0.3), shape=(1, 1, 8, 8)),
+                                   nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(36, 4))).eval()
+    plan, why = build_plan(model, (1, 8, 8))
+    assert why is None and plan.local is None
+    x, y = images_for(model, (1, 8, 8), 16, 4, seed=9)
+    assert_matches_brute_force(onepixel.attack(model, x, y, levels=16, device="cpu"), brute_force(model, x, y, 16), x)
+
+
+def test_a_channel_affine_layer_reads_its_parameter_at_every_run():
+    """A learned input scale (a parameter) is read when the bound runs, not when the plan was built."""
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor([2.0]))
+            self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.relu(self.conv(x * self.scale)), 1))
+
+    torch.manual_seed(10)
+    model = Scaled().eval()
+    plan, _ = build_plan(model, (1, 8, 8))
+    with torch.no_grad():
+        model.scale.fill_(-0.7)
+    x = torch.rand(3, 1, 8, 8)
+    zero = torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        c, r = pixel_boxes(plan, x, plan.prepare(x), torch.arange(3), zero, zero, zero, x[:, 0, 0, 0], torch.zeros(3))
+        assert plan.local is not None and torch.allclose(plan.head(c), model(x), atol=1e-5) and float(r.abs().max()) == 0

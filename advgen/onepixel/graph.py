@@ -18,6 +18,7 @@ of its own (each output reads every logit), and without the peel such a model wo
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -159,6 +160,7 @@ def trace_steps(model: nn.Module) -> Traced | str:
         steps.append(made)
     if kind.get(last.name) is not _BOX:
         return "the model's output does not depend on its input"
+    steps = _read(steps, last.name)
     _mark_frees(steps)
     return Traced(steps, head, inputs[0].name, last.name, final)
 
@@ -250,6 +252,10 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
             return "a layer must read exactly one tensor"
         return Step(node.name, rules.layer(m), r_args, {}, layer=m)
     if node.op in ("call_function", "call_method"):
+        affine = _channel_affine(gm, node, a_args, a_kwargs)
+        if affine is not None:
+            m, box_at = affine
+            return Step(node.name, rules.layer(m), (r_args[box_at],), {}, layer=m)
         if a_args and a_args[0] is _BOX and not _has_box(a_args[1:]) and not _has_box(a_kwargs):
             m = rules.layer_for_call(node.op, node.target, a_args[1:], a_kwargs)
             if m is not None:
@@ -266,6 +272,41 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
             kind[node.name] = _RUNTIME
         return Step(node.name, rule, r_args, r_kwargs)
     return f"no interval rule for {node.op} nodes"
+
+
+_ARITH = {operator.add: "add", torch.add: "add", operator.iadd: "add", "add": "add", "add_": "add", "__add__": "add",
+          "__radd__": "add", operator.sub: "sub", torch.sub: "sub", operator.isub: "sub", "sub": "sub", "sub_": "sub",
+          operator.mul: "mul", torch.mul: "mul", operator.imul: "mul", "mul": "mul", "mul_": "mul",
+          operator.truediv: "div", torch.div: "div", operator.itruediv: "div", "div": "div", "div_": "div"}
+
+
+def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: dict) -> tuple[rules.ChannelAffine, int] | None:
+    """``node`` as a :class:`.rules.ChannelAffine` layer and the position of its box argument, or None.
+
+    Taken: a box and a number or a per-channel constant read straight off the module (a buffer or a
+    parameter, read again at every run), so the layer is the same map whatever the weights become.
+    """
+    try:
+        op = _ARITH.get(node.target)
+    except TypeError:  # unhashable target
+        return None
+    if op is None or a_kwargs or len(a_args) != 2 or [a is _BOX for a in a_args].count(True) != 1:
+        return None
+    box_at = 0 if a_args[0] is _BOX else 1
+    if node.op == "call_method" and (box_at != 0 or node.target == "__radd__"):
+        return None
+    if box_at == 1:
+        op = {"add": "add", "mul": "mul", "sub": "rsub"}.get(op)  # k / x has no affine form
+    other = node.args[1 - box_at]
+    if op is None or not rules.per_channel(a_args[1 - box_at]):
+        return None
+    if isinstance(other, fx.Node):
+        if other.op != "get_attr":
+            return None
+        target = other.target
+        return rules.ChannelAffine(op, lambda: _fetch(gm, target)), box_at
+    value = other
+    return rules.ChannelAffine(op, lambda: value), box_at
 
 
 def _has_box(v: Any) -> bool:
@@ -294,6 +335,17 @@ def _call(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     if node.op == "call_module":
         return gm.get_submodule(node.target)(*args, **kwargs)
     raise TypeError(node.op)
+
+
+def _read(steps: list[Step], output: str) -> list[Step]:
+    """The steps whose value the output needs: a constant a :class:`.rules.ChannelAffine` reads for itself
+    is left out, so that the layer follows the input directly in the spatial prefix."""
+    needed, kept = {output}, []
+    for s in reversed(steps):
+        if s.node in needed:
+            kept.append(s)
+            needed.update(_names(s.args) + _names(s.kwargs))
+    return kept[::-1]
 
 
 def _mark_frees(steps: list[Step]) -> None:

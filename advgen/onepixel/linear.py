@@ -32,19 +32,21 @@ from torch.nn import functional as F
 from .bounds import BoundPlan, margin_lower
 from .local import IDENTITY, ConvMaps, LocalBounds, _Spatial, affine_tile, paste_tiles, propagate
 from .local import _max_pool as _local_max_pool
+from .rules import channelwise_affine
 
 _AFFINE_REST = (nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, *IDENTITY)
 
 
 def supported(plan: BoundPlan | None) -> bool:
     """Whether :func:`pixel_lines` bounds this plan: a window chain that is the whole body, made of
-    convolutions, average/max pooling, batch norm, ReLU and identities, then flatten/linear/ReLU."""
+    convolutions, average/max pooling, per-channel affine maps (batch norm, normalisation), ReLU and identities, then flatten/linear/ReLU."""
     if plan is None or plan.local is None:
         return False
     local = plan.local
     if len(local.layers) != len(plan.graph.steps) or plan.graph.steps[-1].node != plan.graph.output:
         return False
-    ok_step = all(isinstance(s, _Spatial) or isinstance(s, (nn.ReLU, nn.BatchNorm2d, *IDENTITY)) for s in local.steps)
+    ok_step = all(isinstance(s, (_Spatial, nn.ReLU, *IDENTITY)) or channelwise_affine(s)
+                  for s in local.steps)
     ok_rest = all(isinstance(m, (*_AFFINE_REST, nn.ReLU)) for m in local.rest)
     return ok_step and ok_rest
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rules import IDENTITY, MONOTONE, VALLEY, propagate
+from .rules import IDENTITY, MONOTONE, VALLEY, channelwise_affine, propagate
 
 
 @dataclass
@@ -148,7 +148,7 @@ _CONV_TABLE_LIMIT = 4_000_000
 
 
 def _elementwise(m: nn.Module) -> bool:
-    return isinstance(m, (nn.BatchNorm2d, *MONOTONE, *VALLEY, *IDENTITY))
+    return isinstance(m, (*MONOTONE, *VALLEY, *IDENTITY)) or channelwise_affine(m)
 
 
 class LocalBounds:
@@ -163,7 +163,10 @@ class LocalBounds:
             self.steps.append(body[k] if _elementwise(body[k]) else _spatial(body[k]))
             k += 1
         self.rest = body[k:]
-        self.useful = bool(self.steps) and isinstance(self.steps[0], _Spatial)
+        # elementwise layers before the first spatial one (a normalisation in front, as RobustBench wraps
+        # its models): they act on each pixel alone, so they run on the pixel's 1x1 window, read from the input
+        self.lead = next((i for i, st in enumerate(self.steps) if isinstance(st, _Spatial)), len(self.steps))
+        self.useful = self.lead < len(self.steps)
         _, h, w = input_shape
         sizes = [h, w]
         lo = [torch.arange(h, device=device), torch.arange(w, device=device)]
@@ -218,7 +221,8 @@ class LocalBounds:
     def prepare(self, x: torch.Tensor) -> list:
         """The clean activations a group's boxes need: for each spatial layer, the :class:`Tiles` its output
         windows read (channels last: a window is pasted cell by cell, each cell one contiguous run of
-        channels), eager unless gradients flow into them; last, the prefix output."""
+        channels), eager unless gradients flow into them; then the prefix output (and the folded head's
+        tables); last, with leading elementwise layers, the input itself, where the pixels' windows start."""
         acts, a = [], x
         for step in self.steps:
             if isinstance(step, _Spatial) and step.offsets is not None:
@@ -239,6 +243,8 @@ class LocalBounds:
         acts.append(a)
         if self.fold is not None:
             acts.extend(self._fold_tables(a))
+        if self.lead:
+            acts.append(x)
         return acts
 
     def _fold_tables(self, out: torch.Tensor) -> list[torch.Tensor]:
@@ -270,8 +276,11 @@ class LocalBounds:
                      col: torch.Tensor) -> torch.Tensor:
         """(B, C, 1, 1): all channels of pixel (row, col) of image ``img``, clean, as a fresh tensor to edit.
 
-        Read from the tile of the first layer's output window that contains the pixel.
+        Read from the tile of the first layer's output window that contains the pixel, or from the input
+        itself when elementwise layers come first.
         """
+        if self.lead:
+            return acts[-1][img, :, row, col].reshape(len(img), -1, 1, 1).clone()
         first = self.steps[0]
         if isinstance(acts[0], ConvMaps):
             window = acts[0].inp[img, row, col]

@@ -5,8 +5,9 @@ A :class:`Box` holds every value a tensor can take while one input pixel ranges 
 output (Gowal et al. 2018 for IBP; auto_LiRPA's design of one bound rule per operator of a traced
 graph, Xu et al. 2020):
 
-- affine maps (conv, linear, average pooling, batch norm in eval mode, torchvision's ``Normalize``): the
-  center exactly, the radius through the absolute linear part, no bias;
+- affine maps (conv, linear, average pooling, batch norm in eval mode, torchvision's ``Normalize``, a
+  number or per-channel constant added, subtracted, multiplied or divided): the center exactly, the
+  radius through the absolute linear part, no bias;
 - monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
 - activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
@@ -62,6 +63,48 @@ def is_normalize(m: nn.Module) -> bool:
     return type(m).__name__ == "Normalize" and type(m).__module__.startswith("torchvision.transforms")
 
 
+class ChannelAffine(nn.Module):
+    """``x + k``, ``x - k``, ``k - x``, ``x * k`` or ``x / k`` for a number or per-channel constant ``k``: the
+    normalisation users write in ``forward`` (RobustBench's ``ImageNormalizer``: ``(x - self.mean) / self.std``),
+    as a layer, so that it joins the chain the receptive-field windows run on (:mod:`.local`).
+
+    ``constant()`` reads ``k`` at every call (a buffer moved to another device, a parameter being trained).
+    """
+
+    OPS = ("add", "sub", "rsub", "mul", "div")
+
+    def __init__(self, op: str, constant: Callable[[], Any]) -> None:
+        super().__init__()
+        self.op, self.constant = op, constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.constant()
+        return {"add": operator.add, "sub": operator.sub, "rsub": lambda a, b: b - a, "mul": operator.mul,
+                "div": operator.truediv}[self.op](x, k)
+
+    def radius(self, r: torch.Tensor) -> torch.Tensor:
+        """The radius through the map: unchanged by a shift, scaled by ``|k|`` or ``1 / |k|``."""
+        k = self.constant()
+        return r * abs(k) if self.op == "mul" else r / abs(k) if self.op == "div" else r
+
+
+def per_channel(k: Any) -> bool:
+    """Whether the constant ``k`` is the same at every position of an (N, C, H, W) map: a number, or a
+    tensor whose only dimension of size above 1 is the channels' ((C, 1, 1), (1, C, 1, 1), a scalar)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float, torch.Tensor)):
+        return False
+    if not isinstance(k, torch.Tensor):
+        return True
+    shape = (1,) * (4 - k.dim()) + tuple(k.shape) if k.dim() <= 4 else None
+    return shape is not None and shape[0] == shape[2] == shape[3] == 1 and torch.is_floating_point(k)
+
+
+def channelwise_affine(m: nn.Module) -> bool:
+    """Whether ``m`` maps each channel of each position on its own by an affine map (batch norm in eval mode,
+    ``Normalize``, :class:`ChannelAffine`): on a pixel's window it is exact, and lines stay lines."""
+    return isinstance(m, (nn.BatchNorm2d, ChannelAffine)) or is_normalize(m)
+
+
 def _channel(values: Any, like: torch.Tensor) -> torch.Tensor:
     """Per-channel constants as (1, C, 1, 1), in ``like``'s dtype and device."""
     return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
@@ -97,7 +140,7 @@ def supported_layer(m: nn.Module) -> str | None:
         return None if not m.return_indices else "adaptive max pooling that returns indices"
     if is_normalize(m):
         return None if bool((torch.as_tensor(m.std) != 0).all()) else "Normalize with a zero std"
-    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY)):
+    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY, ChannelAffine)):
         return None
     return f"no interval rule for {type(m).__name__}"
 
@@ -162,6 +205,8 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
             c, r = m(c), m(r)
         elif is_normalize(m):  # written out: the module may normalise in place
             c, r = (c - _channel(m.mean, c)) / _channel(m.std, c), r / _channel(m.std, r).abs()
+        elif isinstance(m, ChannelAffine):
+            c, r = m(c), m.radius(r)
         # identities (dropout in eval) leave the box unchanged
     return c, r
 
@@ -198,6 +243,16 @@ def _avg_pool(a: dict) -> nn.Module:
 
 def _dropout(a: dict) -> nn.Module | None:
     return nn.Identity() if not a["training"] else None  # dropout while training is random: no rule
+
+
+def _clamp(a: dict) -> nn.Module | None:
+    """``clamp(x, lo, hi)`` is ``hardtanh(x, lo, hi)``, ``clamp(x, min=0)`` is ``relu(x)``; number bounds only."""
+    lo, hi = a["min"], a["max"]
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi)):
+        return None
+    if lo is not None and hi is not None:
+        return nn.Hardtanh(float(lo), float(hi))
+    return nn.ReLU() if lo == 0 and hi is None else None
 
 
 _POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -243,12 +298,14 @@ _FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module |
                     else None),
     F.dropout: (_DROP, _DROP_DEFAULTS, _dropout),
     F.dropout2d: (_DROP, _DROP_DEFAULTS, _dropout),
+    torch.clamp: (("min", "max"), {"min": None, "max": None}, lambda a: _clamp(a)),
+    torch.clip: (("min", "max"), {"min": None, "max": None}, lambda a: _clamp(a)),
     torch.flatten: (("start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1},
                     lambda a: nn.Flatten(a["start_dim"], a["end_dim"]) if a["start_dim"] != 0 else None),
 }
 # tensor methods: x.relu(), x.flatten(1), ...
 _METHODS: dict[str, Any] = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-                            "flatten": torch.flatten}
+                            "flatten": torch.flatten, "clamp": torch.clamp, "clip": torch.clip}
 
 
 def layer_for_call(kind: str, target: Any, args: tuple, kwargs: dict) -> nn.Module | None:
