@@ -293,8 +293,8 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
     if op is None or a_kwargs or len(a_args) != 2 or [a is _BOX for a in a_args].count(True) != 1:
         return None
     box_at = 0 if a_args[0] is _BOX else 1
-    if node.op == "call_method" and (box_at != 0 or node.target == "__radd__"):
-        return None
+    if node.op == "call_method" and box_at == 1 and node.target.endswith("_") and not node.target.endswith("__"):
+        return None  # ``self.k.sub_(x)`` would change the constant
     if box_at == 1:
         op = {"add": "add", "mul": "mul", "sub": "rsub"}.get(op)  # k / x has no affine form
     other = node.args[1 - box_at]

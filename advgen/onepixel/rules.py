@@ -13,6 +13,9 @@ graph, Xu et al. 2020):
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
 - order-preserving maps that mix positions (padding, nearest or bilinear resizing, adaptive max
   pooling): no output falls when an input rises, so the two end points bound them as well;
+- normalisation by the input's own statistics (layer, group and instance norm): the mean subtracted
+  exactly as an affine map, the variance bounded from the deviations' squares, and the deviation box
+  divided by the square root's interval;
 - ``add`` adds centers and radii, ``sub`` subtracts centers and adds radii, a constant factor scales the
   radius by its absolute value, ``cat`` and reshapes act on both.
 
@@ -24,6 +27,7 @@ Functional calls (``F.relu``, ``F.max_pool2d``, ...) are turned into the equival
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -53,7 +57,13 @@ class OrderPreserving(nn.Module):
 ORDER = (nn.AdaptiveMaxPool2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
          nn.CircularPad2d, nn.Upsample, OrderPreserving)
 IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
+AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d,
+          nn.BatchNorm2d)
+FP32_EPS = torch.finfo(torch.float32).eps
+#: A normalisation group whose largest value exceeds its spread this many times gets a rounding allowance.
+CONDITION = 10.0
+#: Normalisation by each input's own statistics (instance norm only when it keeps no running statistics).
+SELF_NORM = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
 
 
 def is_normalize(m: nn.Module) -> bool:
@@ -85,7 +95,9 @@ class ChannelAffine(nn.Module):
     def radius(self, r: torch.Tensor) -> torch.Tensor:
         """The radius through the map: unchanged by a shift, scaled by ``|k|`` or ``1 / |k|``."""
         k = self.constant()
-        return r * abs(k) if self.op == "mul" else r / abs(k) if self.op == "div" else r
+        if self.op in ("mul", "div"):
+            return r * abs(k) if self.op == "mul" else r / abs(k)
+        return r + torch.zeros_like(k) if isinstance(k, torch.Tensor) else r  # broadcast as the center is
 
 
 def per_channel(k: Any) -> bool:
@@ -122,6 +134,8 @@ def supported_layer(m: nn.Module) -> str | None:
     """None when :func:`layer` has a sound rule for module ``m``, else why not."""
     if isinstance(m, nn.Conv2d):
         return None if isinstance(m.padding, tuple) else "convolution with 'same'/'valid' padding"
+    if isinstance(m, nn.InstanceNorm2d) and m.track_running_stats:
+        return None if m.running_mean is not None else "instance norm without running stats"
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return None if m.track_running_stats and m.running_mean is not None else "batch norm without running stats"
     if isinstance(m, nn.MaxPool2d):
@@ -140,7 +154,7 @@ def supported_layer(m: nn.Module) -> str | None:
         return None if not m.return_indices else "adaptive max pooling that returns indices"
     if is_normalize(m):
         return None if bool((torch.as_tensor(m.std) != 0).all()) else "Normalize with a zero std"
-    if isinstance(m, (*AFFINE, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY, ChannelAffine)):
+    if isinstance(m, (*AFFINE, *SELF_NORM, nn.Flatten, *MONOTONE, *VALLEY, *ORDER, *IDENTITY, ChannelAffine)):
         return None
     return f"no interval rule for {type(m).__name__}"
 
@@ -172,6 +186,8 @@ def _affine_abs(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
         return F.conv2d(r, m.weight.abs(), None, m.stride, 0, m.dilation, m.groups)
     if isinstance(m, nn.Conv2d):
         return F.conv2d(r, m.weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
+    if isinstance(m, nn.ConvTranspose2d):
+        return F.conv_transpose2d(r, m.weight.abs(), None, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return m(r)  # non-negative weights
     # batch norm in eval mode: a per-channel scale
@@ -180,17 +196,66 @@ def _affine_abs(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
 
 
 def _affine_center(m: nn.Module, c: torch.Tensor) -> torch.Tensor:
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):  # eval statistics whatever the module's mode
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)):  # eval statistics whatever the mode
         return F.batch_norm(c, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
     return m(c)
+
+
+def _groups(m: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``t`` viewed as (B, G, n): the n values each of whose G groups is normalised over."""
+    if isinstance(m, nn.LayerNorm):
+        return t.reshape(t.shape[0], -1, math.prod(m.normalized_shape))
+    groups = m.num_groups if isinstance(m, nn.GroupNorm) else t.shape[1]
+    return t.reshape(t.shape[0], groups, -1)
+
+
+def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer, group or instance norm of a box: ``(x - mean) / sqrt(var + eps) * weight + bias`` per group.
+
+    The deviation ``d = x - mean`` is affine in x (radius ``r_i (1 - 2/n) + sum(r) / n``); the (biased)
+    variance, the mean of ``d^2``, lies between the means of the smallest and largest squares over each
+    deviation's interval; ``1 / sqrt(var + eps)`` is positive and falls as the variance rises, so ``d`` times
+    it is bounded at the interval's two ends. Sound, not tight: the deviations share one pixel's change.
+
+    Unlike other layers', this one's fp32 rounding can be large against the search's safety margin: in a
+    group of (nearly) equal values, torch's ``x - mean`` is rounding noise, which ``1 / sqrt(eps)`` (1e6 at
+    eps 1e-12) blows up to the size of a real change. Such ill-conditioned groups, whose largest value is
+    more than :data:`CONDITION` times their spread, get a rounding allowance on the deviation and the
+    variance: a few ulps per halving of the group (summation error), for torch's arithmetic and this
+    rule's own. Elsewhere the rounding is that of any layer, which the safety margin covers.
+    """
+    cg, rg = _groups(m, c), _groups(m, r)
+    n = cg.shape[-1]
+    dc = cg - cg.mean(-1, keepdim=True)
+    dr = rg * (1 - 2 / n) + rg.sum(-1, keepdim=True) / n
+    lo, hi = dc - dr, dc + dr
+    small = torch.where(lo > 0, lo, torch.where(hi < 0, -hi, torch.zeros_like(lo))) ** 2
+    large = torch.maximum(lo * lo, hi * hi)
+    var_lo, var_hi = small.mean(-1, keepdim=True), large.mean(-1, keepdim=True)
+    big = (cg.abs() + rg).amax(-1, keepdim=True)
+    ill = big * torch.rsqrt(var_lo + m.eps) > CONDITION
+    ulps = torch.where(ill, 2 * FP32_EPS * (math.ceil(math.log2(n)) + 2), 0.0) * big  # (B, G, 1)
+    s_lo = torch.rsqrt(var_hi + ulps * big + m.eps)  # the smallest scale: the largest variance
+    s_hi = torch.rsqrt((var_lo - ulps * big).clamp_min(0) + m.eps)
+    lo, hi = lo - ulps, hi + ulps
+    y_lo, y_hi = torch.minimum(lo * s_lo, lo * s_hi), torch.maximum(hi * s_lo, hi * s_hi)
+    yc, yr = ((y_hi + y_lo) / 2).view_as(c), ((y_hi - y_lo) / 2).view_as(c)
+    weight, bias = (m.weight, m.bias) if not isinstance(m, nn.InstanceNorm2d) or m.affine else (None, None)
+    if weight is None:
+        return yc, yr
+    shape = weight.shape if isinstance(m, nn.LayerNorm) else (1, -1) + (1,) * (c.ndim - 2)
+    w = weight.view(shape)
+    return yc * w + (0 if bias is None else bias.view(shape)), yr * w.abs()
 
 
 def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Push a box (center, radius >= 0) through one-input ``layers``; returns a box that contains every output."""
     c, r = center, radius
     for m in layers:
-        if isinstance(m, AFFINE):
+        if isinstance(m, AFFINE) or (isinstance(m, nn.InstanceNorm2d) and m.track_running_stats):
             c, r = _affine_center(m, c), _affine_abs(m, r)
+        elif isinstance(m, SELF_NORM):
+            c, r = _self_norm(m, c, r)
         elif isinstance(m, (nn.MaxPool2d, *MONOTONE, *ORDER)):
             lo, hi = m(c - r), m(c + r)
             c, r = (hi + lo) / 2, (hi - lo) / 2
@@ -251,7 +316,7 @@ def _clamp(a: dict) -> nn.Module | None:
     if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi)):
         return None
     if lo is not None and hi is not None:
-        return nn.Hardtanh(float(lo), float(hi))
+        return nn.Hardtanh(float(lo), float(hi)) if lo < hi else None  # (hardtanh needs min < max)
     return nn.ReLU() if lo == 0 and hi is None else None
 
 
@@ -272,7 +337,7 @@ _FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module |
                    lambda a: nn.LeakyReLU(a["negative_slope"])),
     F.elu: (("alpha", "inplace"), {"alpha": 1.0, "inplace": False}, lambda a: nn.ELU(a["alpha"])),
     F.hardtanh: (("min_val", "max_val", "inplace"), {"min_val": -1.0, "max_val": 1.0, "inplace": False},
-                 lambda a: nn.Hardtanh(a["min_val"], a["max_val"])),
+                 lambda a: nn.Hardtanh(a["min_val"], a["max_val"]) if a["min_val"] < a["max_val"] else None),
     F.softplus: (("beta", "threshold"), {"beta": 1.0, "threshold": 20.0},
                  lambda a: nn.Softplus(a["beta"], a["threshold"])),
     F.hardsigmoid: (("inplace",), {"inplace": False}, lambda a: nn.Hardsigmoid()),
@@ -402,6 +467,12 @@ def conv2d(box: Box, weight: torch.Tensor, bias: torch.Tensor | None = None, str
                F.conv2d(box.radius, weight.abs(), None, stride, padding, dilation, groups))
 
 
+def conv_transpose2d(box: Box, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
+                     padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Box:
+    return Box(F.conv_transpose2d(box.center, weight, bias, stride, padding, output_padding, groups, dilation),
+               F.conv_transpose2d(box.radius, weight.abs(), None, stride, padding, output_padding, groups, dilation))
+
+
 def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
     """A mean over some dimensions: linear with non-negative weights."""
     return Box(box.center.mean(dim, keepdim), box.radius.mean(dim, keepdim))
@@ -451,6 +522,8 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
     if target is F.conv2d:
         pad = args[4] if len(args) > 4 else kwargs.get("padding", 0)
         return conv2d if boxes[0] and not any(boxes[1:]) and not isinstance(pad, str) else None
+    if target is F.conv_transpose2d:
+        return conv_transpose2d if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
     if target is torch.mean or name == "mean":
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
         return mean if boxes[0] and dim is not None and _dims_keep_batch(dim) else None
