@@ -91,3 +91,43 @@ def test_gain_pixels_shapes_and_top_choice():
     (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
     gain = torch.maximum(g * (1 - x), -g * x).flatten(1)
     assert torch.equal(pix[:, 0], gain.argmax(1))
+
+
+class _LearnedInput(nn.Module):
+    """A learned per-channel input affine map (a ChannelAffine reading parameters) in front of the default CNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift, self.scale = nn.Parameter(torch.tensor([[[0.2]]])), nn.Parameter(torch.tensor([[[3.0]]]))
+        self.cnn = build("cnn")
+
+    def forward(self, x):
+        return self.cnn((x - self.shift) * self.scale)
+
+
+def _group_norm_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+
+
+@pytest.mark.parametrize("make", [_LearnedInput, _group_norm_cnn], ids=["learned-input-affine", "group-norm"])
+def test_leading_affine_layers_and_norms_train_on_the_exact_search_bound(make):
+    """The bound certified training uses is the exact search's one, and its gradients (the input map's
+    parameters included) do not depend on whether the windows run."""
+    torch.manual_seed(2)
+    model = make().eval()
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    pixels = torch.randint(0, 784, (4, 5))
+    grads = []
+    for locality in (True, False):
+        pb = PixelBound(model, (1, 28, 28), torch.device("cpu"), locality=locality)
+        worst = pb.worst_logits(x, y, pixels)
+        ref = y.repeat_interleave(5)
+        lower = (-worst).masked_fill(F.one_hot(ref, 10).bool(), float("inf")).min(1).values
+        torch.testing.assert_close(lower.detach(), _exact_bound(pb, x, y, pixels), rtol=1e-5, atol=1e-5)
+        model.zero_grad()
+        pb.loss(x, y, pixels).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(g.abs().sum() > 0 for g in grads[0])  # every weight, the input map's included, is trained
+    for windowed, full in zip(*grads):
+        torch.testing.assert_close(windowed, full, rtol=1e-4, atol=1e-6)

@@ -396,12 +396,16 @@ def test_random_geometries_match_brute_force(seed):
     assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
 
 
-def _bounded_and_exact(model: nn.Module, seed: int) -> None:
-    """``model`` (1x8x8 inputs) gets a bound plan; its exact search equals brute force, with flips found and
-    over 30% of the candidates settled by bounds."""
-    plan, why = build_plan(model, (1, 8, 8))
+def _bounded_and_exact(model: nn.Module, seed: int, shape: tuple[int, int, int] = (1, 8, 8), images: int = 8,
+                       lead: int | None = None) -> None:
+    """``model`` gets a bound plan (windowed, with at least ``lead`` elementwise layers run on the pixel's own
+    window, when given); its exact search equals brute force, with flips found and over 30% of the
+    candidates settled by bounds."""
+    plan, why = build_plan(model, shape)
     assert why is None and plan is not None
-    x, y = images_for(model, (1, 8, 8), 16, 8, seed=seed)
+    if lead is not None:
+        assert plan.local is not None and plan.local.lead >= lead
+    x, y = images_for(model, shape, 16, images, seed=seed)
     found = onepixel.attack(model, x, y, levels=16, device="cpu")
     assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
     assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
@@ -464,13 +468,19 @@ ORDER_LAYERS = [nn.ZeroPad2d((1, 2, 0, 1)), nn.ConstantPad2d(1, 0.7), nn.Reflect
 def test_order_preserving_layers_bound_every_value_in_their_box(m):
     """Padding, nearest/bilinear resizing and adaptive max pooling never lower an output when an input
     rises, so the images of a box's two corners bound it; checked on random boxes and 200 samples each."""
+    _bounds_every_sample(m, seed=1, boxes=20)
+
+
+def _bounds_every_sample(m: nn.Module, seed: int, boxes: int) -> None:
+    """``m``'s rule contains its output at 200 random points of each of ``boxes`` random (N, 2, 4, 5) boxes."""
     from advgen.onepixel.rules import propagate
 
-    g = torch.Generator().manual_seed(1)
-    center, radius = torch.randn(20, 2, 4, 5, generator=g), torch.rand(20, 2, 4, 5, generator=g)
-    c, r = propagate([m], center, radius)
-    t = torch.rand(200, *center.shape, generator=g) * 2 - 1
-    inside = m((center + t * radius).flatten(0, 1)).view(200, *c.shape)
+    g = torch.Generator().manual_seed(seed)
+    center, radius = torch.randn(boxes, 2, 4, 5, generator=g), torch.rand(boxes, 2, 4, 5, generator=g)
+    with torch.no_grad():
+        c, r = propagate([m], center, radius)
+        t = torch.rand(200, *center.shape, generator=g) * 2 - 1
+        inside = m((center + t * radius).flatten(0, 1)).view(200, *c.shape)
     assert (inside >= c - r - 1e-5).all() and (inside <= c + r + 1e-5).all()
 
 
@@ -566,13 +576,7 @@ def test_elementwise_layers_before_the_first_convolution_keep_the_windows(make):
             m.running_mean.fill_(0.3), m.running_var.fill_(0.5)
     model.eval()
     shape = (3, 8, 8) if isinstance(model[1], nn.Conv2d) and model[1].in_channels == 3 else (1, 8, 8)
-    plan, why = build_plan(model, shape)
-    assert why is None and plan.local is not None and plan.local.lead >= 1
-    x, y = images_for(model, shape, 16, 6, seed=7)
-    found = onepixel.attack(model, x, y, levels=16, device="cpu")
-    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
-    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
-    assert any(len(r.flips) for r in found)
+    _bounded_and_exact(model, seed=7, shape=shape, images=6, lead=1)
 
 
 class ImageNormalizer(nn.Module):
@@ -636,14 +640,7 @@ def test_normalisation_written_in_forward_is_a_layer_of_the_windowed_prefix(make
     """Arithmetic with a number or a per-channel buffer in front of the first convolution is a per-channel
     affine layer (:class:`ChannelAffine`), run on the pixel's window: brute force's answers, on windows."""
     torch.manual_seed(8)
-    model = _sharpen(make()).eval()
-    plan, why = build_plan(model, shape)
-    assert why is None and plan.local is not None and plan.local.lead >= 2
-    x, y = images_for(model, shape, 16, 6, seed=8)
-    found = onepixel.attack(model, x, y, levels=16, device="cpu")
-    assert_matches_brute_force(found, brute_force(model, x, y, 16), x)
-    assert sum(r.pruned for r in found) > 0.3 * sum(r.pruned + r.evaluated for r in found)
-    assert any(len(r.flips) for r in found)
+    _bounded_and_exact(_sharpen(make()).eval(), seed=8, shape=shape, images=6, lead=2)
 
 
 def test_a_constant_that_varies_by_position_is_not_taken_as_per_channel():
@@ -714,15 +711,8 @@ def test_self_normalising_layers_bound_every_value_in_their_box(m):
 
 
 def test_transposed_convolutions_bound_every_value_in_their_box():
-    from advgen.onepixel.rules import propagate
-
-    m = _with_random_affine(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1))
-    g = torch.Generator().manual_seed(3)
-    center, radius = torch.randn(10, 2, 4, 5, generator=g), torch.rand(10, 2, 4, 5, generator=g)
-    c, r = propagate([m], center, radius)
-    t = torch.rand(200, *center.shape, generator=g) * 2 - 1
-    inside = m((center + t * radius).flatten(0, 1)).view(200, *c.shape)
-    assert (inside >= c - r - 1e-5).all() and (inside <= c + r + 1e-5).all()
+    _bounds_every_sample(_with_random_affine(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)),
+                         seed=3, boxes=10)
 
 
 class UpConv(nn.Module):
