@@ -81,16 +81,16 @@ class ChannelAffine(nn.Module):
     ``constant()`` reads ``k`` at every call (a buffer moved to another device, a parameter being trained).
     """
 
-    OPS = ("add", "sub", "rsub", "mul", "div")
+    OPS: dict[str, Callable[[Any, Any], Any]] = {"add": operator.add, "sub": operator.sub,
+                                                "rsub": lambda x, k: k - x, "mul": operator.mul,
+                                                "div": operator.truediv}
 
     def __init__(self, op: str, constant: Callable[[], Any]) -> None:
         super().__init__()
         self.op, self.constant = op, constant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.constant()
-        return {"add": operator.add, "sub": operator.sub, "rsub": lambda a, b: b - a, "mul": operator.mul,
-                "div": operator.truediv}[self.op](x, k)
+        return self.OPS[self.op](x, self.constant())
 
     def radius(self, r: torch.Tensor) -> torch.Tensor:
         """The radius through the map: unchanged by a shift, scaled by ``|k|`` or ``1 / |k|``."""
@@ -234,10 +234,10 @@ def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Te
     var_lo, var_hi = small.mean(-1, keepdim=True), large.mean(-1, keepdim=True)
     big = (cg.abs() + rg).amax(-1, keepdim=True)
     ill = big * torch.rsqrt(var_lo + m.eps) > CONDITION
-    ulps = torch.where(ill, 2 * FP32_EPS * (math.ceil(math.log2(n)) + 2), 0.0) * big  # (B, G, 1)
-    s_lo = torch.rsqrt(var_hi + ulps * big + m.eps)  # the smallest scale: the largest variance
-    s_hi = torch.rsqrt((var_lo - ulps * big).clamp_min(0) + m.eps)
-    lo, hi = lo - ulps, hi + ulps
+    allowance = torch.where(ill, 2 * FP32_EPS * (math.ceil(math.log2(n)) + 2), 0.0) * big  # (B, G, 1)
+    s_lo = torch.rsqrt(var_hi + allowance * big + m.eps)  # the smallest scale: the largest variance
+    s_hi = torch.rsqrt((var_lo - allowance * big).clamp_min(0) + m.eps)
+    lo, hi = lo - allowance, hi + allowance
     y_lo, y_hi = torch.minimum(lo * s_lo, lo * s_hi), torch.maximum(hi * s_lo, hi * s_hi)
     yc, yr = ((y_hi + y_lo) / 2).view_as(c), ((y_hi - y_lo) / 2).view_as(c)
     weight, bias = (m.weight, m.bias) if not isinstance(m, nn.InstanceNorm2d) or m.affine else (None, None)
