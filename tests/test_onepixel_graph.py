@@ -629,13 +629,30 @@ class ConstantFirst(ImageNormalizer):
         return self.fc(torch.flatten(F.relu(self.conv(self.mean * h + self.std)), 1))
 
 
+class ViewedInForward(nn.Module):
+    """Learned statistics of shape (C,) shaped in ``forward``: ``self.mean.view(1, -1, 1, 1)``,
+    ``self.std[None, :, None, None]`` (fx folds such a view of a buffer into a constant, but keeps a
+    parameter's as nodes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = nn.Parameter(torch.tensor([0.49, 0.48, 0.45]))
+        self.std = nn.Parameter(torch.tensor([0.25, 0.24, 0.26]))
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 4)
+
+    def forward(self, x):
+        h = (x - self.mean.view(1, -1, 1, 1)) / self.std[None, :, None, None]
+        return self.fc(torch.flatten(F.relu(self.conv(h)), 1))
+
+
 @pytest.mark.parametrize("make, shape", [
+    (ViewedInForward, (3, 8, 8)),
     (lambda: nn.Sequential(ImageNormalizer((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), nn.Conv2d(3, 4, 3), nn.ReLU(),
                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 4)), (3, 8, 8)),
     (Clamped, (3, 8, 8)),
     (Scalars, (1, 8, 8)),
     (lambda: ConstantFirst(), (3, 8, 8)),
-], ids=["image-normalizer", "clamp-then-normalize", "numbers", "constant-first"])
+], ids=["viewed-in-forward", "image-normalizer", "clamp-then-normalize", "numbers", "constant-first"])
 def test_normalisation_written_in_forward_is_a_layer_of_the_windowed_prefix(make, shape):
     """Arithmetic with a number or a per-channel buffer in front of the first convolution is a per-channel
     affine layer (:class:`ChannelAffine`), run on the pixel's window: brute force's answers, on windows."""
@@ -655,7 +672,8 @@ def test_a_constant_that_varies_by_position_is_not_taken_as_per_channel():
 
 
 def test_a_channel_affine_layer_reads_its_parameter_at_every_run():
-    """A learned input scale (a parameter) is read when the bound runs, not when the plan was built."""
+    """A learned input scale (a parameter, and a constant computed from it in ``forward``) is read when the
+    bound runs, not when the plan was built."""
     class Scaled(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -663,7 +681,7 @@ def test_a_channel_affine_layer_reads_its_parameter_at_every_run():
             self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2 * 6 * 6, 3)
 
         def forward(self, x):
-            return self.fc(torch.flatten(F.relu(self.conv(x * self.scale)), 1))
+            return self.fc(torch.flatten(F.relu(self.conv(x * self.scale + self.scale.exp())), 1))
 
     torch.manual_seed(10)
     model = Scaled().eval()
@@ -674,7 +692,7 @@ def test_a_channel_affine_layer_reads_its_parameter_at_every_run():
     zero = torch.zeros(3, dtype=torch.long)
     with torch.no_grad():
         c, r = pixel_boxes(plan, x, plan.prepare(x), torch.arange(3), zero, zero, zero, x[:, 0, 0, 0], torch.zeros(3))
-        assert plan.local is not None and torch.allclose(plan.head(c), model(x), atol=1e-5) and float(r.abs().max()) == 0
+        assert plan.local.lead == 2 and torch.allclose(plan.head(c), model(x), atol=1e-5) and float(r.abs().max()) == 0
 
 
 def _with_random_affine(m: nn.Module) -> nn.Module:

@@ -283,8 +283,9 @@ _ARITH = {operator.add: "add", torch.add: "add", operator.iadd: "add", "add": "a
 def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: dict) -> tuple[rules.ChannelAffine, int] | None:
     """``node`` as a :class:`.rules.ChannelAffine` layer and the position of its box argument, or None.
 
-    Taken: a box and a number or a per-channel constant read straight off the module (a buffer or a
-    parameter, read again at every run), so the layer is the same map whatever the weights become.
+    Taken: a box and a number or a per-channel constant: a buffer or a parameter, or one computed from them
+    in ``forward`` (``self.mean.view(1, -1, 1, 1)``). The constant is computed again at every run, so the
+    layer is the same map whatever the weights become.
     """
     try:
         op = _ARITH.get(node.target)
@@ -300,11 +301,8 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
     other = node.args[1 - box_at]
     if op is None or not rules.per_channel(a_args[1 - box_at]):
         return None
-    if isinstance(other, fx.Node):
-        if other.op != "get_attr":
-            return None
-        target = other.target
-        return rules.ChannelAffine(op, lambda: _fetch(gm, target)), box_at
+    if isinstance(other, fx.Node):  # (its value is known, so it reads no input: a constant)
+        return rules.ChannelAffine(op, lambda: _evaluate(gm, other)), box_at
     value = other
     return rules.ChannelAffine(op, lambda: value), box_at
 
@@ -327,6 +325,14 @@ def _fetch(gm: fx.GraphModule, target: str) -> Any:
     return obj
 
 
+def _evaluate(gm: fx.GraphModule, node: fx.Node) -> Any:
+    """The value of a node that reads no input (a buffer, or arithmetic on buffers), computed now."""
+    if node.op == "get_attr":
+        return _fetch(gm, node.target)
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: _evaluate(gm, n))
+    return _call(gm, node, args, kwargs)
+
+
 def _call(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     if node.op == "call_function":
         return node.target(*args, **kwargs)
@@ -338,8 +344,8 @@ def _call(gm: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
 
 
 def _read(steps: list[Step], output: str) -> list[Step]:
-    """The steps whose value the output needs: a constant a :class:`.rules.ChannelAffine` reads for itself
-    is left out, so that the layer follows the input directly in the spatial prefix."""
+    """The steps whose value the output needs: a constant (and what it is computed from) that only a
+    :class:`.rules.ChannelAffine` reads, which computes it for itself, is left out, so that the layer follows the input directly in the spatial prefix."""
     needed, kept = {output}, []
     for s in reversed(steps):
         if s.node in needed:
