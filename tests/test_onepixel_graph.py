@@ -746,6 +746,24 @@ class UpConv(nn.Module):
         return self.fc(torch.flatten(F.relu(h), 1))
 
 
+class FunctionalNorms(nn.Module):
+    """``F.group_norm`` and ``F.layer_norm`` with parameters, as hand-written norm layers call them (ConvNeXt's
+    channels-last layer norm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2)
+        self.gw, self.gb = nn.Parameter(torch.rand(4) * 2 + 1.5), nn.Parameter(torch.randn(4) * 0.1)
+        self.lw, self.lb = nn.Parameter(torch.rand(6) * 2 + 1.5), nn.Parameter(torch.randn(6) * 0.1)
+        self.fc = nn.Linear(6 * 3 * 3, 4)
+
+    def forward(self, x):
+        h = F.relu(F.group_norm(self.conv1(x), 2, self.gw, self.gb))
+        h = self.conv2(h).permute(0, 2, 3, 1)
+        h = F.layer_norm(h, (6,), self.lw, self.lb, 1e-6).permute(0, 3, 1, 2)
+        return self.fc(torch.flatten(F.relu(h), 1))
+
+
 class NormNet(nn.Module):
     """A CNN with the normalisations of modern architectures: group norm, instance norm, layer norm in the head."""
 
@@ -765,8 +783,8 @@ class NormNet(nn.Module):
     lambda: NormNet("group"), lambda: NormNet("instance"), lambda: NormNet("layer"),
     lambda: nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.ConvTranspose2d(3, 2, 3, stride=2),
                           nn.ReLU(), nn.Flatten(), nn.Linear(2 * 7 * 7, 4)),
-    lambda: UpConv(),
-], ids=["group-norm", "instance-norm", "layer-norm", "conv-transpose", "F.conv_transpose2d"])
+    lambda: UpConv(), lambda: FunctionalNorms(),
+], ids=["group-norm", "instance-norm", "layer-norm", "conv-transpose", "F.conv_transpose2d", "F.group_norm-F.layer_norm"])
 def test_normalisation_and_transposed_convolution_models_are_bounded_and_exact(make):
     torch.manual_seed(12)
     model = _sharpen(make()).eval()

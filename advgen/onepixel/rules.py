@@ -473,6 +473,29 @@ def conv_transpose2d(box: Box, weight: torch.Tensor, bias: torch.Tensor | None =
                F.conv_transpose2d(box.radius, weight.abs(), None, stride, padding, output_padding, groups, dilation))
 
 
+def layer_norm(box: Box, normalized_shape: Any, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> Box:
+    """``F.layer_norm``: :func:`_self_norm` of the plain layer, then the elementwise weight and bias."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    c, r = _self_norm(nn.LayerNorm(shape, eps=eps, elementwise_affine=False), box.center, box.radius)
+    return _scaled(c, r, weight, bias, shape)
+
+
+def group_norm(box: Box, num_groups: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+               eps: float = 1e-5) -> Box:
+    """``F.group_norm``: :func:`_self_norm` of the plain layer, then the per-channel weight and bias."""
+    channels = box.center.shape[1]
+    c, r = _self_norm(nn.GroupNorm(num_groups, channels, eps=eps, affine=False), box.center, box.radius)
+    return _scaled(c, r, weight, bias, (1, -1) + (1,) * (c.ndim - 2))
+
+
+def _scaled(c: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+            shape: tuple) -> Box:
+    if weight is not None:
+        c, r = c * weight.view(shape), r * weight.view(shape).abs()
+    return Box(c if bias is None else c + bias.view(shape), r)
+
+
 def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
     """A mean over some dimensions: linear with non-negative weights."""
     return Box(box.center.mean(dim, keepdim), box.radius.mean(dim, keepdim))
@@ -524,6 +547,9 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
         return conv2d if boxes[0] and not any(boxes[1:]) and not isinstance(pad, str) else None
     if target is F.conv_transpose2d:
         return conv_transpose2d if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
+    if target in (F.layer_norm, F.group_norm):
+        return ({F.layer_norm: layer_norm, F.group_norm: group_norm}[target]
+                if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None)
     if target is torch.mean or name == "mean":
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
         return mean if boxes[0] and dim is not None and _dims_keep_batch(dim) else None
