@@ -18,7 +18,6 @@ of its own (each output reads every logit), and without the peel such a model wo
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -274,12 +273,6 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
     return f"no interval rule for {node.op} nodes"
 
 
-_ARITH = {operator.add: "add", torch.add: "add", operator.iadd: "add", "add": "add", "add_": "add", "__add__": "add",
-          "__radd__": "add", operator.sub: "sub", torch.sub: "sub", operator.isub: "sub", "sub": "sub", "sub_": "sub",
-          operator.mul: "mul", torch.mul: "mul", operator.imul: "mul", "mul": "mul", "mul_": "mul",
-          operator.truediv: "div", torch.div: "div", operator.itruediv: "div", "div": "div", "div_": "div"}
-
-
 def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: dict) -> tuple[rules.ChannelAffine, int] | None:
     """``node`` as a :class:`.rules.ChannelAffine` layer and the position of its box argument, or None.
 
@@ -287,10 +280,7 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
     in ``forward`` (``self.mean.view(1, -1, 1, 1)``). The constant is computed again at every run, so the
     layer is the same map whatever the weights become.
     """
-    try:
-        op = _ARITH.get(node.target)
-    except TypeError:  # unhashable target
-        return None
+    op = rules.arithmetic(node.op, node.target)
     if op is None or a_kwargs or len(a_args) != 2 or [a is _BOX for a in a_args].count(True) != 1:
         return None
     box_at = 0 if a_args[0] is _BOX else 1
@@ -303,8 +293,7 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
         return None
     if isinstance(other, fx.Node):  # (its value is known, so it reads no input: a constant)
         return rules.ChannelAffine(op, lambda: _evaluate(gm, other)), box_at
-    value = other
-    return rules.ChannelAffine(op, lambda: value), box_at
+    return rules.ChannelAffine(op, _constant(other)), box_at
 
 
 def _has_box(v: Any) -> bool:

@@ -201,16 +201,28 @@ def _affine_center(m: nn.Module, c: torch.Tensor) -> torch.Tensor:
     return m(c)
 
 
-def _groups(m: nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """``t`` viewed as (B, G, n): the n values each of whose G groups is normalised over."""
-    if isinstance(m, nn.LayerNorm):
-        return t.reshape(t.shape[0], -1, math.prod(m.normalized_shape))
-    groups = m.num_groups if isinstance(m, nn.GroupNorm) else t.shape[1]
-    return t.reshape(t.shape[0], groups, -1)
-
-
 def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer, group or instance norm of a box: ``(x - mean) / sqrt(var + eps) * weight + bias`` per group.
+    """Layer, group or instance norm of a box: :func:`_normalised`, then the layer's weight and bias."""
+    if isinstance(m, nn.LayerNorm):
+        yc, yr = _normalised(c, r, math.prod(m.normalized_shape), None, m.eps)
+        return _scaled(yc, yr, m.weight, m.bias, m.normalized_shape)
+    yc, yr = _normalised(c, r, None, m.num_groups if isinstance(m, nn.GroupNorm) else c.shape[1], m.eps)
+    weight, bias = (m.weight, m.bias) if not isinstance(m, nn.InstanceNorm2d) or m.affine else (None, None)
+    return _scaled(yc, yr, weight, bias, (1, -1) + (1,) * (c.ndim - 2))
+
+
+def _scaled(c: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+            shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalisation's affine part: ``weight`` and ``bias`` (either may be None) viewed as ``shape``."""
+    if weight is not None:
+        c, r = c * weight.view(shape), r * weight.view(shape).abs()
+    return (c if bias is None else c + bias.view(shape)), r
+
+
+def _normalised(c: torch.Tensor, r: torch.Tensor, size: int | None, groups: int | None,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x - mean) / sqrt(var + eps)`` of a box, per group: of the last ``size`` values, or of ``groups``
+    groups of the values after the batch.
 
     The deviation ``d = x - mean`` is affine in x (radius ``r_i (1 - 2/n) + sum(r) / n``); the (biased)
     variance, the mean of ``d^2``, lies between the means of the smallest and largest squares over each
@@ -224,7 +236,8 @@ def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Te
     variance: a few ulps per halving of the group (summation error), for torch's arithmetic and this
     rule's own. Elsewhere the rounding is that of any layer, which the safety margin covers.
     """
-    cg, rg = _groups(m, c), _groups(m, r)
+    shape = (c.shape[0], -1, size) if size else (c.shape[0], groups, -1)
+    cg, rg = c.reshape(shape), r.reshape(shape)  # (B, G, n)
     n = cg.shape[-1]
     dc = cg - cg.mean(-1, keepdim=True)
     dr = rg * (1 - 2 / n) + rg.sum(-1, keepdim=True) / n
@@ -233,19 +246,13 @@ def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Te
     large = torch.maximum(lo * lo, hi * hi)
     var_lo, var_hi = small.mean(-1, keepdim=True), large.mean(-1, keepdim=True)
     big = (cg.abs() + rg).amax(-1, keepdim=True)
-    ill = big * torch.rsqrt(var_lo + m.eps) > CONDITION
+    ill = big * torch.rsqrt(var_lo + eps) > CONDITION
     allowance = torch.where(ill, 2 * FP32_EPS * (math.ceil(math.log2(n)) + 2), 0.0) * big  # (B, G, 1)
-    s_lo = torch.rsqrt(var_hi + allowance * big + m.eps)  # the smallest scale: the largest variance
-    s_hi = torch.rsqrt((var_lo - allowance * big).clamp_min(0) + m.eps)
+    s_lo = torch.rsqrt(var_hi + allowance * big + eps)  # the smallest scale: the largest variance
+    s_hi = torch.rsqrt((var_lo - allowance * big).clamp_min(0) + eps)
     lo, hi = lo - allowance, hi + allowance
     y_lo, y_hi = torch.minimum(lo * s_lo, lo * s_hi), torch.maximum(hi * s_lo, hi * s_hi)
-    yc, yr = ((y_hi + y_lo) / 2).view_as(c), ((y_hi - y_lo) / 2).view_as(c)
-    weight, bias = (m.weight, m.bias) if not isinstance(m, nn.InstanceNorm2d) or m.affine else (None, None)
-    if weight is None:
-        return yc, yr
-    shape = weight.shape if isinstance(m, nn.LayerNorm) else (1, -1) + (1,) * (c.ndim - 2)
-    w = weight.view(shape)
-    return yc * w + (0 if bias is None else bias.view(shape)), yr * w.abs()
+    return ((y_hi + y_lo) / 2).view_as(c), ((y_hi - y_lo) / 2).view_as(c)
 
 
 def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -475,25 +482,16 @@ def conv_transpose2d(box: Box, weight: torch.Tensor, bias: torch.Tensor | None =
 
 def layer_norm(box: Box, normalized_shape: Any, weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, eps: float = 1e-5) -> Box:
-    """``F.layer_norm``: :func:`_self_norm` of the plain layer, then the elementwise weight and bias."""
+    """``F.layer_norm``: the layer's normalisation, then the elementwise weight and bias."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    c, r = _self_norm(nn.LayerNorm(shape, eps=eps, elementwise_affine=False), box.center, box.radius)
-    return _scaled(c, r, weight, bias, shape)
+    return Box(*_scaled(*_normalised(box.center, box.radius, math.prod(shape), None, eps), weight, bias, shape))
 
 
 def group_norm(box: Box, num_groups: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                eps: float = 1e-5) -> Box:
-    """``F.group_norm``: :func:`_self_norm` of the plain layer, then the per-channel weight and bias."""
-    channels = box.center.shape[1]
-    c, r = _self_norm(nn.GroupNorm(num_groups, channels, eps=eps, affine=False), box.center, box.radius)
-    return _scaled(c, r, weight, bias, (1, -1) + (1,) * (c.ndim - 2))
-
-
-def _scaled(c: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-            shape: tuple) -> Box:
-    if weight is not None:
-        c, r = c * weight.view(shape), r * weight.view(shape).abs()
-    return Box(c if bias is None else c + bias.view(shape), r)
+    """``F.group_norm``: the layer's normalisation, then the per-channel weight and bias."""
+    shape = (1, -1) + (1,) * (box.center.ndim - 2)
+    return Box(*_scaled(*_normalised(box.center, box.radius, None, num_groups, eps), weight, bias, shape))
 
 
 def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
@@ -506,23 +504,38 @@ def _dims_keep_batch(dim: Any) -> bool:
     return all(isinstance(d, int) and d != 0 for d in dims)
 
 
+_ARITH_FUNCTIONS = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.sub: "sub", torch.sub: "sub",
+                    operator.isub: "sub", operator.mul: "mul", torch.mul: "mul", operator.imul: "mul",
+                    operator.truediv: "div", torch.div: "div", operator.itruediv: "div"}
+_ARITH_METHODS = {"add": "add", "add_": "add", "__add__": "add", "__radd__": "add", "sub": "sub", "sub_": "sub",
+                  "mul": "mul", "mul_": "mul", "div": "div", "div_": "div"}
+
+
+def arithmetic(kind: str, target: Any) -> str | None:
+    """``add``, ``sub``, ``mul`` or ``div`` when the call (``kind`` an fx node's op) is that operation in
+    any of its spellings (operator, ``torch.*``, tensor method, in place), else None."""
+    if kind == "call_method":
+        return _ARITH_METHODS.get(target)
+    try:
+        return _ARITH_FUNCTIONS.get(target)
+    except TypeError:  # unhashable target
+        return None
+
+
 def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Callable[[Any], bool]) -> Callable | None:
     """The rule of a call that is not a one-input layer, or None. ``args`` may hold earlier nodes;
     ``is_box(v)`` says whether an argument carries a box (depends on the pixel) or is a constant."""
     boxes = [is_box(a) for a in args]
     name = target if kind == "call_method" else None
-    if target in (operator.add, torch.add, operator.iadd) or name in ("add", "add_", "__add__", "__radd__"):
-        if len(args) == 2 and not kwargs and (all(boxes) or boxes[0] or (boxes[1] and not name)):
-            return add
-    if target in (operator.sub, torch.sub, operator.isub) or name in ("sub", "sub_"):
-        if len(args) == 2 and not kwargs and (boxes[0] or not name):
-            return sub
-    if target in (operator.mul, torch.mul, operator.imul) or name in ("mul", "mul_"):
-        if len(args) == 2 and not kwargs and sum(boxes) == 1 and _is_const(args[1 - boxes.index(True)]):
-            return mul
-    if target in (operator.truediv, torch.div, operator.itruediv) or name in ("div", "div_"):
-        if len(args) == 2 and not kwargs and boxes == [True, False] and _is_const(args[1]):
-            return div
+    op = arithmetic(kind, target)
+    if op == "add" and len(args) == 2 and not kwargs and (all(boxes) or boxes[0] or (boxes[1] and not name)):
+        return add
+    if op == "sub" and len(args) == 2 and not kwargs and (boxes[0] or not name):
+        return sub
+    if op == "mul" and len(args) == 2 and not kwargs and sum(boxes) == 1 and _is_const(args[1 - boxes.index(True)]):
+        return mul
+    if op == "div" and len(args) == 2 and not kwargs and boxes == [True, False] and _is_const(args[1]):
+        return div
     if target in (operator.neg, torch.neg) or name == "neg":
         return neg if boxes == [True] else None
     if target is torch.cat or target is torch.concat:
@@ -545,11 +558,9 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
     if target is F.conv2d:
         pad = args[4] if len(args) > 4 else kwargs.get("padding", 0)
         return conv2d if boxes[0] and not any(boxes[1:]) and not isinstance(pad, str) else None
-    if target is F.conv_transpose2d:
-        return conv_transpose2d if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
-    if target in (F.layer_norm, F.group_norm):
-        return ({F.layer_norm: layer_norm, F.group_norm: group_norm}[target]
-                if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None)
+    if target in (F.conv_transpose2d, F.layer_norm, F.group_norm):  # a box, then constants (weights, sizes)
+        rule = {F.conv_transpose2d: conv_transpose2d, F.layer_norm: layer_norm, F.group_norm: group_norm}[target]
+        return rule if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
     if target is torch.mean or name == "mean":
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
         return mean if boxes[0] and dim is not None and _dims_keep_batch(dim) else None
