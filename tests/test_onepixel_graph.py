@@ -278,7 +278,7 @@ def _full_box(x, img, ch, row, col, lo, hi):
 
 @pytest.mark.parametrize("forward, needle", [
     (lambda self, x: self.fc((x - x.mean(0)).flatten(1)), "mean"),       # mixes the batch
-    (lambda self, x: self.fc(x.flatten(1)[:, :64].sort(1).values), "getitem"),
+    (lambda self, x: self.fc(x.flatten(1)[:, :64].cumprod(1)), "cumprod"),
     (lambda self, x: self.fc(F.leaky_relu(x, -0.5).flatten(1)), "leaky_relu"),  # not monotone
     (lambda self, x: self.fc(x.flatten(1) if x.sum() > 0 else -x.flatten(1)), "cannot trace"),  # control flow
 ])
@@ -862,3 +862,133 @@ class ShiftOnly(nn.Module):
 
     def forward(self, x):
         return x - self.mean
+
+
+class MedianFiltered(nn.Module):
+    """A 3x3 median filter in front of a CNN, spelled as the widely copied ``MedianPool2d`` gist does it
+    (reflect padding, two ``Tensor.unfold`` views, ``median(dim=-1)[0]``): the classic defence against
+    sparse noise, whose one-pixel robustness is what a user would ask advgen about."""
+
+    def __init__(self, values: bool = False) -> None:
+        super().__init__()
+        self.values = values
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                  nn.Linear(4 * 4 * 4, 4))
+
+    def forward(self, x):
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect").unfold(2, 3, 1).unfold(3, 3, 1)
+        picked = x.contiguous().view(x.size()[:4] + (-1,)).median(dim=-1)
+        return self.body(picked.values if self.values else picked[0])
+
+
+class GlobalExtremes(nn.Module):
+    """Global max pooling written in forward, and the other reductions and selections that never lower an
+    output when an input rises: ``amax``, ``amin``, ``logsumexp``, ``max``/``min`` along a dim, the
+    elementwise ``maximum``/``minimum``, ``F.unfold`` and batch-keeping indexing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 + 9 * 16, 4)  # (sort: the second largest, subtracted)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        top2 = h.flatten(2).sort(2, descending=True).values[:, :, 1]
+        pooled = torch.cat([h.amax(dim=(2, 3)) - top2, torch.amin(h, (2, 3)), h.logsumexp((2, 3)) / 4,
+                            torch.maximum(h.max(dim=3).values.min(dim=2)[0], torch.minimum(h[:, :, 0, 0], x[:, 0, :1, 1]))], 1)
+        return self.fc(torch.cat([pooled, F.unfold(x[:, :, ::2, ::2], 3, padding=1).flatten(1)], 1))
+
+
+@pytest.mark.parametrize("make", [MedianFiltered, lambda: MedianFiltered(values=True), GlobalExtremes],
+                         ids=["median[0]", "median.values", "extremes"])
+def test_order_statistics_in_forward_are_bounded_and_exact(make):
+    torch.manual_seed(6)
+    model = _sharpen(make())
+    _bounded_and_exact(model, seed=6)
+
+
+@pytest.mark.parametrize("method", ["amax", "amin", "logsumexp", "max", "min", "median", "sort"])
+def test_order_statistics_bound_every_value_in_their_box(method):
+    """Each reduction or selection over the last dim of random boxes contains its value at 200 random points
+    of the box; a point box is exact."""
+    from advgen.onepixel.rules import ORDER_SELECT, Box, order_reduce, order_select
+
+    select = method in ORDER_SELECT
+    fn = (lambda t: getattr(torch, method)(t, dim=2).values) if select else (lambda t: getattr(torch, method)(t, 2))
+    rule = (lambda b: order_select(method)(b, dim=2)[0]) if select else (lambda b: order_reduce(method)(b, 2))
+    g = torch.Generator().manual_seed(2)
+    center, radius = torch.randn(20, 2, 20, generator=g), torch.rand(20, 2, 20, generator=g)
+    box = rule(Box(center, radius))
+    t = torch.rand(200, *center.shape, generator=g) * 2 - 1
+    inside = fn((center + t * radius).flatten(0, 1)).view(200, *box.center.shape)
+    assert (inside >= box.center - box.radius - 1e-5).all() and (inside <= box.center + box.radius + 1e-5).all()
+    point = rule(Box(center, torch.zeros_like(radius)))
+    assert torch.allclose(point.center, fn(center)) and (point.radius == 0).all()
+
+
+@pytest.mark.parametrize("forward, needle", [
+    (lambda x: x.flatten(1).max(dim=1)[1].float()[:, None] * torch.ones(1, 3), "indices of a max"),
+    (lambda x: x.flatten(1).median(dim=1).indices.float()[:, None] * torch.ones(1, 3), "indices of a max"),
+    (lambda x: x.amax(dim=0)[None].flatten(1)[:, :3], "no interval rule"),
+    (lambda x: x[0:1].flatten(1)[:, :3], "no interval rule"),
+], ids=["max[1]", "median.indices", "amax over the batch", "indexing the batch"])
+def test_indices_and_batch_reductions_have_no_rule(forward, needle):
+    class Model(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    plan, why = build_plan(Model(), (1, 4, 4))
+    assert plan is None and needle in why
+
+
+class WritesInPlace(nn.Module):
+    """A write into a tensor whose result the model drops, or into a tensor another node reads as well."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 36, 4)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = x * 1.0
+        if self.how == "view":
+            h[:, :, :, 0].clamp_(max=0.9)
+        elif self.how == "whole":
+            h.clamp_(max=0.9)
+        elif self.how == "module":
+            self.relu(h - 0.5)  # (h - 0.5 is a fresh tensor: dropped, and harmless, but not told apart)
+        elif self.how == "read twice":
+            return self.fc(F.relu(self.conv(h)).flatten(1)) + self.fc(F.relu(self.conv(F.relu(h, True))).flatten(1))
+        return self.fc(F.relu(self.conv(h)).flatten(1))
+
+
+@pytest.mark.parametrize("how", ["view", "whole", "module", "read twice"])
+def test_writes_in_place_the_bounds_cannot_follow_are_refused(how):
+    """Found by an audit: ``h[:, :, :, 0].clamp_(max=0.9)`` changes ``h`` but its own result is unused, so the
+    rules never saw it, and the search reported flips the model does not make (and missed real ones).
+    (``h[:, 0] = v`` needs no rule: fx cannot trace item assignment, so such a model is searched densely.)"""
+    plan, why = build_plan(WritesInPlace(how), (1, 6, 6))
+    assert plan is None and "writes in place" in why
+
+
+class InPlaceChain(nn.Module):
+    """Writes in place that the model goes on with: ``out += identity`` and ``ReLU(inplace=True)``, as in
+    torchvision's ResNet blocks, and ``x[()]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4 * 8 * 8, 4)
+
+    def forward(self, x):
+        identity = self.relu(self.conv1(x[()]))
+        out = self.conv2(identity)
+        out += identity
+        return self.fc(F.relu(out, inplace=True).flatten(1))
+
+
+def test_writes_in_place_that_the_model_goes_on_with_are_bounded_and_exact():
+    torch.manual_seed(7)
+    _bounded_and_exact(_sharpen(InPlaceChain()), seed=7)

@@ -18,6 +18,8 @@ of its own (each output reads every logit), and without the peel such a model wo
 
 from __future__ import annotations
 
+import inspect
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,6 +32,7 @@ from .rules import Box
 
 _BOX = object()      # while rules are chosen: a value that depends on the input pixel (a box)
 _RUNTIME = object()  # a plain value known only at run time (a shape read off a box)
+_PAIR = object()     # (values, indices) of max/min/median/sort along a dim: only the values (a box) may be read
 
 
 @dataclass
@@ -148,6 +151,12 @@ def trace_steps(model: nn.Module) -> Traced | str:
     steps: list[Step] = []
     wanted = _ancestors(last)
     for node in nodes:
+        if _writes_in_place(gm, node):
+            into = node.args[0] if node.args else None
+            if node.name not in wanted or (isinstance(into, fx.Node) and len(into.users) > 1):
+                return (f"node {node.name!r} ({_describe(gm, node)}): it writes in place into a tensor that other "
+                        f"nodes read, and the bounds follow values, not writes")
+    for node in nodes:
         if node.op in ("output",) or node.name not in wanted:
             continue
         if node.op == "placeholder":
@@ -196,6 +205,33 @@ def _class_softmax(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return layer(dim=1)
 
 
+_IN_PLACE_OPERATORS = {operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                       operator.ifloordiv, operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
+
+
+def _writes_in_place(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` changes a tensor it reads: ``x.clamp_()``, ``x[:, 0] = v``, ``x += y``, ``inplace=True``.
+
+    Such a write is fine when the node's result is what the model goes on with and nothing else reads the
+    tensor before it (``out += identity``, ``nn.ReLU(inplace=True)`` in a chain): the rules then see the same
+    value. A write whose result is dropped, or into a tensor another node reads too, changes values the
+    rules have already bounded as they were.
+    """
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.endswith("__")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        if node.target in _IN_PLACE_OPERATORS or (name.endswith("_") and not name.endswith("__")):
+            return True
+        try:  # ``F.relu(x, True)`` as well as ``F.relu(x, inplace=True)``
+            return inspect.signature(node.target).bind(*node.args, **node.kwargs).arguments.get("inplace") is True
+        except (TypeError, ValueError):  # no signature to read, or not these arguments
+            return node.kwargs.get("inplace") is True
+    if node.op == "call_module":
+        return getattr(gm.get_submodule(node.target), "inplace", False) is True
+    return False
+
+
 def _ancestors(node: fx.Node) -> set[str]:
     seen, todo = set(), [node]
     while todo:
@@ -222,6 +258,14 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
     refs = fx.node.map_arg((node.args, node.kwargs), lambda n: _Name(n.name))
     r_args, r_kwargs = refs
     inputs = [kind[n.name] for n in node.all_input_nodes]
+    if any(v is _PAIR for v in inputs):
+        reads_values = (node.op == "call_function" and len(a_args) == 2 and a_args[0] is _PAIR and not a_kwargs
+                        and ((node.target is operator.getitem and a_args[1] == 0)
+                             or (node.target is getattr and a_args[1] == "values")))
+        if not reads_values:
+            return "it reads the indices of a max, min, median or sort, which have no interval"
+        kind[node.name] = _BOX
+        return Step(node.name, rules.values, r_args, {})
     if node.op == "get_attr":
         value = _fetch(gm, node.target)
         kind[node.name] = value
@@ -269,6 +313,8 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
             return "no interval rule for this call"
         if rule is rules.size:
             kind[node.name] = _RUNTIME
+        elif getattr(rule, "pair", False):
+            kind[node.name] = _PAIR
         return Step(node.name, rule, r_args, r_kwargs)
     return f"no interval rule for {node.op} nodes"
 
@@ -298,7 +344,7 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
 
 def _has_box(v: Any) -> bool:
     """Whether ``v`` holds a box or a run-time value (either rules out reading it as a constant)."""
-    if v is _BOX or v is _RUNTIME:
+    if v is _BOX or v is _RUNTIME or v is _PAIR:
         return True
     if isinstance(v, (tuple, list)):
         return any(_has_box(x) for x in v)

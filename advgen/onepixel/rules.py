@@ -12,7 +12,9 @@ graph, Xu et al. 2020):
 - activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
 - order-preserving maps that mix positions (padding, nearest or bilinear resizing, adaptive max
-  pooling): no output falls when an input rises, so the two end points bound them as well;
+  pooling, ``unfold``, indexing) and order statistics (``amax``, ``logsumexp``, the values of ``max``,
+  ``median`` or ``sort`` along a dim, elementwise ``maximum``): no output falls when an input rises, so
+  the two end points bound them as well;
 - normalisation by the input's own statistics (layer, group and instance norm): the mean subtracted
   exactly as an affine map, the variance bounded from the deviations' squares, and the deviation box
   divided by the square root's interval;
@@ -499,6 +501,64 @@ def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
     return Box(box.center.mean(dim, keepdim), box.radius.mean(dim, keepdim))
 
 
+def _ends(box: Box, fn: Callable[[torch.Tensor], torch.Tensor]) -> Box:
+    """``fn`` of the box's two ends, for a map that is non-decreasing in every input: the box it gives."""
+    lo, hi = fn(box.center - box.radius), fn(box.center + box.radius)
+    return Box((hi + lo) / 2, (hi - lo) / 2)
+
+
+def order_reduce(method: str) -> Callable[..., Box]:
+    """``amax``, ``amin`` or ``logsumexp`` over some dimensions: each is non-decreasing in every input."""
+    def rule(box: Box, *args: Any, **kwargs: Any) -> Box:
+        return _ends(box, lambda t: getattr(torch, method)(t, *args, **kwargs))
+    return rule
+
+
+def order_select(method: str) -> Callable[..., tuple[Box, None]]:
+    """``max``, ``min``, ``median`` or ``sort`` along a dimension: each value is an order statistic, which
+    is non-decreasing in every input.
+    The result is a pair like torch's; the graph lets a model read only its values (the indices of an
+    interval are not an interval)."""
+    def rule(box: Box, *args: Any, **kwargs: Any) -> tuple[Box, None]:
+        return _ends(box, lambda t: getattr(torch, method)(t, *args, **kwargs).values), None
+    rule.pair = True  # the graph lets only the values be read
+    return rule
+
+
+def values(pair: tuple[Box, None], *args: Any) -> Box:
+    """``pair[0]`` or ``pair.values`` of :func:`order_select`'s result."""
+    return pair[0]
+
+
+def elementwise_extreme(method: str) -> Callable[[Any, Any], Box]:
+    """``torch.maximum``/``minimum`` (and two-tensor ``max``/``min``) of boxes or a box and a constant."""
+    def rule(a: Any, b: Any) -> Box:
+        ends = [(x.center - x.radius, x.center + x.radius) if isinstance(x, Box) else (x, x) for x in (a, b)]
+        fn = getattr(torch, method)
+        lo, hi = fn(ends[0][0], ends[1][0]), fn(ends[0][1], ends[1][1])
+        return Box((hi + lo) / 2, (hi - lo) / 2)
+    return rule
+
+
+def unfold(box: Box, *args: Any, **kwargs: Any) -> Box:
+    """``F.unfold``: every output is one input or a zero of the padding, so center and radius go alike."""
+    return Box(F.unfold(box.center, *args, **kwargs), F.unfold(box.radius, *args, **kwargs))
+
+
+def getitem(box: Box, index: Any) -> Box:
+    """``x[:, ...]``: basic indexing that keeps the batch dimension whole, a view of center and radius alike."""
+    return Box(box.center[index], box.radius[index])
+
+
+def _keeps_batch(index: Any) -> bool:
+    """Whether ``x[index]`` is basic indexing (slices, integers, None, ...) that leaves dim 0 untouched."""
+    parts = index if isinstance(index, tuple) else (index,)
+    plain = lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))  # noqa: E731
+    basic = all(plain(p) or p is Ellipsis or (isinstance(p, slice) and all(map(plain, (p.start, p.stop, p.step))))
+                for p in parts)
+    return basic and (not parts or parts[0] == slice(None))  # (``x[()]`` is x itself)
+
+
 def _dims_keep_batch(dim: Any) -> bool:
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     return all(isinstance(d, int) and d != 0 for d in dims)
@@ -520,6 +580,26 @@ def arithmetic(kind: str, target: Any) -> str | None:
         return _ARITH_FUNCTIONS.get(target)
     except TypeError:  # unhashable target
         return None
+
+
+#: Reductions non-decreasing in every input, whose value is one tensor.
+ORDER_REDUCE = ("amax", "amin", "logsumexp")
+#: Selections along a dimension that return (values, indices); only the values have a rule.
+ORDER_SELECT = ("max", "min", "median", "sort")
+
+
+def _extreme(kind: str, target: Any, args: tuple) -> str | None:
+    """``maximum`` or ``minimum`` when the call is the elementwise one of two tensors (``torch.max(a, b)``
+    too, but not ``torch.max(x, dim)``), else None."""
+    if kind == "call_method":
+        name = target
+    else:
+        name = target.__name__ if target in (torch.maximum, torch.minimum, torch.max, torch.min) else None
+    if name in ("maximum", "minimum"):
+        return name
+    if name in ("max", "min") and len(args) == 2 and not isinstance(args[1], int):
+        return name + "imum"
+    return None
 
 
 def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Callable[[Any], bool]) -> Callable | None:
@@ -561,6 +641,27 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
     if target in (F.conv_transpose2d, F.layer_norm, F.group_norm):  # a box, then constants (weights, sizes)
         rule = {F.conv_transpose2d: conv_transpose2d, F.layer_norm: layer_norm, F.group_norm: group_norm}[target]
         return rule if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
+    if name in ORDER_REDUCE or target in (torch.amax, torch.amin, torch.logsumexp):
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        return order_reduce(name or target.__name__) if boxes[0] and dim is not None and _dims_keep_batch(dim) \
+            and not any(boxes[1:]) else None
+    extreme = _extreme(kind, target, args)
+    if extreme is not None:
+        ok = len(args) == 2 and not kwargs and all(b or _is_const(a) for a, b in zip(args, boxes))
+        return elementwise_extreme(extreme) if ok else None
+    if name in ORDER_SELECT or target in (torch.max, torch.min, torch.median, torch.sort):
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", -1 if (name or target.__name__) == "sort" else None)
+        flag = args[2] if len(args) > 2 else kwargs.get("keepdim", kwargs.get("descending", False))
+        ok = boxes[0] and not any(boxes[1:]) and isinstance(dim, int) and _dims_keep_batch(dim) \
+            and isinstance(flag, bool) and set(kwargs) <= {"dim", "keepdim", "descending"}
+        return order_select(name or target.__name__) if ok else None
+    if name == "unfold":  # Tensor.unfold(dim, size, step): a view
+        dim = args[1] if len(args) > 1 else kwargs.get("dimension")
+        return reshape(name) if boxes[0] and isinstance(dim, int) and dim != 0 else None
+    if target is F.unfold:
+        return unfold if boxes[0] and not any(boxes[1:]) and not any(map(is_box, kwargs.values())) else None
+    if target is operator.getitem:
+        return getitem if boxes == [True, False] and _keeps_batch(args[1]) else None
     if target is torch.mean or name == "mean":
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
         return mean if boxes[0] and dim is not None and _dims_keep_batch(dim) else None
