@@ -137,6 +137,8 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
     if not all(isinstance(d, Dataset) for d in (train_data, *extra)) or not isinstance(config, HardenConfig):
         raise InputError("harden takes advgen.data.Dataset training data (and a list of them as extra) and a "
                          "HardenConfig")
+    if isinstance(model, torch.jit.ScriptModule):  # a copy of one has parameters the optimiser cannot take
+        raise InputError("harden cannot retrain a TorchScript model; pass the nn.Module it was scripted from")
     if not any(p.requires_grad for p in model.parameters()):
         raise InputError("the model has no trainable parameters")
     data = concat([train_data, *extra])

@@ -1,4 +1,5 @@
 import logging
+import warnings
 
 import pytest
 import torch
@@ -199,6 +200,11 @@ def test_harden_names_arguments_of_the_wrong_kind(trained_mlp, small_train):
         harden(trained_mlp.model, small_train.head(8), None, {"epochs": 1}, device="cpu")
     with pytest.raises(InputError, match="no trainable parameters"):
         harden(nn.Sequential(nn.Flatten(), nn.Identity()), small_train.head(8), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, and still used
+        scripted = torch.jit.script(trained_mlp.model)
+    with pytest.raises(InputError, match="TorchScript"):
+        harden(scripted, small_train.head(8), device="cpu")
     model, info = harden(trained_mlp.model, small_train.head(32), small_train.subset(slice(32, 40)),
                          HardenConfig(epochs=1, pgd_eps=0.0, clean_weight=1.0, certified_weight=0.0), device="cpu")
     assert info["train_images"] == 40  # one Dataset as extra is taken as a list of one
