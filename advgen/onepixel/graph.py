@@ -33,6 +33,7 @@ from .rules import Box
 _BOX = object()      # while rules are chosen: a value that depends on the input pixel (a box)
 _RUNTIME = object()  # a plain value known only at run time (a shape read off a box)
 _PAIR = object()     # (values, indices) of max/min/median/sort along a dim: only the values (a box) may be read
+_PARTS = object()    # a tuple of boxes (chunk, split, unbind): read one piece at a time
 
 
 @dataclass
@@ -258,6 +259,12 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
     refs = fx.node.map_arg((node.args, node.kwargs), lambda n: _Name(n.name))
     r_args, r_kwargs = refs
     inputs = [kind[n.name] for n in node.all_input_nodes]
+    if any(v is _PARTS for v in inputs):
+        if not (node.op == "call_function" and node.target is operator.getitem and len(a_args) == 2
+                and a_args[0] is _PARTS and isinstance(a_args[1], int) and not a_kwargs):
+            return "it uses the pieces of a chunk, split or unbind other than one at a time"
+        kind[node.name] = _BOX
+        return Step(node.name, rules.element, r_args, {})
     if any(v is _PAIR for v in inputs):
         reads_values = (node.op == "call_function" and len(a_args) == 2 and a_args[0] is _PAIR and not a_kwargs
                         and ((node.target is operator.getitem and a_args[1] == 0)
@@ -315,6 +322,8 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
             kind[node.name] = _RUNTIME
         elif getattr(rule, "pair", False):
             kind[node.name] = _PAIR
+        elif getattr(rule, "parts", False):
+            kind[node.name] = _PARTS
         return Step(node.name, rule, r_args, r_kwargs)
     return f"no interval rule for {node.op} nodes"
 
@@ -344,7 +353,7 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
 
 def _has_box(v: Any) -> bool:
     """Whether ``v`` holds a box or a run-time value (either rules out reading it as a constant)."""
-    if v is _BOX or v is _RUNTIME or v is _PAIR:
+    if v is _BOX or v is _RUNTIME or v is _PAIR or v is _PARTS:
         return True
     if isinstance(v, (tuple, list)):
         return any(_has_box(x) for x in v)

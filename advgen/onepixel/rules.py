@@ -9,7 +9,7 @@ graph, Xu et al. 2020):
   number or per-channel constant added, subtracted, multiplied or divided): the center exactly, the
   radius through the absolute linear part, no bias;
 - monotone elementwise maps (ReLU, sigmoid, max pooling, ...): the two end points;
-- activations with one minimum (GELU, SiLU, Mish): falling, then rising, so the largest value is at an
+- activations with one minimum (GELU, SiLU, Mish, Hardswish): falling, then rising, so the largest value is at an
   end point and the smallest at an end point or, when the box reaches the minimum, the minimum itself;
 - order-preserving maps that mix positions (padding, nearest or bilinear resizing, adaptive max
   pooling, ``unfold``, indexing) and order statistics (``amax``, ``logsumexp``, the values of ``max``,
@@ -19,7 +19,8 @@ graph, Xu et al. 2020):
   exactly as an affine map, the variance bounded from the deviations' squares, and the deviation box
   divided by the square root's interval;
 - ``add`` adds centers and radii, ``sub`` subtracts centers and adds radii, a constant factor scales the
-  radius by its absolute value, ``cat`` and reshapes act on both.
+  radius by its absolute value, a product of two boxes takes the extremes of its four end products,
+  ``cat`` and reshapes act on both.
 
 Functional calls (``F.relu``, ``F.max_pool2d``, ...) are turned into the equivalent layer module
 (:func:`layer_for_call`), so one rule serves both spellings and the receptive-field windows of
@@ -40,7 +41,7 @@ from torch.nn import functional as F
 
 MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh, nn.Softplus,
             nn.Hardsigmoid)
-VALLEY = (nn.GELU, nn.SiLU, nn.Mish)
+VALLEY = (nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish)
 #: Resizing modes whose weights are all non-negative (bicubic's are not).
 RESIZE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "area")
 
@@ -352,6 +353,7 @@ _FUNCTIONAL: dict[Any, tuple[tuple[str, ...], dict, Callable[[dict], nn.Module |
     F.hardsigmoid: (("inplace",), {"inplace": False}, lambda a: nn.Hardsigmoid()),
     F.gelu: (("approximate",), {"approximate": "none"}, lambda a: nn.GELU(a["approximate"])),
     F.silu: (("inplace",), {"inplace": False}, lambda a: nn.SiLU()),
+    F.hardswish: (("inplace",), {"inplace": False}, lambda a: nn.Hardswish()),
     F.mish: (("inplace",), {"inplace": False}, lambda a: nn.Mish()),
     torch.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
     F.sigmoid: ((), {}, lambda a: nn.Sigmoid()),
@@ -426,9 +428,18 @@ def neg(a: Box) -> Box:
 
 
 def mul(a: Any, b: Any) -> Box:
-    """A box times a constant (a number or a tensor that broadcasts); a box times a box has no rule."""
+    """A box times a constant (a number or a tensor that broadcasts); a box times a box is :func:`mul_boxes`."""
     box, k = (a, b) if isinstance(a, Box) else (b, a)
     return Box(box.center * k, box.radius * abs(k))
+
+
+def mul_boxes(a: Box, b: Box) -> Box:
+    """A box times a box (a squeeze-and-excitation gate times its features): the product is bilinear, so its
+    extremes over the two boxes are among the four products of their ends."""
+    ends = [x * y for x in (a.center - a.radius, a.center + a.radius) for y in (b.center - b.radius, b.center + b.radius)]
+    lo = torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3]))
+    hi = torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))
+    return Box((hi + lo) / 2, (hi - lo) / 2)
 
 
 def div(a: Box, k: Any) -> Box:
@@ -444,6 +455,26 @@ def reshape(method: str) -> Callable[..., Box]:
     def rule(box: Box, *args: Any, **kwargs: Any) -> Box:
         return Box(getattr(box.center, method)(*args, **kwargs), getattr(box.radius, method)(*args, **kwargs))
     return rule
+
+
+def identity(box: Box, *args: Any, **kwargs: Any) -> Box:
+    """A call that returns its input unchanged (stochastic depth in eval mode)."""
+    return box
+
+
+def pieces(method: str) -> Callable[..., tuple[Box, ...]]:
+    """``chunk``/``split``/``unbind`` along a dim other than the batch: views of center and radius alike, as a
+    tuple the graph lets a model index with plain integers."""
+    def rule(box: Box, *args: Any, **kwargs: Any) -> tuple[Box, ...]:
+        parts = zip(getattr(box.center, method)(*args, **kwargs), getattr(box.radius, method)(*args, **kwargs))
+        return tuple(Box(c, r) for c, r in parts)
+    rule.parts = True  # the graph lets a model read single pieces only
+    return rule
+
+
+def element(parts: tuple[Box, ...], index: int) -> Box:
+    """``parts[i]`` of :func:`pieces`' result."""
+    return parts[index]
 
 
 def size(box: Box, *args: Any) -> Any:
@@ -614,6 +645,8 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
         return sub
     if op == "mul" and len(args) == 2 and not kwargs and sum(boxes) == 1 and _is_const(args[1 - boxes.index(True)]):
         return mul
+    if op == "mul" and len(args) == 2 and not kwargs and all(boxes):
+        return mul_boxes
     if op == "div" and len(args) == 2 and not kwargs and boxes == [True, False] and _is_const(args[1]):
         return div
     if target in (operator.neg, torch.neg) or name == "neg":
@@ -626,6 +659,17 @@ def rule_for_call(kind: str, target: Any, args: tuple, kwargs: dict, is_box: Cal
         return None
     if name in ("view", "reshape", "contiguous", "flatten", "squeeze", "unsqueeze", "permute", "transpose"):
         return reshape(name) if boxes and boxes[0] else None
+    if getattr(target, "__name__", None) == "stochastic_depth" and "torchvision" in getattr(target, "__module__", ""):
+        training = args[3] if len(args) > 3 else kwargs.get("training", True)
+        return identity if boxes[0] and not any(boxes[1:]) and training is False else None  # eval: the input
+    if name in ("chunk", "split", "tensor_split", "unbind") or target in (torch.chunk, torch.split, torch.unbind):
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        if name == "unbind" or target is torch.unbind:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        ok = boxes[0] and not any(boxes[1:]) and isinstance(dim, int) and _dims_keep_batch(dim)
+        return pieces(name or target.__name__) if ok else None
+    if target in (torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze):  # ShuffleNet's channel shuffle
+        return reshape(target.__name__) if boxes and boxes[0] and not any(boxes[1:]) else None
     if target is torch.reshape:
         return (lambda box, shape: reshape("reshape")(box, shape)) if boxes and boxes[0] else None
     if name == "size":
