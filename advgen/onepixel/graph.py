@@ -206,8 +206,9 @@ def _class_softmax(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return layer(dim=1)
 
 
-_IN_PLACE_OPERATORS = {operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                       operator.ifloordiv, operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
+#: (a tuple, not a set: an fx target need not be hashable)
+_IN_PLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                       operator.ifloordiv, operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor)
 
 
 def _writes_in_place(gm: fx.GraphModule, node: fx.Node) -> bool:
