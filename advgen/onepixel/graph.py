@@ -260,20 +260,14 @@ def _step(gm: fx.GraphModule, node: fx.Node, kind: dict[str, Any]) -> Step | str
     refs = fx.node.map_arg((node.args, node.kwargs), lambda n: _Name(n.name))
     r_args, r_kwargs = refs
     inputs = [kind[n.name] for n in node.all_input_nodes]
-    if any(v is _PARTS for v in inputs):
-        if not (node.op == "call_function" and node.target is operator.getitem and len(a_args) == 2
-                and a_args[0] is _PARTS and isinstance(a_args[1], int) and not a_kwargs):
-            return "it uses the pieces of a chunk, split or unbind other than one at a time"
+    if any(v is _PARTS or v is _PAIR for v in inputs):
+        index = _piece(node, a_args, a_kwargs)
+        if index is None:
+            return "it uses the pieces of a chunk, split or unbind other than one at a time" \
+                if any(v is _PARTS for v in inputs) else \
+                "it reads the indices of a max, min, median or sort, which have no interval"
         kind[node.name] = _BOX
-        return Step(node.name, rules.element, r_args, {})
-    if any(v is _PAIR for v in inputs):
-        reads_values = (node.op == "call_function" and len(a_args) == 2 and a_args[0] is _PAIR and not a_kwargs
-                        and ((node.target is operator.getitem and a_args[1] == 0)
-                             or (node.target is getattr and a_args[1] == "values")))
-        if not reads_values:
-            return "it reads the indices of a max, min, median or sort, which have no interval"
-        kind[node.name] = _BOX
-        return Step(node.name, rules.values, r_args, {})
+        return Step(node.name, rules.element, (r_args[0], index), {})
     if node.op == "get_attr":
         value = _fetch(gm, node.target)
         kind[node.name] = value
@@ -350,6 +344,19 @@ def _channel_affine(gm: fx.GraphModule, node: fx.Node, a_args: tuple, a_kwargs: 
     if isinstance(other, fx.Node):  # (its value is known, so it reads no input: a constant)
         return rules.ChannelAffine(op, lambda: _evaluate(gm, other)), box_at
     return rules.ChannelAffine(op, _constant(other)), box_at
+
+
+def _piece(node: fx.Node, a_args: tuple, a_kwargs: dict) -> int | None:
+    """Which element of a tuple of boxes ``node`` reads: any piece of a chunk, split or unbind by a plain
+    integer, only the values (0) of a max, min, median or sort; None when it reads anything else."""
+    if node.op != "call_function" or len(a_args) != 2 or a_kwargs:
+        return None
+    if a_args[0] is _PARTS:
+        return a_args[1] if node.target is operator.getitem and isinstance(a_args[1], int) else None
+    if a_args[0] is _PAIR and ((node.target is operator.getitem and a_args[1] == 0)
+                               or (node.target is getattr and a_args[1] == "values")):
+        return 0
+    return None
 
 
 def _has_box(v: Any) -> bool:

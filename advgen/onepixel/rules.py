@@ -132,6 +132,11 @@ class Box:
     center: torch.Tensor
     radius: torch.Tensor
 
+    @classmethod
+    def spanning(cls, lo: torch.Tensor, hi: torch.Tensor) -> "Box":
+        """The box from ``lo`` to ``hi`` (elementwise, ``lo <= hi``)."""
+        return cls((hi + lo) / 2, (hi - lo) / 2)
+
 
 def supported_layer(m: nn.Module) -> str | None:
     """None when :func:`layer` has a sound rule for module ``m``, else why not."""
@@ -437,9 +442,8 @@ def mul_boxes(a: Box, b: Box) -> Box:
     """A box times a box (a squeeze-and-excitation gate times its features): the product is bilinear, so its
     extremes over the two boxes are among the four products of their ends."""
     ends = [x * y for x in (a.center - a.radius, a.center + a.radius) for y in (b.center - b.radius, b.center + b.radius)]
-    lo = torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3]))
-    hi = torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))
-    return Box((hi + lo) / 2, (hi - lo) / 2)
+    return Box.spanning(torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3])),
+                        torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3])))
 
 
 def div(a: Box, k: Any) -> Box:
@@ -473,7 +477,7 @@ def pieces(method: str) -> Callable[..., tuple[Box, ...]]:
 
 
 def element(parts: tuple[Box, ...], index: int) -> Box:
-    """``parts[i]`` of :func:`pieces`' result."""
+    """``parts[i]`` of :func:`pieces`' result, or the values (``index`` 0) of :func:`order_select`'s."""
     return parts[index]
 
 
@@ -534,8 +538,7 @@ def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
 
 def _ends(box: Box, fn: Callable[[torch.Tensor], torch.Tensor]) -> Box:
     """``fn`` of the box's two ends, for a map that is non-decreasing in every input: the box it gives."""
-    lo, hi = fn(box.center - box.radius), fn(box.center + box.radius)
-    return Box((hi + lo) / 2, (hi - lo) / 2)
+    return Box.spanning(fn(box.center - box.radius), fn(box.center + box.radius))
 
 
 def order_reduce(method: str) -> Callable[..., Box]:
@@ -556,18 +559,12 @@ def order_select(method: str) -> Callable[..., tuple[Box, None]]:
     return rule
 
 
-def values(pair: tuple[Box, None], *args: Any) -> Box:
-    """``pair[0]`` or ``pair.values`` of :func:`order_select`'s result."""
-    return pair[0]
-
-
 def elementwise_extreme(method: str) -> Callable[[Any, Any], Box]:
     """``torch.maximum``/``minimum`` (and two-tensor ``max``/``min``) of boxes or a box and a constant."""
     def rule(a: Any, b: Any) -> Box:
         ends = [(x.center - x.radius, x.center + x.radius) if isinstance(x, Box) else (x, x) for x in (a, b)]
         fn = getattr(torch, method)
-        lo, hi = fn(ends[0][0], ends[1][0]), fn(ends[0][1], ends[1][1])
-        return Box((hi + lo) / 2, (hi - lo) / 2)
+        return Box.spanning(fn(ends[0][0], ends[1][0]), fn(ends[0][1], ends[1][1]))
     return rule
 
 
