@@ -944,6 +944,77 @@ def test_indices_pieces_and_batch_reductions_have_no_rule(forward, needle):
     assert plan is None and needle in why
 
 
+#: Each rule family that takes a dim, given a negative one that resolves to the batch (x is (N, 1, 4, 4)).
+BATCH_DIMS = {
+    "amax": lambda x: (x - x.amax(-4, keepdim=True)).flatten(1),
+    "amin": lambda x: x.flatten(1) - torch.amin(x.flatten(1), (-2, 1), keepdim=True),
+    "logsumexp": lambda x: x.flatten(1) - torch.logsumexp(x.flatten(1), -2, True),
+    "max": lambda x: x.flatten(1) - x.flatten(1).max(-2, keepdim=True)[0],
+    "min": lambda x: x.flatten(1) - torch.min(x.flatten(1), -2, True).values,
+    "median": lambda x: x.flatten(1) - x.flatten(1).median(-2, keepdim=True).values,
+    "sort": lambda x: x.flatten(1).amax(1).sort()[0][:, None] * torch.ones(1, 3),
+    "mean": lambda x: (x - x.mean(-4)).flatten(1),
+    "cat": lambda x: torch.cat([x, x], -4).flatten(1),
+    "chunk": lambda x: x.chunk(2, -4)[0].flatten(1),
+    "split": lambda x: torch.split(x, 1, -4)[0].flatten(1),
+    "tensor_split": lambda x: x.tensor_split(2, dim=-4)[0].flatten(1),
+    "unbind": lambda x: torch.unbind(x, -4)[0].flatten(1),
+    "unfold": lambda x: x.unfold(-4, 1, 1).flatten(1),
+    "transpose": lambda x: torch.transpose(x, -4, 1).flatten(1),
+    "permute": lambda x: x.permute(-3, -4, -2, -1).flatten(1),
+    "squeeze": lambda x: x.squeeze(-4).flatten(1),
+    "squeeze without a dim": lambda x: torch.squeeze(x.amax((2, 3), keepdim=True)).reshape(-1, 1) * torch.ones(1, 3),
+    "unsqueeze": lambda x: torch.unsqueeze(x, -5).flatten(2).squeeze(0),
+    "flatten": lambda x: torch.flatten(x, -4).view(-1, 16),
+    "layer_norm": lambda x: F.layer_norm(x.flatten(1), x.flatten(1).shape),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_DIMS))
+def test_negative_dims_that_resolve_to_the_batch_are_refused_by_name(name):
+    """Found by an audit: the rules' own checks refused dim 0 but not -4 of a 4-d map (or -2 of a 2-d one),
+    which only the clean-pass probe could catch, and not always: a median or sort over two probe rows
+    reproduces the first row whenever it is the smaller. The rules now check the dim against the tensor's
+    ndim when they run, so the plan names the node and the batch, with or without the probe."""
+    class Model(nn.Module):
+        def forward(self, x):
+            return BATCH_DIMS[name](x)
+
+    plan, why = build_plan(Model(), (1, 4, 4))
+    assert plan is None and why.startswith("node ") and "batch dim" in why
+    from advgen.onepixel.graph import trace_steps
+    from advgen.onepixel.rules import BatchDimError, Box
+
+    traced = trace_steps(Model())
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(BatchDimError, match="batch"):
+        traced.run(Box(x, torch.zeros_like(x)))
+
+
+class NegativeDims(nn.Module):
+    """The rule families that take a dim, each given negative dims that are not the batch's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 64 + 4 * 8 * 2 + 4 + 64, 4)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        a, b = h.chunk(2, -3)
+        h = torch.cat([torch.transpose(a, -1, -2), b.permute(-4, -3, -1, -2)], -3)
+        h = torch.squeeze(torch.unsqueeze(h, -1), -1) - 0.5 * h.mean(-2, keepdim=True)
+        gate = h.tensor_split(2, dim=-1)[0].amax((-1, -3), True)
+        first = torch.split(h, [1, 3], -3)[0] + h.unbind(-3)[1].unsqueeze(-3) * gate
+        rows, cols = h.median(-1).values, torch.amin(h, -2)
+        parts = [torch.flatten(h, -3), rows.flatten(1), cols.flatten(1), torch.logsumexp(rows, -1), first.flatten(-3)]
+        return self.fc(torch.cat(parts, -1))
+
+
+def test_negative_dims_off_the_batch_are_bounded_and_exact():
+    torch.manual_seed(9)
+    _bounded_and_exact(_sharpen(NegativeDims()), seed=9)
+
+
 class WritesInPlace(nn.Module):
     """A write into a tensor whose result the model drops, or into a tensor another node reads as well."""
 

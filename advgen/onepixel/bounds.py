@@ -24,7 +24,7 @@ from torch import nn
 from ..runtime import evaluating
 from .graph import Traced, trace_steps
 from .local import LocalBounds
-from .rules import Box
+from .rules import BatchDimError, Box
 
 PROBE_TOLERANCE = 1e-4  # the plan's clean pass must reproduce the model's logits this closely (relative)
 
@@ -108,6 +108,8 @@ def _probe(model: nn.Module, plan: BoundPlan, shape: tuple[int, int, int], dev: 
             rows = torch.arange(2, device=dev)
             c, _ = pixel_boxes(plan, x, plan.prepare(x), rows, zero, zero, zero, x[:, 0, 0, 0], torch.zeros(2, device=dev))
             got.append(_logits(plan, c))
+    except BatchDimError as exc:  # a dim that resolves to the batch only against the tensor's ndim
+        return str(exc)
     except Exception as exc:  # noqa: BLE001 - a plan that cannot run is no plan
         return f"the bound plan does not run on inputs of shape {shape} ({type(exc).__name__}: {str(exc)[:120]})"
     if plan.graph.final is not None:

@@ -79,7 +79,10 @@ class Traced:
         for step in self.steps[start:]:
             args = _resolve(step.args, env)
             kwargs = {k: _resolve(v, env) for k, v in step.kwargs.items()}
-            env[step.node] = step.rule(*args, **kwargs)
+            try:
+                env[step.node] = step.rule(*args, **kwargs)
+            except rules.BatchDimError as exc:
+                raise rules.BatchDimError(f"node {step.node!r}: {exc}") from None
             for name in step.free:
                 if name != self.output:
                     env.pop(name, None)

@@ -138,6 +138,20 @@ class Box:
         return cls((hi + lo) / 2, (hi - lo) / 2)
 
 
+class BatchDimError(ValueError):
+    """A rule was asked to work along dim 0 of a box, which holds one row per input box: a dim that only
+    resolves to 0 against the tensor's ndim (``x.amax(-4)`` of a 4-d map, ``x.median(-2)`` of a 2-d one)
+    passes the checks made when the plan is traced, so the rules check again when they run."""
+
+
+def _off_batch(what: str, dims: Any, ndim: int) -> None:
+    """Raise :class:`BatchDimError` when one of ``dims`` (an int or a sequence of them) names dim 0 of an
+    ``ndim``-d tensor; a dim out of range is left for torch to refuse."""
+    for d in dims if isinstance(dims, (tuple, list)) else (dims,):
+        if isinstance(d, int) and -ndim <= d < ndim and d % ndim == 0:
+            raise BatchDimError(f"{what} along dim {d} of a {ndim}-d tensor, which is the batch dim (one row per box)")
+
+
 def supported_layer(m: nn.Module) -> str | None:
     """None when :func:`layer` has a sound rule for module ``m``, else why not."""
     if isinstance(m, nn.Conv2d):
@@ -212,6 +226,7 @@ def _affine_center(m: nn.Module, c: torch.Tensor) -> torch.Tensor:
 def _self_norm(m: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer, group or instance norm of a box: :func:`_normalised`, then the layer's weight and bias."""
     if isinstance(m, nn.LayerNorm):
+        _off_batch("layer norm", -len(m.normalized_shape), c.ndim)
         yc, yr = _normalised(c, r, math.prod(m.normalized_shape), None, m.eps)
         return _scaled(yc, yr, m.weight, m.bias, m.normalized_shape)
     yc, yr = _normalised(c, r, None, m.num_groups if isinstance(m, nn.GroupNorm) else c.shape[1], m.eps)
@@ -282,6 +297,7 @@ def propagate(layers: list[nn.Module], center: torch.Tensor, radius: torch.Tenso
             lo = torch.where(reaches, lo.clamp(max=floor), lo)  # a point box stays exact: the clean pass
             c, r = (hi + lo) / 2, (hi - lo) / 2
         elif isinstance(m, nn.Flatten):
+            _off_batch("flatten", m.start_dim, c.ndim)
             c, r = m(c), m(r)
         elif is_normalize(m):  # written out: the module may normalise in place
             c, r = (c - _channel(m.mean, c)) / _channel(m.std, c), r / _channel(m.std, r).abs()
@@ -451,12 +467,40 @@ def div(a: Box, k: Any) -> Box:
 
 
 def cat(boxes: list[Box], dim: int = 0) -> Box:
+    _off_batch("cat", dim, boxes[0].center.ndim)
     return Box(torch.cat([b.center for b in boxes], dim), torch.cat([b.radius for b in boxes], dim))
 
 
+#: The arguments of a reshaping method that name dims, in order.
+_DIM_ARGS = {"transpose": ("dim0", "dim1"), "squeeze": ("dim",), "unsqueeze": ("dim",), "flatten": ("start_dim",),
+             "unfold": ("dimension",)}
+
+
+def _keeps_batch_dim(method: str, ndim: int, args: tuple, kwargs: dict) -> None:
+    """Raise :class:`BatchDimError` when ``x.<method>(*args, **kwargs)`` of an ``ndim``-d box would move, drop
+    or split its batch dim: the rules after it take dim 0 for the batch."""
+    if method == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args or kwargs.get("dims", ())
+        if dims and isinstance(dims[0], int) and dims[0] % ndim != 0:
+            raise BatchDimError(f"permute{tuple(dims)} of a {ndim}-d tensor moves the batch dim (one row per box)")
+        return
+    names = _DIM_ARGS.get(method)
+    if names is None:
+        return
+    dims = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if k in names}}
+    if method == "squeeze" and "dim" not in dims:
+        raise BatchDimError("squeeze without a dim drops the batch dim of a single box")
+    if method == "flatten":
+        dims.setdefault("start_dim", 0)
+    flat = [d for v in dims.values() for d in (v if isinstance(v, (tuple, list)) else (v,))]
+    _off_batch(method, flat, ndim + 1 if method == "unsqueeze" else ndim)
+
+
 def reshape(method: str) -> Callable[..., Box]:
-    """``view``/``reshape``/``contiguous``/... applied to center and radius alike."""
+    """``view``/``reshape``/``contiguous``/... applied to center and radius alike; those that take dims keep
+    the batch dim where it is (:func:`_keeps_batch_dim`)."""
     def rule(box: Box, *args: Any, **kwargs: Any) -> Box:
+        _keeps_batch_dim(method, box.center.ndim, args, kwargs)
         return Box(getattr(box.center, method)(*args, **kwargs), getattr(box.radius, method)(*args, **kwargs))
     return rule
 
@@ -470,6 +514,8 @@ def pieces(method: str) -> Callable[..., tuple[Box, ...]]:
     """``chunk``/``split``/``unbind`` along a dim other than the batch: views of center and radius alike, as a
     tuple the graph lets a model index with plain integers."""
     def rule(box: Box, *args: Any, **kwargs: Any) -> tuple[Box, ...]:
+        at = 0 if method == "unbind" else 1
+        _off_batch(method, args[at] if len(args) > at else kwargs.get("dim", 0), box.center.ndim)
         parts = zip(getattr(box.center, method)(*args, **kwargs), getattr(box.radius, method)(*args, **kwargs))
         return tuple(Box(c, r) for c, r in parts)
     rule.parts = True  # the graph lets a model read single pieces only
@@ -521,6 +567,7 @@ def layer_norm(box: Box, normalized_shape: Any, weight: torch.Tensor | None = No
                bias: torch.Tensor | None = None, eps: float = 1e-5) -> Box:
     """``F.layer_norm``: the layer's normalisation, then the elementwise weight and bias."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    _off_batch("layer norm", -len(shape), box.center.ndim)
     return Box(*_scaled(*_normalised(box.center, box.radius, math.prod(shape), None, eps), weight, bias, shape))
 
 
@@ -533,6 +580,7 @@ def group_norm(box: Box, num_groups: int, weight: torch.Tensor | None = None, bi
 
 def mean(box: Box, dim: Any = None, keepdim: bool = False) -> Box:
     """A mean over some dimensions: linear with non-negative weights."""
+    _off_batch("mean", dim, box.center.ndim)
     return Box(box.center.mean(dim, keepdim), box.radius.mean(dim, keepdim))
 
 
@@ -544,6 +592,7 @@ def _ends(box: Box, fn: Callable[[torch.Tensor], torch.Tensor]) -> Box:
 def order_reduce(method: str) -> Callable[..., Box]:
     """``amax``, ``amin`` or ``logsumexp`` over some dimensions: each is non-decreasing in every input."""
     def rule(box: Box, *args: Any, **kwargs: Any) -> Box:
+        _off_batch(method, args[0] if args else kwargs.get("dim"), box.center.ndim)
         return _ends(box, lambda t: getattr(torch, method)(t, *args, **kwargs))
     return rule
 
@@ -554,6 +603,8 @@ def order_select(method: str) -> Callable[..., tuple[Box, None]]:
     The result is a pair like torch's; the graph lets a model read only its values (the indices of an
     interval are not an interval)."""
     def rule(box: Box, *args: Any, **kwargs: Any) -> tuple[Box, None]:
+        dim = args[0] if args else kwargs.get("dim", -1 if method == "sort" else None)
+        _off_batch(method, dim, box.center.ndim)
         return _ends(box, lambda t: getattr(torch, method)(t, *args, **kwargs).values), None
     rule.pair = True  # the graph lets only the values be read
     return rule
