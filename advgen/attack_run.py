@@ -75,7 +75,8 @@ def merge_records(out: Path) -> list[dict]:
 def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch.Tensor | None = None,
                out: str | Path = "runs/attack", *, method: str = "onepixel", options: AttackOptions | None = None,
                config: dict | None = None, target: int | None = None, resume: bool = False,
-               overwrite: bool = False, max_examples: int = 64, run: Run | None = None) -> AttackSummary:
+               overwrite: bool = False, max_examples: int = 64, run: Run | None = None,
+               reads: Sequence[str | Path] = ()) -> AttackSummary:
     """Attack ``data`` images ``indices`` (all when None) with ``method``; write ``out``; return the summary.
 
     ``model`` is an ``nn.Module``, or a zero-argument callable returning one that is called once the output
@@ -85,7 +86,8 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     match, beside the model's and data's digests, the seed and advgen's version (default: method, data
     name, image count and the options). ``target``: a targeted attack towards that class (no chosen image
     may have it as label). ``overwrite`` replaces earlier outputs; without it or ``resume`` a non-empty
-    ``out`` is refused. ``max_examples``: exact-method adversarial images kept per image.
+    ``out`` is refused, and ``reads`` (files ``model`` loads, e.g. its checkpoint) are never deleted by it.
+    ``max_examples``: exact-method adversarial images kept per image.
 
     ``run`` (from :func:`advgen.run.start`) splits the work over torchrun ranks: images go to ranks in
     whole units of the method (see :class:`~advgen.methods.Method`), each rank appends records to its own
@@ -119,7 +121,7 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
         if run.is_main:
             existed = out.exists()
             resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite,
-                                   RUN_FILE)
+                                   RUN_FILE, reads=[Path(p) for p in reads])
             shared.value = existed, resume_mod.contents(out)
     existed, before = shared.value
     try:

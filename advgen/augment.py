@@ -75,7 +75,7 @@ def _augment(kind: str, data_source: str, checkpoint: Path | None, arch: str | N
              epochs: int | None, eps: float | None, num_samples: int, out: Path, resume: bool, overwrite: bool,
              run: Run, start: float) -> AugmentResult:
     """:func:`augment` once its arguments are known good: claim ``out``, train or load, sample, write."""
-    prepare_dir(out, OUTPUTS, resume, overwrite, "state")
+    prepare_dir(out, OUTPUTS, resume, overwrite, "state", reads=(checkpoint, generator))
     (out / "state").mkdir(parents=True, exist_ok=True)
     # what the whole command must repeat to resume; the GAN's own state adds its config (epochs may grow)
     claim(out / "state" / "run.json", fingerprint({"gan": kind, "data": data_source, "num_samples": num_samples,

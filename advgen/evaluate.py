@@ -200,7 +200,7 @@ class Evaluation:
         """Refuse, clear or keep ``ws.out`` (see :func:`~advgen.resume.prepare_dir`) and claim its settings."""
         with ws.run.main():
             if ws.run.is_main:
-                prepare_dir(ws.out, outputs, resume, overwrite, "state")
+                prepare_dir(ws.out, outputs, resume, overwrite, "state", reads=(self.checkpoint,))
                 ws.phases.root.mkdir(exist_ok=True)
                 claim(ws.phases.path("run.json"), self._run_fingerprint(ws), str(ws.out))
 

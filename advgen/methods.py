@@ -33,6 +33,7 @@ class Status(str, Enum):
     VULNERABLE = "vulnerable"      # an adversarial example was found
     ROBUST = "robust"              # a heuristic attack failed: no proof
     MISCLASSIFIED = "misclassified"  # the clean image is already wrong; not attacked
+    TIMEOUT = "timeout"            # the exact method's time limit ran out first: nothing proved
 
 
 @dataclass

@@ -33,6 +33,7 @@ class AttackSummary:
     vulnerable: int
     robust: int
     misclassified: int
+    timeout: int
     robust_accuracy: float
     candidates_total: int
     evaluated: int
@@ -56,15 +57,19 @@ class AttackSummary:
 
 def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, target: int | None, levels: int,
               data: str) -> AttackSummary:
-    """Counts per status, robust accuracy, the exact method's candidate accounting, and the time spent."""
+    """Counts per status, robust accuracy, the exact method's candidate accounting, and the time spent.
+
+    Robust accuracy counts what is known robust: an image whose search ran out of time counts as not robust.
+    """
     count = {s: sum(r.status == s for r in records) for s in Status}
     n = len(records)
     exact = [r.exact for r in records if r.exact is not None]
     seconds = sum(r.seconds for r in records)
     return AttackSummary(
         method, n, count[Status.CERTIFIED], count[Status.VULNERABLE], count[Status.ROBUST],
-        count[Status.MISCLASSIFIED],
-        robust_accuracy=(n - count[Status.VULNERABLE] - count[Status.MISCLASSIFIED]) / n if n else 0.0,
+        count[Status.MISCLASSIFIED], count[Status.TIMEOUT],
+        robust_accuracy=(n - count[Status.VULNERABLE] - count[Status.MISCLASSIFIED] - count[Status.TIMEOUT]) / n
+        if n else 0.0,
         candidates_total=sum(e["candidates"] for e in exact if e["status"] != Status.MISCLASSIFIED),
         evaluated=sum(e["evaluated"] for e in exact), pruned=sum(e["pruned"] for e in exact),
         flips_total=sum(e.get("flip_count", len(e["flips"])) for e in exact), seconds=round(seconds, 4),

@@ -103,12 +103,15 @@ def claim(path: Path, wanted: dict[str, Any], where: str) -> bool:
     return False
 
 
-def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str) -> None:
+def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str,
+                reads: Iterable[Path | None] = ()) -> None:
     """Refuse, clear or keep ``out`` for a run: earlier results are reused only with ``resume``.
 
     ``outputs`` names what a run writes in ``out`` (files or folders); ``overwrite`` removes just those.
     ``state`` is the one of them that holds a run's fingerprint: outputs without it (a report copied in,
     say) are not a run ``resume`` could continue, and are refused rather than silently replaced.
+    ``reads`` are the files the run reads (its checkpoint): ``overwrite`` refuses to delete one of them,
+    as it would when a model kept by an earlier run in ``out`` is given back as the checkpoint.
     """
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other; pick one")
@@ -123,6 +126,12 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     if resume and not earlier:
         log.info(f"--resume: nothing saved in {out} yet; starting a fresh run")
     if overwrite:
+        for p in earlier:
+            for read in reads:
+                if read is not None and (Path(read).resolve() == p.resolve() or p.resolve() in
+                                         Path(read).resolve().parents):
+                    raise InputError(f"--overwrite would delete {read}, which this run reads; move it out of "
+                                     f"{out} or write to another --out")
         for p in earlier:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     check_writable_dir(out)

@@ -95,6 +95,23 @@ def test_resume_with_other_settings_is_refused(full_run, ckpt_path, tmp_path, ca
     assert code == 2 and "limit" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_time_limit_records_undecided_images_as_timeouts(full_run, ckpt_path, tmp_path, capsys):
+    out = tmp_path / "cut"
+    code, stdout, _ = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 1e-9,
+                           "--out", out, "--quiet", "--device", "cpu"], capsys)
+    assert code == 0
+    whole = {r["index"]: r["status"] for r in read_jsonl(full_run / "records.jsonl")}
+    cut = {r["index"]: r for r in read_jsonl(out / "records.jsonl")}
+    attacked = [i for i, s in whole.items() if s != "misclassified"]
+    assert attacked and all(cut[i]["status"] == "timeout" and not cut[i]["success"] for i in attacked)
+    summary = json.loads(stdout)
+    assert summary["timeout"] == len(attacked) and summary["certified"] == summary["vulnerable"] == 0
+    assert summary["robust_accuracy"] == 0.0, "an image nothing was proved about is not counted robust"
+    code, _, err = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 60, "--out", out,
+                        "--resume"], capsys)
+    assert code == 2 and "time_limit" in err and len(err.strip().splitlines()) == 1
+
+
 def test_fgsm_through_the_same_format(ckpt_path, tmp_path, capsys):
     out = tmp_path / "fgsm"
     code, stdout, _ = run(["attack", "--method", "fgsm", "--checkpoint", ckpt_path, "--limit", 6, "--out", out,
@@ -123,6 +140,8 @@ def test_targeted_cli_skips_target_class(ckpt_path, tmp_path, capsys):
     (["--device", "tpu"], "--device"),
     (["--limit", "0"], "--limit"),
     (["--resume", "--overwrite"], "contradict"),
+    (["--method", "fgsm", "--time-limit", "5"], "--time-limit applies to the onepixel method only"),
+    (["--time-limit", "0"], "--time-limit"),
 ])
 def test_bad_input_is_one_line_exit_2(ckpt_path, tmp_path, capsys, extra, needle):
     code, _, err = run(["attack", "--checkpoint", ckpt_path, "--out", tmp_path / "x", *extra], capsys)

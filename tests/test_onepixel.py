@@ -243,6 +243,64 @@ def test_grouping_and_batching_do_not_change_results():
     assert [r.status for r in a] == [r.status for r in b]
 
 
+class TickingClock:
+    """Stands in for the ``time`` module of the search: each reading is one second after the last, so a
+    time limit of k seconds stops the search at its k-th check, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def assert_sound_when_cut(results, expected, levels: int, images) -> None:
+    """What a search stopped by its time limit may say: only flips that exist, a certificate only when true,
+    the complete list only when it says it is exhaustive; ``timeout`` claims nothing."""
+    for res, exp, x in zip(results, expected, images):
+        if exp is None:
+            assert res.status == "misclassified"
+            continue
+        assert res.status in ("certified", "vulnerable", "timeout")
+        assert flip_set(res) <= exp
+        assert res.evaluated + res.pruned <= res.candidates == (levels - 1) * x.numel()
+        if res.status == "certified":
+            assert not exp and res.exhaustive and res.evaluated + res.pruned == res.candidates
+        elif res.status == "vulnerable":
+            assert res.flips.numel() and (flip_set(res) == exp or not res.exhaustive)
+        else:
+            assert not res.flips.numel() and not res.exhaustive
+
+
+@pytest.mark.parametrize("bounds, mode", [(True, "full"), (False, "full"), (True, "first")])
+def test_a_time_limit_cuts_the_search_soundly_at_every_point(monkeypatch, bounds, mode):
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 6)
+    expected = brute_force(model, x, y, 16)
+    unlimited = onepixel.attack(model, x, y, levels=16, bounds=bounds, mode=mode, device="cpu", group_size=3,
+                                batch_size=40)
+    monkeypatch.setattr(onepixel.exact, "time", TickingClock())
+    seen = set()
+    for limit in range(0, 200):  # a group of 3 gets 3 * limit ticks; the search reads the clock at each check
+        cut = onepixel.attack(model, x, y, levels=16, bounds=bounds, mode=mode, device="cpu", group_size=3,
+                              batch_size=40, time_limit=float(limit))
+        assert_sound_when_cut(cut, expected, 16, x)
+        seen.update(r.status for r in cut)
+        if [(r.status, flip_set(r)) for r in cut] == [(r.status, flip_set(r)) for r in unlimited]:
+            break
+    assert [flip_set(r) for r in cut] == [flip_set(r) for r in unlimited], "a long enough limit changes nothing"
+    assert {"timeout", "vulnerable", "certified"} <= seen, "the cuts reached every kind of answer"
+
+
+def test_no_time_at_all_decides_nothing():
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 4)
+    results = onepixel.attack(model, x, y, levels=16, device="cpu", time_limit=0.0)
+    assert [r.status for r in results] == ["timeout"] * 3 + ["misclassified"]
+    assert all(r.evaluated == r.pruned == 0 for r in results)
+
+
 def by_margin(model, x, y) -> torch.Tensor:
     """Indices of ``x`` from the smallest clean logit margin up (misclassified images last)."""
     with torch.no_grad():
@@ -326,6 +384,8 @@ def test_records_round_trip_and_helpers():
     ({"mode": "fast"}, "unknown mode"),
     ({"batch_size": 0}, "batch size"),
     ({"threads": 0}, "threads"),
+    ({"time_limit": -1.0}, "time limit"),
+    ({"time_limit": float("nan")}, "time limit"),
 ])
 def test_bad_input_raises_input_error(kwargs, needle):
     model = tiny_cnn()

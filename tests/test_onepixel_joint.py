@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from advgen import onepixel
+from advgen.onepixel import joint
 from advgen.onepixel.bounds import compile_plan
 from advgen.onepixel.joint_bounds import ColourBounds
 from advgen.onepixel.joint_dense import ColourBoxes, expand_colours
 from advgen.onepixel.result import box_sizes
-from test_onepixel import images_for  # the same boundary-and-far image picker
+from test_onepixel import TickingClock, images_for  # the same image picker and stand-in clock
 
 
 def brute_force(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, levels: int,
@@ -121,6 +122,38 @@ def test_colour_cnn_matches_brute_force(bounds):
         assert all(r.pruned == 0 for r in results)
     else:
         assert sum(r.pruned for r in results) > 0
+
+
+@pytest.mark.parametrize("bounds", [True, False])
+def test_a_time_limit_cuts_the_colour_search_soundly(monkeypatch, bounds):
+    model = colour_cnn()
+    x, y = images_for(model, (3, 5, 5), 8, 6)
+    x, y = x[[0, 1, 3, 5]], y[[0, 1, 3, 5]]
+    expected = brute_force(model, x, y, 8)
+    clock = TickingClock()  # one clock for the deadline (set by exact.attack) and its checks (in joint)
+    monkeypatch.setattr(joint, "time", clock)
+    monkeypatch.setattr(onepixel.exact, "time", clock)
+    seen = set()
+    for ticks in [0, *(2 ** k for k in range(16))]:  # each reading of the clock is one second
+        cut = onepixel.attack(model, x, y, levels=8, joint_channels=True, bounds=bounds, device="cpu",
+                              group_size=4, batch_size=64, time_limit=ticks / 4)
+        for res, exp in zip(cut, expected, strict=True):
+            seen.add(res.status)
+            if exp is None:
+                assert res.status == "misclassified"
+                continue
+            got = expand(res)
+            assert got.keys() <= exp.keys() and res.evaluated + res.pruned <= res.candidates
+            if res.status == "certified":
+                assert not exp and res.exhaustive
+            elif res.status == "vulnerable":
+                assert got and (got.keys() == exp.keys() or not res.exhaustive)
+            else:
+                assert res.status == "timeout" and not got and not res.exhaustive
+        if all(r.exhaustive for r in cut):
+            break
+    assert_matches(cut, expected)
+    assert {"timeout", "vulnerable", "certified"} <= seen
 
 
 def test_all_flip_boxes_are_counted_without_enumerating():

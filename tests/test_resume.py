@@ -137,3 +137,24 @@ def test_resume_refuses_outputs_without_a_saved_run(tmp_path, capsys):
     assert main(["evaluate", "--onepixel-images", "2", "--out", str(tmp_path), "--resume", "--device", "cpu"]) == 2
     assert "no saved state" in capsys.readouterr().err
     assert (tmp_path / "report.json").read_text() == "{}"
+
+
+def test_overwrite_never_deletes_the_checkpoint_the_run_reads(ckpt, tmp_path, capsys):
+    """A model an earlier run kept in OUT, given back as --checkpoint with --overwrite, is refused, not lost."""
+    out = tmp_path / "a"
+    args = ["attack", "--limit", "1", "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main([*args, "--checkpoint", ckpt]) == 0
+    kept = out / "model.pt"
+    kept.write_bytes(open(ckpt, "rb").read())
+    capsys.readouterr()
+    assert main([*args, "--checkpoint", str(kept), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite would delete" in err and len(err.strip().splitlines()) == 1
+    assert kept.read_bytes() == open(ckpt, "rb").read() and (out / "summary.json").exists()
+    (tmp_path / "state").mkdir()  # evaluate's retrained model, inside the state folder --overwrite clears
+    (tmp_path / "state" / "retrained.pt").write_text("weights")
+    with pytest.raises(InputError, match="retrained.pt, which this run reads"):
+        prepare_dir(tmp_path, ["state"], resume=False, overwrite=True, state="state",
+                    reads=[tmp_path / "state" / "retrained.pt"])
+    prepare_dir(tmp_path, ["state"], resume=False, overwrite=True, state="state", reads=[None, ckpt])
+    assert not (tmp_path / "state").exists()

@@ -37,6 +37,9 @@ from .options import common, data_option, model_options, overwrite_option
 @click.option("--joint-channels", is_flag=True,
               help="onepixel: a pixel is a location with all its channels (a colour, as in torchattacks' "
                    "OnePixel): search every colour of the level grid there, not one channel at a time.")
+@click.option("--time-limit", type=click.FloatRange(0, None, min_open=True), default=None, metavar="SECONDS",
+              help="onepixel: give up an image after SECONDS of search; an image left undecided is recorded "
+                   "as 'timeout', nothing proved. [default: no limit: every image gets its exact answer]")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None,
               help="Candidates per forward pass [default: 512 on CPU, 16384 on CUDA].")
 @click.option("--max-examples", type=click.IntRange(1, None), default=64, show_default=True,
@@ -47,11 +50,15 @@ from .options import common, data_option, model_options, overwrite_option
 @overwrite_option
 @common
 def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoint: Path | None, mode: str,
-           target: int | None, no_bounds: bool, joint_channels: bool, batch_size: int | None, max_examples: int,
+           target: int | None, no_bounds: bool, joint_channels: bool, time_limit: float | None,
+           batch_size: int | None, max_examples: int,
            out: Path, resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Attack test images and report which are fooled (exactly, for the default one-pixel method)."""
-    if joint_channels and method != "onepixel":
-        raise InputError(f"--joint-channels applies to the onepixel method only, not {method!r}")
+    for flag, given in (("--joint-channels", joint_channels), ("--time-limit", time_limit is not None)):
+        if given and method != "onepixel":
+            raise InputError(f"{flag} applies to the onepixel method only, not {method!r}")
+    params = {**({"joint_channels": True} if joint_channels else {}),
+              **({"time_limit": time_limit} if time_limit is not None else {})}
     with start(device, seed, out, quiet) as run:
         with run.main():
             if run.is_main:
@@ -60,25 +67,25 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
         # the checkpoint enters through the model's digest, so the same weights resume from any path to them
         config = {"method": method, "data": data_source, "limit": limit, "model": arch, "mode": mode,
-                  "target": target, "bounds": not no_bounds, "levels": test.levels,
-                  **({"joint_channels": True} if joint_channels else {})}
+                  "target": target, "bounds": not no_bounds, "levels": test.levels, **params}
         cache = out / "model.pt" if checkpoint is None else None
         summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
                              indices[:limit], out, method=method,
                              options=AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds,
-                                                   batch_size=batch_size, seed=seed,
-                                                   params={"joint_channels": True} if joint_channels else {}),
+                                                   batch_size=batch_size, seed=seed, params=params),
                              config=config, target=target, resume=resume, overwrite=overwrite,
-                             max_examples=max_examples, run=run)
+                             max_examples=max_examples, run=run, reads=[checkpoint] if checkpoint else [])
         if run.is_main:
             _report(summary, out, quiet)
 
 
 def _report(s: AttackSummary, out: Path, quiet: bool) -> None:
     """One JSON line of counts with --quiet, otherwise one sentence."""
-    shown = {k: getattr(s, k) for k in ("images", "certified", "vulnerable", "robust", "misclassified",
+    shown = {k: getattr(s, k) for k in ("images", "certified", "vulnerable", "robust", "misclassified", "timeout",
                                         "robust_accuracy", "seconds")}
     click.echo(json.dumps(shown) if quiet else
                f"{s.method}: {s.images} images: {s.certified} certified, {s.vulnerable} vulnerable, {s.robust} "
-               f"robust (not proven), {s.misclassified} misclassified; robust accuracy {s.robust_accuracy:.3f}; "
+               f"robust (not proven), {s.misclassified} misclassified"
+               f"{f', {s.timeout} timed out (nothing proved)' if s.timeout else ''}; "
+               f"robust accuracy {s.robust_accuracy:.3f}; "
                f"{s.seconds:.1f}s; wrote {out}")

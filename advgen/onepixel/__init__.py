@@ -4,7 +4,7 @@
 
     from advgen import onepixel
     results = onepixel.attack(model, images, labels)          # images quantised to 256 levels
-    [r.status for r in results]                               # certified / vulnerable / misclassified
+    [r.status for r in results]                               # certified / vulnerable / misclassified (or timeout)
     onepixel.adversarial_examples(results[0], images[0])      # the images of every flip
 
 Modules: :mod:`.dense` (the level grid and batched model evaluation), :mod:`.graph` (a model traced by

@@ -87,7 +87,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
            group_size: int | None = None, indices: Sequence[int] | None = None,
            callback: Callable[[OnePixelResult], None] | None = None,
            stats: dict | None = None, locality: bool = True, threads: int | None = 1,
-           joint_channels: bool = False, linear: bool = True) -> list[OnePixelResult]:
+           joint_channels: bool = False, linear: bool = True,
+           time_limit: float | None = None) -> list[OnePixelResult]:
     """Exhaustive one-pixel attack on ``images`` (N, C, H, W) quantised to ``levels`` values in [0, 1].
 
     A candidate succeeds when ``model(x').argmax(1)`` differs from the label (or, with ``targets``,
@@ -110,6 +111,11 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
     threat model of Su et al. and torchattacks' OnePixel); see :func:`.joint.attack_group`.
     ``linear``: where interval bounds fail, try the linear bounds of :mod:`.linear` (CNNs of convolutions,
     ReLU and pooling; same answer, fewer boxes and model runs); False keeps to intervals.
+    ``time_limit``: seconds per image, for models too slow to search to the end (a deep colour network on a
+    CPU). When it is spent, an image with work left is given up: status ``timeout`` (nothing proved either
+    way), or ``vulnerable`` with ``exhaustive=False`` when a flip was already found. Every image decided in
+    time has its exact answer. Images are then searched one at a time, each on its own clock, unless
+    ``group_size`` is given: a group of g images shares g times the limit. None (default): no limit.
     """
     mode = _parse_mode(mode)
     dev = resolve_device(device)
@@ -135,7 +141,9 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         raise InputError(f"threads must be at least 1, got {threads}")
     if group_size is not None and group_size < 1:
         raise InputError(f"group size must be at least 1, got {group_size}")
-    group_size = group_size or (64 if dev.type == "cuda" else 4)
+    if time_limit is not None and not time_limit >= 0:
+        raise InputError(f"time limit must be a number of seconds >= 0, got {time_limit}")
+    group_size = group_size or (1 if time_limit is not None else 64 if dev.type == "cuda" else 4)
 
     with evaluating(model, dev), cpu_threads(threads if dev.type == "cpu" else None):
         num_classes = output_classes(model, images[:1].to(dev), labels)
@@ -153,9 +161,10 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
+            deadline = None if time_limit is None else time.perf_counter() + time_limit * len(indices[sl])
             group = attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
-                                 indices[sl], stats)
+                                 indices[sl], stats, deadline=deadline)
             for res in group:
                 results.append(res)
                 if callback is not None:
@@ -198,9 +207,12 @@ def _parse_mode(mode: str | Mode) -> Mode:
 @torch.no_grad()
 def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: torch.Tensor,
                   t: torch.Tensor | None, levels: int, mode: Mode, batch_size: int, leaf_size: int,
-                  indices: list[int], stats: dict | None = None, use_lines: bool = True) -> list[OnePixelResult]:
+                  indices: list[int], stats: dict | None = None, use_lines: bool = True,
+                  deadline: float | None = None) -> list[OnePixelResult]:
     """Attack a few images together; each image's outcome does not depend on its group-mates.
-    ``use_lines``: linear bounds (:mod:`.linear`) where intervals fail, when the plan supports them."""
+    ``use_lines``: linear bounds (:mod:`.linear`) where intervals fail, when the plan supports them.
+    ``deadline`` (a :func:`time.perf_counter` time): stop there, with the images that have work left
+    ``unfinished`` (checked between passes, and between chunks of candidates going to the model)."""
     start = time.perf_counter()
     dev = x.device
     n, c, h, w = x.shape
@@ -216,6 +228,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     pruned = torch.zeros(n, dtype=torch.long, device=dev)
     found: list[torch.Tensor] = []  # rows (img, ch, row, col, level, new_class)
     done = ~active  # images that need no more work
+    unfinished = torch.zeros(n, dtype=torch.bool, device=dev)  # work left when the deadline passed
 
     acts = plan.prepare(x) if plan is not None else None
     boxes = _initial_boxes(active, (c, h, w), levels)
@@ -223,6 +236,9 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     while len(boxes):
         if mode is Mode.FIRST:
             boxes = boxes[~done[boxes.img]]
+        if _past(deadline):
+            unfinished[boxes.img] = True
+            break
         if plan is not None and len(boxes):  # bound every box, single levels too: most settle without the model
             clock = Clock(stats, dev)
             mine = own_at(own, boxes)  # the pixel's own level is not a candidate
@@ -253,8 +269,9 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
         if len(leaves):
             clock = Clock(stats, dev)
             cand = expand_levels(leaves, own)
-            if mode is Mode.FIRST:  # stop evaluating an image's candidates once one chunk holds a flip
-                cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size)
+            if mode is Mode.FIRST or deadline is not None:  # chunk by chunk: stop at a flip, or at the deadline
+                cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size,
+                                                   mode is Mode.FIRST, deadline, unfinished)
             else:
                 preds = predict_candidates(model, x, cand, levels, batch_size)
             hit = flips_mask(preds, y[cand["img"]], None if t is None else t[cand["img"]])
@@ -276,24 +293,33 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     vuln = torch.zeros(n, dtype=torch.bool)
     vuln[flips[:, 0]] = True
     out = []
+    left = unfinished.cpu()
     for i in range(n):
         if cl[i] != yy[i]:
             status = "misclassified"
         else:
-            status = "vulnerable" if bool(vuln[i]) else "certified"
+            status = "vulnerable" if bool(vuln[i]) else "timeout" if bool(left[i]) else "certified"
         mine = flips[flips[:, 0] == i, 1:]
+        complete = mode is Mode.FULL and not bool(left[i])
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
-                                  seconds, exhaustive=mode is Mode.FULL or status != "vulnerable"))
+                                  seconds, exhaustive=status in ("certified", "misclassified") or
+                                  (status == "vulnerable" and complete)))
     return out
 
 
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
 def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torch.Tensor], y: torch.Tensor,
-                         t: torch.Tensor | None, done: torch.Tensor, levels: int,
-                         batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Mode ``first``: evaluate chunk by chunk, skipping images that already have a flip.
+                         t: torch.Tensor | None, done: torch.Tensor, levels: int, batch_size: int,
+                         first: bool = True, deadline: float | None = None,
+                         unfinished: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Evaluate chunk by chunk: with ``first``, skipping images that already have a flip; with a
+    ``deadline``, stopping there and marking the images of the candidates left in ``unfinished``.
 
     Returns the candidates actually evaluated and their predictions. One host sync per chunk, which
-    is acceptable for an attack-only mode.
+    is acceptable for an attack-only mode and for a run with a time limit.
     """
     done = done.clone()
     kept: list[dict[str, torch.Tensor]] = []
@@ -301,14 +327,18 @@ def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torc
     start = 0
     n = len(cand["img"])
     while start < n:
+        if _past(deadline):
+            unfinished[cand["img"][start:]] = True
+            break
         part = {k: v[start:start + batch_size] for k, v in cand.items()}
         start += batch_size
-        part = {k: v[~done[part["img"]]] for k, v in part.items()}
+        if first:
+            part = {k: v[~done[part["img"]]] for k, v in part.items()}
         if not len(part["img"]):
             continue
         p = predict_candidates(model, x, part, levels, batch_size)
-        hit = flips_mask(p, y[part["img"]], None if t is None else t[part["img"]])
-        done[part["img"][hit]] = True
+        if first:
+            done[part["img"][flips_mask(p, y[part["img"]], None if t is None else t[part["img"]])]] = True
         kept.append(part)
         preds.append(p)
     if not kept:

@@ -35,7 +35,8 @@ from .result import OnePixelResult
 @torch.no_grad()
 def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
                  levels: int, mode: str, batch_size: int, leaf_size: int, indices: list[int],
-                 stats: dict | None = None, *, tol_relative: float) -> list[OnePixelResult]:
+                 stats: dict | None = None, *, tol_relative: float,
+                 deadline: float | None = None) -> list[OnePixelResult]:
     """:func:`.exact.attack` with ``joint_channels=True`` hands each group of images (validated, on the
     device, the model in eval mode) to this function; each image's outcome does not depend on its
     group-mates. A candidate is a colour at one location; ``plan`` is None for the dense search.
@@ -46,6 +47,8 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     succeeding colours. ``leaf_size``: boxes of at most this many colours go to the model (a box costs
     about two forward passes to bound, a colour one to evaluate); ``batch_size``: boxes bounded, and
     colours evaluated, per pass. A bound must clear ``tol_relative`` of the logit scale to decide.
+    ``deadline`` (a :func:`time.perf_counter` time): stop there; an image with boxes left and no flip is a
+    ``timeout`` (see :func:`.exact.attack`'s ``time_limit``).
     """
     start = time.perf_counter()
     dev = x.device
@@ -66,8 +69,13 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     pruned = torch.zeros(n, dtype=torch.long, device=dev)
     found: list[torch.Tensor] = []  # rows (img, row, col, lo..., hi..., new_class)
     done = ~active  # images that need no more work (mode first)
+    unfinished = torch.zeros(n, dtype=torch.bool, device=dev)  # work left when the deadline passed
     stack = [whole_cubes(active, c, h, w, levels)]
     while stack:
+        if deadline is not None and time.perf_counter() > deadline:
+            for pending in stack:
+                unfinished[pending.img] = True
+            break
         boxes = stack.pop()
         if len(boxes) > batch_size:
             stack.append(boxes.take(slice(batch_size, None)))
@@ -79,7 +87,8 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
         clock = Clock(stats, dev)
         leaf = boxes.sizes() <= (leaf_size if colour_bounds is not None else max(leaf_size, batch_size))
         if bool(leaf.any()):
-            rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, first, batch_size)
+            rows, ev = _evaluate(model, x, boxes.take(leaf), own, values, y, t, done, first, batch_size, deadline,
+                                 unfinished)
             evaluated += ev
             found.append(rows)
             clock.add("dense_seconds", candidates=int(ev.sum()))
@@ -114,28 +123,35 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     per_image = (levels ** c - 1) * h * w
     ev, pr, cl, yy = evaluated.tolist(), pruned.tolist(), clean.tolist(), y.tolist()
     tt = t.tolist() if t is not None else [None] * n
+    left = unfinished.cpu()
     out = []
     for i in range(n):
         mine = flips[flips[:, 0] == i, 1:]
         if cl[i] != yy[i]:
             status = "misclassified"
         else:
-            status = "vulnerable" if len(mine) else "certified"
+            status = "vulnerable" if len(mine) else "timeout" if bool(left[i]) else "certified"
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
-                                  seconds, exhaustive=not first or status != "vulnerable",
+                                  seconds, exhaustive=status in ("certified", "misclassified") or
+                                  (status == "vulnerable" and not first and not bool(left[i])),
                                   joint_channels=c))
     return out
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, leaves: ColourBoxes, own: torch.Tensor, values: torch.Tensor,
               y: torch.Tensor, t: torch.Tensor | None, done: torch.Tensor, first: bool,
-              batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+              batch_size: int, deadline: float | None = None,
+              unfinished: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every colour of the leaf boxes through the model: flip rows (img, row, col, colour, colour, class)
-    and colours evaluated per image. Mode ``first`` stops an image at its first flipping chunk."""
+    and colours evaluated per image. Mode ``first`` stops an image at its first flipping chunk; a
+    ``deadline`` stops the whole evaluation there, marking the images of the colours left ``unfinished``."""
     colours, _ = expand_colours(leaves, own)
     rows, evaluated = [], torch.zeros(len(x), dtype=torch.long, device=x.device)
-    step = batch_size if first else max(len(colours), 1)
+    step = batch_size if first or deadline is not None else max(len(colours), 1)
     for s in range(0, len(colours), step):
+        if deadline is not None and time.perf_counter() > deadline:
+            unfinished[colours.img[s:]] = True
+            break
         part = colours.take(slice(s, s + step))
         if first:
             part = part.take(~done[part.img])

@@ -8,7 +8,7 @@ import torch
 
 from .dense import level_values
 
-STATUSES = ("certified", "vulnerable", "misclassified")
+STATUSES = ("certified", "vulnerable", "misclassified", "timeout")
 FLIP_COLUMNS = ("channel", "row", "col", "level", "new_class")
 
 
@@ -18,7 +18,8 @@ class OnePixelResult:
 
     ``status`` is ``certified`` (no single-pixel change to another level succeeds), ``vulnerable``
     (``flips`` lists every succeeding change, or only the first in mode ``first``) or ``misclassified``
-    (the clean image already fails; not attacked). ``flips`` is an int64 (K, 5) tensor of
+    (the clean image already fails; not attacked), or ``timeout`` (the search's ``time_limit`` ran out
+    before any flip was found or every candidate was settled: nothing is proved). ``flips`` is an int64 (K, 5) tensor of
     (channel, row, col, level, new_class), sorted. ``candidates = evaluated + pruned`` in mode ``full``:
     ``evaluated`` went through the model, ``pruned`` were settled by the bounds (proved safe, or proved
     to flip to one class).
