@@ -183,6 +183,7 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
     dev = device_for_rank(dev)
     owned = not dist.is_initialized()
     if owned:
+        _import_group_defaults()
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
             dist.init_process_group("nccl", timeout=DEFAULT_TIMEOUT, device_id=dev)
@@ -201,6 +202,19 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _import_group_defaults() -> None:
+    """Import, while no group exists, the torch module that keeps the default group in its signatures.
+
+    ``torch.distributed.nn.functional`` declares ``group=group.WORLD`` defaults, bound when it is first
+    imported. Training imports it lazily (the first optimizer imports ``torch._dynamo``, which imports it),
+    so inside :func:`start` its defaults captured our live group and ``destroy_process_group`` could not free
+    it: gloo's worker threads lived on into interpreter shutdown, where one that releases a tensor takes the
+    GIL and aborts the finished rank ("terminate called without an active exception"). Imported first, the
+    defaults are ``None`` and leaving :func:`start` joins the threads.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def local(device: str | torch.device = "auto", seed: int = 0, out: str | Path | None = None) -> Run:
