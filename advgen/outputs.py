@@ -68,8 +68,7 @@ def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, ta
     return AttackSummary(
         method, n, count[Status.CERTIFIED], count[Status.VULNERABLE], count[Status.ROBUST],
         count[Status.MISCLASSIFIED], count[Status.TIMEOUT],
-        robust_accuracy=(n - count[Status.VULNERABLE] - count[Status.MISCLASSIFIED] - count[Status.TIMEOUT]) / n
-        if n else 0.0,
+        robust_accuracy=(count[Status.CERTIFIED] + count[Status.ROBUST]) / n if n else 0.0,
         candidates_total=sum(e["candidates"] for e in exact if e["status"] != Status.MISCLASSIFIED),
         evaluated=sum(e["evaluated"] for e in exact), pruned=sum(e["pruned"] for e in exact),
         flips_total=sum(e.get("flip_count", len(e["flips"])) for e in exact), seconds=round(seconds, 4),

@@ -244,7 +244,7 @@ def test_grouping_and_batching_do_not_change_results():
 
 
 class TickingClock:
-    """Stands in for the ``time`` module of the search: each reading is one second after the last, so a
+    """Stands in for the ``time`` module of the search's clock (:mod:`advgen.onepixel.clock`): each reading is one second after the last, so a
     time limit of k seconds stops the search at its k-th check, whatever the machine's speed."""
 
     def __init__(self) -> None:
@@ -280,7 +280,7 @@ def test_a_time_limit_cuts_the_search_soundly_at_every_point(monkeypatch, bounds
     expected = brute_force(model, x, y, 16)
     unlimited = onepixel.attack(model, x, y, levels=16, bounds=bounds, mode=mode, device="cpu", group_size=3,
                                 batch_size=40)
-    monkeypatch.setattr(onepixel.exact, "time", TickingClock())
+    monkeypatch.setattr(onepixel.clock, "time", TickingClock())
     seen = set()
     for limit in range(0, 200):  # a group of 3 gets 3 * limit ticks; the search reads the clock at each check
         cut = onepixel.attack(model, x, y, levels=16, bounds=bounds, mode=mode, device="cpu", group_size=3,

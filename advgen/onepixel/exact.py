@@ -30,9 +30,9 @@ from ..models import output_classes
 from ..runtime import cpu_threads, evaluating, resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, logit_scale, margin_bound, pixel_boxes
 from . import linear as linear_bounds
-from .clock import Clock
+from .clock import Clock, deadline_after, past
 from .dense import expand_levels, flips_mask, level_values, own_levels, predict_candidates
-from .result import OnePixelResult
+from .result import OnePixelResult, outcome
 
 TOL_RELATIVE = 1e-4  # certify only when the margin bound exceeds this share of the logit scale
 log = logging.getLogger("advgen")
@@ -161,10 +161,9 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
         results: list[OnePixelResult] = []
         for start in range(0, n, group_size):
             sl = slice(start, start + group_size)
-            deadline = None if time_limit is None else time.perf_counter() + time_limit * len(indices[sl])
             group = attack_group(model, plan, images[sl].to(dev), labels[sl].to(dev),
                                  None if tgt is None else tgt[sl].to(dev), levels, mode, batch_size, leaf_size,
-                                 indices[sl], stats, deadline=deadline)
+                                 indices[sl], stats, deadline=deadline_after(time_limit, len(indices[sl])))
             for res in group:
                 results.append(res)
                 if callback is not None:
@@ -236,7 +235,7 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     while len(boxes):
         if mode is Mode.FIRST:
             boxes = boxes[~done[boxes.img]]
-        if _past(deadline):
+        if past(deadline):
             unfinished[boxes.img] = True
             break
         if plan is not None and len(boxes):  # bound every box, single levels too: most settle without the model
@@ -270,8 +269,8 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
             clock = Clock(stats, dev)
             cand = expand_levels(leaves, own)
             if mode is Mode.FIRST or deadline is not None:  # chunk by chunk: stop at a flip, or at the deadline
-                cand, preds = _evaluate_until_flip(model, x, cand, y, t, done, levels, batch_size,
-                                                   mode is Mode.FIRST, deadline, unfinished)
+                cand, preds = _evaluate_in_chunks(model, x, cand, y, t, done, levels, batch_size,
+                                                  mode is Mode.FIRST, deadline, unfinished)
             else:
                 preds = predict_candidates(model, x, cand, levels, batch_size)
             hit = flips_mask(preds, y[cand["img"]], None if t is None else t[cand["img"]])
@@ -293,28 +292,19 @@ def _attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: 
     vuln = torch.zeros(n, dtype=torch.bool)
     vuln[flips[:, 0]] = True
     out = []
-    left = unfinished.cpu()
+    left = unfinished.tolist()
     for i in range(n):
-        if cl[i] != yy[i]:
-            status = "misclassified"
-        else:
-            status = "vulnerable" if bool(vuln[i]) else "timeout" if bool(left[i]) else "certified"
+        status, exhaustive = outcome(cl[i] == yy[i], bool(vuln[i]), left[i], mode is Mode.FULL)
         mine = flips[flips[:, 0] == i, 1:]
-        complete = mode is Mode.FULL and not bool(left[i])
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
-                                  seconds, exhaustive=status in ("certified", "misclassified") or
-                                  (status == "vulnerable" and complete)))
+                                  seconds, exhaustive=exhaustive))
     return out
 
 
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.perf_counter() > deadline
-
-
-def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torch.Tensor], y: torch.Tensor,
-                         t: torch.Tensor | None, done: torch.Tensor, levels: int, batch_size: int,
-                         first: bool = True, deadline: float | None = None,
-                         unfinished: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _evaluate_in_chunks(model: nn.Module, x: torch.Tensor, cand: dict[str, torch.Tensor], y: torch.Tensor,
+                        t: torch.Tensor | None, done: torch.Tensor, levels: int, batch_size: int,
+                        first: bool = True, deadline: float | None = None,
+                        unfinished: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Evaluate chunk by chunk: with ``first``, skipping images that already have a flip; with a
     ``deadline``, stopping there and marking the images of the candidates left in ``unfinished``.
 
@@ -327,7 +317,7 @@ def _evaluate_until_flip(model: nn.Module, x: torch.Tensor, cand: dict[str, torc
     start = 0
     n = len(cand["img"])
     while start < n:
-        if _past(deadline):
+        if past(deadline):
             unfinished[cand["img"][start:]] = True
             break
         part = {k: v[start:start + batch_size] for k, v in cand.items()}

@@ -25,11 +25,11 @@ from torch import nn
 
 from ..errors import InputError
 from .bounds import BoundPlan, logit_scale
-from .clock import Clock
+from .clock import Clock, past
 from .dense import flips_mask, level_values, own_levels
 from .joint_bounds import ColourBounds
 from .joint_dense import ColourBoxes, expand_colours, predict_colours, whole_cubes
-from .result import OnePixelResult
+from .result import OnePixelResult, outcome
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     unfinished = torch.zeros(n, dtype=torch.bool, device=dev)  # work left when the deadline passed
     stack = [whole_cubes(active, c, h, w, levels)]
     while stack:
-        if deadline is not None and time.perf_counter() > deadline:
+        if past(deadline):
             for pending in stack:
                 unfinished[pending.img] = True
             break
@@ -123,18 +123,13 @@ def attack_group(model: nn.Module, plan: BoundPlan | None, x: torch.Tensor, y: t
     per_image = (levels ** c - 1) * h * w
     ev, pr, cl, yy = evaluated.tolist(), pruned.tolist(), clean.tolist(), y.tolist()
     tt = t.tolist() if t is not None else [None] * n
-    left = unfinished.cpu()
+    left = unfinished.tolist()
     out = []
     for i in range(n):
         mine = flips[flips[:, 0] == i, 1:]
-        if cl[i] != yy[i]:
-            status = "misclassified"
-        else:
-            status = "vulnerable" if len(mine) else "timeout" if bool(left[i]) else "certified"
+        status, exhaustive = outcome(cl[i] == yy[i], len(mine) > 0, left[i], not first)
         out.append(OnePixelResult(indices[i], yy[i], cl[i], tt[i], status, mine.clone(), per_image, ev[i], pr[i],
-                                  seconds, exhaustive=status in ("certified", "misclassified") or
-                                  (status == "vulnerable" and not first and not bool(left[i])),
-                                  joint_channels=c))
+                                  seconds, exhaustive=exhaustive, joint_channels=c))
     return out
 
 
@@ -149,7 +144,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, leaves: ColourBoxes, own: torch
     rows, evaluated = [], torch.zeros(len(x), dtype=torch.long, device=x.device)
     step = batch_size if first or deadline is not None else max(len(colours), 1)
     for s in range(0, len(colours), step):
-        if deadline is not None and time.perf_counter() > deadline:
+        if past(deadline):
             unfinished[colours.img[s:]] = True
             break
         part = colours.take(slice(s, s + step))

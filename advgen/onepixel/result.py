@@ -72,6 +72,19 @@ class OnePixelResult:
                    bool(rec.get("exhaustive", True)), joint)
 
 
+def outcome(correct: bool, flipped: bool, unfinished: bool, full: bool) -> tuple[str, bool]:
+    """An image's ``status`` and whether its result is ``exhaustive``: the one rule of both searches.
+
+    ``flipped``: a flip was found; ``unfinished``: work was left when the time limit ran out; ``full``: the
+    search accounts for every candidate (mode ``full``), rather than stopping at an image's first flip.
+    """
+    if not correct:
+        return "misclassified", True
+    if flipped:
+        return "vulnerable", full and not unfinished
+    return ("timeout", False) if unfinished else ("certified", True)
+
+
 def box_sizes(result: OnePixelResult) -> torch.Tensor:
     """(K,) colours in each flip box of a joint result (none is the clean colour: it never succeeds)."""
     c = result.joint_channels
