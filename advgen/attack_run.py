@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,11 +35,13 @@ from .outputs import AttackSummary, adversarial_set, save_adversarial, save_exam
 from .run import Run, local, progress
 
 RECORDS = "records.jsonl"
+TIME_LIMIT = "time_limit"  # the one setting a resume may change (raise): see _allow_longer_limit
 RUN_FILE = "run.json"
 OUTPUT_FILES = ("summary.json", RECORDS, RUN_FILE, "adversarial.pt", "examples.png", "heatmaps.png", "model.pt")
 _PART = re.compile(r"^records\.rank-(\d+)\.jsonl$")
 
 ModelSource = nn.Module | Callable[[], nn.Module]
+log = logging.getLogger("advgen")
 
 
 def records_file(out: Path, rank: int = 0) -> Path:
@@ -84,7 +87,9 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     ``out/model.pt`` on rank 0 while the others load that file. Every rank must end up with identical
     weights (checked by digest). ``config`` holds the settings ``run.json`` records and a ``resume`` must
     match, beside the model's and data's digests, the seed and advgen's version (default: method, data
-    name, image count and the options). ``target``: a targeted attack towards that class (no chosen image
+    name, image count and the options). The one exception is the time limit (``options.params["time_limit"]``),
+    recorded beside them: a resume may raise or lift it, and then searches the images the old limit left
+    unsettled again. ``target``: a targeted attack towards that class (no chosen image
     may have it as label). ``overwrite`` replaces earlier outputs; without it or ``resume`` a non-empty
     ``out`` is refused, and ``reads`` (files ``model`` loads, e.g. its checkpoint) are never deleted by it.
     ``max_examples``: exact-method adversarial images kept per image.
@@ -115,7 +120,8 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
     validate_targets(target, chosen.labels, data.num_classes)
     if config is None:
         config = {"method": method, "data": data.name, "images": len(idx), "mode": opts.mode, "target": target,
-                  "bounds": opts.bounds, "levels": data.levels, "params": opts.params}
+                  "bounds": opts.bounds, "levels": data.levels,
+                  "params": {k: v for k, v in opts.params.items() if k != TIME_LIMIT}}
 
     with run.main() as shared:
         if run.is_main:
@@ -144,9 +150,11 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
         if not run.is_main:
             net = model()
     output_classes(net, chosen.images, chosen.labels)  # a model that does not fit the data stops here
-    wanted = resume_mod.fingerprint(config, model=net, data=chosen, seed=opts.seed)
+    wanted = resume_mod.fingerprint({**config, TIME_LIMIT: opts.params.get(TIME_LIMIT)}, model=net, data=chosen,
+                                    seed=opts.seed)
     with run.main() as shared:
         if run.is_main:
+            _allow_longer_limit(out, wanted, opts.mode)
             resume_mod.claim(out / RUN_FILE, wanted, str(out))
             shared.value = {int(r["index"]) for r in merge_records(out)}
     done = shared.value
@@ -178,6 +186,42 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
         if run.is_main:
             shared.value = _finish(out, method, opts, target, chosen, idx, max_examples)
     return shared.value
+
+
+def _allow_longer_limit(out: Path, wanted: dict, mode: str) -> None:
+    """Let a resume raise the time limit, or lift it: the images the earlier limit left unsettled are searched
+    again, and every other record stays.
+
+    An image's answer does not depend on the limit once the search settled it (certified, misclassified, every
+    flip listed, or, in mode ``first``, a flip found), so only ``timeout`` records and cut-short flip lists are
+    dropped. The records go first, then ``run.json`` takes the new limit: a kill in between leaves a run that
+    either limit resumes. A shorter limit is refused: the records kept would be more than that limit gives.
+    """
+    path = out / RUN_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # no earlier run, or one the claim reports
+    old, new = saved.get(TIME_LIMIT), wanted[TIME_LIMIT]
+    if old == new or resume_mod.differences({**saved, TIME_LIMIT: new}, wanted):
+        return  # nothing to do, or other settings differ too: the claim names them all
+    if new is not None and (old is None or new < old):
+        raise InputError(f"{out} was made with time limit {'none' if old is None else f'{old:g} s'}; a resume may "
+                         f"raise the limit or lift it, not lower it to {new:g} s (--overwrite to start again)")
+    records = merge_records(out)
+    kept = [r for r in records if settled(r, mode)]
+    atomic_write_text(out / RECORDS, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_json(path, wanted)
+    log.info(f"--resume under a longer time limit ({old:g} s -> {'none' if new is None else f'{new:g} s'}): "
+             f"searching the {len(records) - len(kept)} unsettled image(s) again")
+
+
+def settled(record: dict, mode: str = "full") -> bool:
+    """Whether a record is an image's final answer, whatever the time limit (see :func:`_allow_longer_limit`)."""
+    if record["status"] == Status.TIMEOUT:
+        return False
+    cut_short = record["status"] == Status.VULNERABLE and not (record.get("exact") or {}).get("exhaustive", True)
+    return not (cut_short and mode == "full")
 
 
 def statuses(out: str | Path) -> dict[int, Status]:

@@ -107,9 +107,18 @@ def test_a_time_limit_records_undecided_images_as_timeouts(full_run, ckpt_path, 
     summary = json.loads(stdout)
     assert summary["timeout"] == len(attacked) and summary["certified"] == summary["vulnerable"] == 0
     assert summary["robust_accuracy"] == 0.0, "an image nothing was proved about is not counted robust"
-    code, _, err = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 60, "--out", out,
+
+    # a resume may raise the limit: the timed-out images are searched again, to the answers of a run without one
+    code, _, _ = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 60, "--out", out,
+                      "--resume"], capsys)
+    assert code == 0
+    assert [without_time(r) for r in read_jsonl(out / "records.jsonl")] == \
+        [without_time(r) for r in read_jsonl(full_run / "records.jsonl")]
+    assert json.loads((out / "run.json").read_text())["time_limit"] == 60
+    # but not lower it: the records made under 60 s are not what a run under 1e-9 s would hold
+    code, _, err = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 1e-9, "--out", out,
                         "--resume"], capsys)
-    assert code == 2 and "time_limit" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "not lower it to 1e-09 s" in err and len(err.strip().splitlines()) == 1
 
 
 def test_fgsm_through_the_same_format(ckpt_path, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from advgen import run_attack
-from advgen.attack_run import merge_records
+from advgen.attack_run import merge_records, settled
 from advgen.cli import main
 from advgen.errors import InputError
 from advgen.files import read_jsonl
@@ -217,3 +218,33 @@ def test_an_interrupted_run_keeps_what_it_needs_to_resume(trained_cnn, mnist_tes
         attack_run.append_jsonl = original
     assert (out / "run.json").exists() and (out / "model.pt").exists()
     assert run_attack(model, mnist_test, range(2), out, method="fgsm", resume=True).images == 2
+
+
+def test_a_resume_under_a_longer_limit_completes_cut_short_flip_lists(monkeypatch, tmp_path):
+    """An image whose search the limit stopped after a first flip is searched again, to its full list; the
+    images the short limit settled keep their records (their seconds too: they are not attacked again)."""
+    from advgen import onepixel
+    from advgen.data import Dataset
+    from test_onepixel import TickingClock, images_for, tiny_cnn
+
+    model = tiny_cnn()
+    x, y = images_for(model, (1, 8, 8), 16, 6)
+    data = Dataset(x, y, "tiny", levels=16, num_classes=4)
+    opts = AttackOptions(levels=16, device="cpu", batch_size=40)
+    run_attack(model, data, out=tmp_path / "whole", options=opts)
+    whole = read_jsonl(tmp_path / "whole" / "records.jsonl")
+    monkeypatch.setattr(onepixel.clock, "time", TickingClock())
+    for limit in range(1, 200):  # the shortest limit that leaves a flip list incomplete
+        out = tmp_path / f"cut{limit}"
+        run_attack(model, data, out=out, options=dataclasses.replace(opts, params={"time_limit": float(limit)}))
+        cut = read_jsonl(out / "records.jsonl")
+        if any(r["status"] == "vulnerable" and not r["exact"]["exhaustive"] for r in cut):
+            break
+    else:
+        pytest.fail("no limit cut a flip list short")
+    kept = [r for r in cut if settled(r)]
+    run_attack(model, data, out=out, options=opts, resume=True)  # no limit now
+    again = read_jsonl(out / "records.jsonl")
+    assert [without_time(r) for r in again] == [without_time(r) for r in whole]
+    assert [r for r in again if r["index"] in {k["index"] for k in kept}] == kept
+    assert json.loads((out / "run.json").read_text())["time_limit"] is None

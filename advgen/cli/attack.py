@@ -39,7 +39,8 @@ from .options import common, data_option, model_options, overwrite_option
                    "OnePixel): search every colour of the level grid there, not one channel at a time.")
 @click.option("--time-limit", type=click.FloatRange(0, None, min_open=True), default=None, metavar="SECONDS",
               help="onepixel: give up an image after SECONDS of search; an image left undecided is recorded "
-                   "as 'timeout', nothing proved. [default: no limit: every image gets its exact answer]")
+                   "as 'timeout', nothing proved; --resume with a longer limit searches those again. "
+                   "[default: no limit: every image gets its exact answer]")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None,
               help="Candidates per forward pass [default: 512 on CPU, 16384 on CUDA].")
 @click.option("--max-examples", type=click.IntRange(1, None), default=64, show_default=True,
@@ -67,7 +68,8 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
         # the checkpoint enters through the model's digest, so the same weights resume from any path to them
         config = {"method": method, "data": data_source, "limit": limit, "model": arch, "mode": mode,
-                  "target": target, "bounds": not no_bounds, "levels": test.levels, **params}
+                  "target": target, "bounds": not no_bounds, "levels": test.levels,
+                  **({"joint_channels": True} if joint_channels else {})}  # run_attack adds the time limit
         cache = out / "model.pt" if checkpoint is None else None
         summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
                              indices[:limit], out, method=method,
