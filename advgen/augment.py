@@ -5,7 +5,8 @@ training data) and measures the attack success rate; ``kind="cgan"`` writes clas
 images and measures GAN-test and GAN-train. Both write into ``out``:
 
 * ``generator.pt`` -- the generator checkpoint (``generator=`` reads it back);
-* ``samples.pt`` -- the samples as a dataset file for ``advgen train --extra-data``;
+* ``samples.pt`` -- the samples as a dataset file for ``advgen train --extra-data``, on the data's level
+  grid (8-bit for MNIST), so ``advgen attack --data`` can search them exactly too;
 * ``samples.png`` -- a picture grid of the first 100 samples;
 * ``summary.json`` -- the figures, seconds and seed;
 * ``state/`` -- per-epoch training state with its fingerprint, so ``resume`` continues an interrupted
@@ -15,7 +16,7 @@ images and measures GAN-test and GAN-train. Both write into ``out``:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,13 @@ def _augment(kind: str, data_source: str, checkpoint: Path | None, arch: str | N
     summary["config"] = dict(vars(model.config))
 
     if kind == "advgan":
-        samples = adversarial_dataset(model, train_set, num_samples, seed=run.seed)
+        samples = adversarial_dataset(model, train_set, num_samples, seed=run.seed, grid=True)
         summary["eps"] = model.config.eps
         summary["success_rate"] = round(attack_success_rate(target.model, model, eval_set), 5)
         shown = f"attack success rate {summary['success_rate']:.4f} at eps {model.config.eps:g}"
     else:
-        samples = sample(model, num_samples, seed=run.seed)
+        made = sample(model, num_samples, seed=run.seed)
+        samples = replace(made, images=datasets.on_grid(made.images, train_set.levels), levels=train_set.levels)
         summary["gan_test"] = round(gan_test(target.model, model, max(num_samples, 1000), seed=run.seed), 5)
         summary["gan_train"] = round(gan_train(model, eval_set, num_samples, seed=run.seed, device=run.device), 5)
         shown = f"GAN-test {summary['gan_test']:.4f}, GAN-train {summary['gan_train']:.4f}"

@@ -84,6 +84,21 @@ def validate_images(images: torch.Tensor, what: str = "images") -> None:
         raise InputError(f"{what}: pixel values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
 
 
+def on_grid(images: torch.Tensor, levels: int, toward: torch.Tensor | None = None) -> torch.Tensor:
+    """``images`` moved onto the grid of ``levels`` values in [0, 1], as a file of ``levels``-valued images holds them.
+
+    Each pixel goes to its nearest level or, given ``toward`` (on-grid images of the same shape: the sources
+    of adversarial examples), to the level next to it on the source's side, so no pixel moves further from
+    its source and an L-inf bound on the perturbation still holds.
+    """
+    scale = levels - 1
+    if toward is None:
+        return torch.round(images.clamp(0, 1) * scale) / scale
+    steps = (images - toward) * scale
+    steps = torch.trunc(steps + steps.sign() * 1e-4)  # a whole number of levels, not lost to fp32 rounding
+    return (torch.round(toward * scale) + steps).clamp(0, scale) / scale
+
+
 def as_labels(labels: torch.Tensor | Any, n: int, what: str = "labels") -> torch.Tensor:
     """``labels`` as an (n,) int64 tensor; floats only when every value is a whole number (2.7 is not class 2)."""
     labels = torch.as_tensor(labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from advgen import data as datasets
 from advgen.cli import main
@@ -47,6 +48,10 @@ def test_advgan_writes_readable_outputs_and_reuses_generator(files, capsys, tmp_
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert load_generator(out / "generator.pt").config.eps == 0.2
     assert set(samples.labels.tolist()) <= set(tiny.labels.tolist())
+    # 8-bit images like the data they came from, each within eps of a source image
+    assert samples.levels == 256 and torch.equal(samples.images * 255, (samples.images * 255).round())
+    dist = (samples.images.flatten(1)[:, None] - tiny.images.flatten(1)[None]).abs().amax(2)
+    assert (dist.min(1).values <= 0.2 + 1e-6).all()
 
     # refuses to clobber, then reuses the saved generator elsewhere
     code, _, err = run(args, capsys)
@@ -76,6 +81,10 @@ def test_cgan_trains_target_when_no_checkpoint(files, capsys):
     assert 0 <= summary["gan_test"] <= 1 and 0 <= summary["gan_train"] <= 1
     samples = datasets.load_file(out / "samples.pt")
     assert samples.labels.tolist() == [i % 10 for i in range(30)]
+    # on the level grid they claim, so the exact search takes them
+    code, stdout, err = run(["attack", "--data", str(out / "samples.pt"), "--checkpoint", files["ckpt"],
+                             "--limit", "3", "--out", str(out.parent / "attacked"), *FAST], capsys)
+    assert code == 0 and json.loads(stdout)["images"] == 3, err
 
 
 def test_resume_continues_an_unfinished_run(files, capsys):

@@ -152,3 +152,23 @@ def test_whole_float_labels_are_read_as_classes():
     assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [0, 7, 2]
     two = datasets.Dataset(torch.zeros(2, 1, 2, 2), torch.tensor([True, False]), "bools")  # a two-class file
     assert two.labels.tolist() == [1, 0]
+
+
+def test_on_grid_rounds_to_the_nearest_level_or_towards_the_source():
+    gen = torch.Generator().manual_seed(0)
+    levels = 16
+    source = torch.randint(0, levels, (200, 1, 4, 4), generator=gen).float() / (levels - 1)
+    moved = (source + (torch.rand(source.shape, generator=gen) - 0.5) * 0.6).clamp(0, 1)
+    for snapped in (datasets.on_grid(moved, levels), datasets.on_grid(moved, levels, toward=source)):
+        steps = snapped * (levels - 1)
+        assert torch.equal(steps, steps.round()) and snapped.min() >= 0 and snapped.max() <= 1
+    assert (datasets.on_grid(moved, levels) - moved).abs().max() <= 0.5 / (levels - 1) + 1e-6
+    toward = datasets.on_grid(moved, levels, toward=source)
+    # each pixel lands between its source and where it was, less than one level short: an L-inf bound holds
+    assert ((toward - source) * (moved - source) >= 0).all()
+    assert ((toward - source).abs() <= (moved - source).abs() + 1e-4 / (levels - 1) + 1e-6).all()  # fp32 noise
+    assert ((moved - toward).abs() < 1 / (levels - 1)).all()
+    # a perturbation of a whole number of levels, up to fp32 noise, keeps all of them
+    exact = source + 3 / (levels - 1)
+    keep = exact <= 1
+    assert torch.allclose(datasets.on_grid(exact, levels, toward=source)[keep], exact[keep])

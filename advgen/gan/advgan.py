@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data import Dataset, validate_images
+from ..data import Dataset, on_grid, validate_images
 from ..errors import InputError, check_fields
 from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
@@ -219,11 +219,15 @@ def attack_success_rate(target: nn.Module, advgan: AdvGAN, data: Dataset, batch_
     return int(found["fooled"].sum()) / correct
 
 
-def adversarial_dataset(advgan: AdvGAN, data: Dataset, n: int | None = None, seed: int = 0) -> Dataset:
+def adversarial_dataset(advgan: AdvGAN, data: Dataset, n: int | None = None, seed: int = 0,
+                        grid: bool = False) -> Dataset:
     """``n`` images drawn from ``data`` (all, in a seeded order, when None), perturbed, with their TRUE labels.
 
     This is augmentation data: retraining on it teaches the target the correct class for its adversarial
-    neighbours. When ``n`` exceeds the dataset, images are reused (each pass in a fresh order).
+    neighbours. When ``n`` exceeds the dataset, images are reused (each pass in a fresh order). With
+    ``grid`` each perturbed pixel is rounded towards its source onto ``data``'s level grid
+    (:func:`advgen.data.on_grid`), within ``eps`` still, so the set can be written and attacked as
+    ``levels``-valued images.
     """
     n = len(data) if n is None else n
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
@@ -232,5 +236,8 @@ def adversarial_dataset(advgan: AdvGAN, data: Dataset, n: int | None = None, see
     passes = -(-n // len(data))
     idx = torch.cat([torch.randperm(len(data), generator=gen) for _ in range(passes)])[:n]
     picked = data.subset(idx)
-    return Dataset(advgan.perturb(picked.images).cpu(), picked.labels, name="advgan", levels=data.levels,
+    images = advgan.perturb(picked.images).cpu()
+    if grid:
+        images = on_grid(images, data.levels, toward=picked.images.cpu())
+    return Dataset(images, picked.labels, name="advgan", levels=data.levels,
                    num_classes=data.num_classes, meta={"generator": KIND, "seed": seed, "eps": advgan.config.eps})
