@@ -427,7 +427,10 @@ def test_one_minimum_activations_bound_every_value_in_their_box(act):
     c, r = propagate([act], center, radius)
     ts = torch.linspace(0, 1, 2001)
     inside = act(center[:, None] - radius[:, None] + 2 * radius[:, None] * ts)  # (boxes, samples)
-    assert (inside >= (c - r)[:, None] - 1e-6).all() and (inside <= (c + r)[:, None] + 1e-6).all()
+    # torch's fp32 GELU is itself off by up to 1.2e-6 (against fp64, on [-8, 8], AVX512 kernels: 1 + erf
+    # cancels in the tail), and differently where a value sits in a tensor; the search's safety margin is 1e-4
+    tol = 5e-6
+    assert (inside >= (c - r)[:, None] - tol).all() and (inside <= (c + r)[:, None] + tol).all()
     point = radius == 0
     assert torch.equal(c[point], act(center[point])) and (r[point] == 0).all()
     assert ((c + r) - inside.max(1).values <= 1e-6).all()  # the top is tight: an end point

@@ -65,6 +65,11 @@ def build_plan(model: nn.Module, input_shape: tuple[int, int, int] | None = None
 
     With ``input_shape`` (C, H, W) the plan is checked once on a random probe (its clean pass must give
     the model's logits, row by row) and, with ``locality``, gets its windowed prefix (:mod:`.local`).
+
+    The plan reads the model's own parameter and buffer tensors, so it follows changes made to them in
+    place (an optimizer step, batch norm statistics, ``load_state_dict``), which is what certified training
+    needs. It holds the tensors and layers it was traced with, so after replacing one (``model.mean = ...``,
+    ``model.fc = nn.Linear(...)``) or moving the model (``model.to("cuda")``), build a new plan.
     """
     traced = trace_steps(model)
     if isinstance(traced, str):
