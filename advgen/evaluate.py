@@ -289,7 +289,8 @@ class Evaluation:
         load = lambda p: load_checkpoint(p, factory=user_factory(self.config.arch))  # noqa: E731
 
         def fit() -> Checkpoint:
-            model, info = harden(target.model, self.train, extra, recipe, device=run.device)
+            model, info = harden(target.model, self.train, extra, recipe, device=run.device,
+                                 state=ws.phases.path("retrained_training.pt"))  # a kill loses one epoch at most
             return Checkpoint(model, target.arch, target.input_shape or self.test.input_shape,
                               target.num_classes or self.test.num_classes, {"retrain": info})
 

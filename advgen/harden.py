@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -130,8 +131,13 @@ def short_ramps(config: HardenConfig) -> list[str]:
 
 
 def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = None,
-           config: HardenConfig | None = None, device: str | torch.device = "auto") -> tuple[nn.Module, dict]:
-    """Return a retrained copy of ``model`` on the CPU (the original is untouched) and what the retraining did."""
+           config: HardenConfig | None = None, device: str | torch.device = "auto",
+           state: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """Return a retrained copy of ``model`` on the CPU (the original is untouched) and what the retraining did.
+
+    ``state``: a file that keeps the retraining's progress after every epoch, so that a run killed half-way
+    continues from there (:func:`advgen.train.fit`); a state made under another recipe is refused.
+    """
     config = config or HardenConfig()
     extra = [extra] if isinstance(extra, Dataset) else list(extra or [])
     if not all(isinstance(d, Dataset) for d in (train_data, *extra)) or not isinstance(config, HardenConfig):
@@ -185,6 +191,6 @@ def harden(model: nn.Module, train_data: Dataset, extra: list[Dataset] | None = 
 
     result = fit(model, data, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                           shift=config.shift, seed=config.seed),
-                 device=dev, desc="retrain", loss_fn=loss_fn)
+                 device=dev, desc="retrain", loss_fn=loss_fn, state=state, depends={"harden": asdict(config)})
     return model.cpu(), {"train_images": len(data), "epochs": config.epochs, "seconds": round(result.seconds, 3),
                          "certified_term": bound is not None, "final_pgd_eps": pgd_radius(config, config.epochs - 1)}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -12,9 +15,13 @@ from torch.nn import functional as F
 
 from .data import Dataset
 from .errors import InputError, check_fields
+from .files import atomic_torch_save, safe_torch_load
 from .models import Checkpoint, build
+from .resume import check, fingerprint
 from .run import progress
 from .runtime import evaluating, resolve_device, seed_everything
+
+log = logging.getLogger("advgen")
 
 
 @dataclass
@@ -91,21 +98,28 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, device: str | torch.device = "auto",
-        desc: str = "train", loss_fn: Loss = cross_entropy) -> TrainResult:
+        desc: str = "train", loss_fn: Loss = cross_entropy, state: str | Path | None = None,
+        depends: dict | None = None) -> TrainResult:
     """Train ``model`` in place with Adam, a one-cycle schedule and random shifts; deterministic on CPU.
 
     ``loss_fn(model, x, y, epoch)`` is cross-entropy unless a caller (adversarial retraining) needs more.
+    With ``state`` (a file) every finished epoch is saved there atomically, and a later call continues
+    from it, bit for bit on the CPU, when its fingerprint matches: ``config``, the starting weights, the
+    data, advgen's version and the caller's ``depends`` (a loss's settings); any other is refused in one line.
     """
     config = config or TrainConfig()
     dev = resolve_device(device)
+    wanted = None if state is None else fingerprint({"fit": asdict(config), **(depends or {})}, model=model, data=data)
     gen = seed_everything(config.seed)
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
+    saved = _Saved(Path(state), wanted, model, opt, sched, gen, dev) if state is not None else None
+    done = saved.restore() if saved is not None else 0
     start, loss = time.perf_counter(), torch.tensor(0.0)
-    for epoch in progress(range(config.epochs), desc=desc, unit="epoch"):
+    for epoch in progress(range(done, config.epochs), desc=desc, total=config.epochs - done, unit="epoch"):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), config.batch_size):
             idx = order[i:i + config.batch_size]
@@ -115,8 +129,55 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
             loss.backward()
             opt.step()
             sched.step()
+        if saved is not None:
+            saved.save(epoch + 1)
     model.eval()
     return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
+
+
+@dataclass
+class _Saved:
+    """One training run's state file: what :func:`fit` needs to go on after a finished epoch.
+
+    Beside the weights, optimizer and schedule it keeps the random streams: the data order's and random
+    shifts' ``gen``, and torch's global stream (PGD's random starts, sampled pixels), so that the resumed run
+    draws what the uninterrupted one would have.
+    """
+
+    path: Path
+    wanted: dict
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    device: torch.device
+    FORMAT: ClassVar[str] = "advgen.fit-state"
+
+    def save(self, epochs: int) -> None:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        atomic_torch_save(self.path, {
+            "format": self.FORMAT, "fingerprint": json.dumps(self.wanted), "epochs": epochs,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict(),
+            "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}})
+
+    def restore(self) -> int:
+        """Load the saved state into the run, if there is one; the epochs it had finished (0 if none)."""
+        if not self.path.exists():
+            return 0
+        raw = safe_torch_load(self.path, what="training state")
+        if not isinstance(raw, dict) or raw.get("format") != self.FORMAT:
+            raise InputError(f"{self.path} is not an advgen training state; delete it to start the training over")
+        check(json.loads(raw["fingerprint"]), self.wanted, str(self.path))
+        self.model.load_state_dict(raw["model"])
+        self.opt.load_state_dict(raw["optimizer"])
+        self.sched.load_state_dict(raw["schedule"])
+        self.gen.set_state(raw["rng"]["gen"])
+        torch.set_rng_state(raw["rng"]["torch"])
+        if raw["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(raw["rng"]["cuda"], self.device)
+        log.info(f"resuming the training from {self.path} after {raw['epochs']} epochs")
+        return int(raw["epochs"])
 
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",

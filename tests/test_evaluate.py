@@ -227,7 +227,7 @@ def _cli_args(target_path, out):
             "--quiet", "--device", "cpu", "--train-images", "300", "--onepixel-images", "4",
             "--pgd-images", "40", "--pgd-steps", "3", "--autoattack-images", "40",
               "--autoattack-version", "cpu", "--advgan-images", "40", "--advgan-epochs", "2",
-            "--cgan-epochs", "2", "--cgan-samples", "40", "--onepixel-train-images", "4", "--retrain-epochs", "1",
+            "--cgan-epochs", "2", "--cgan-samples", "40", "--onepixel-train-images", "4", "--retrain-epochs", "3",
             "--augment", ",".join(AUGMENTATIONS)]
 
 
@@ -242,21 +242,30 @@ def _scores(path):
     return _outcomes(report), report["augmentation"]
 
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path, target_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVGEN_QUIET": "1"}
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_cli_args(target_path, whole), check=True, env=env, capture_output=True, timeout=600)
-    proc = subprocess.Popen(_cli_args(target_path, killed), env=env, stdout=subprocess.DEVNULL,
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, target_path):
+    whole = tmp_path_factory.mktemp("whole")
+    subprocess.run(_cli_args(target_path, whole), check=True, env=KILL_ENV, capture_output=True, timeout=600)
+    return whole
+
+
+KILL_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ADVGEN_QUIET": "1"}
+
+
+@pytest.mark.parametrize("after", ["pgd_before.json", "retrained_training.pt"])  # a phase; an epoch of retraining
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, target_path, whole_run, after):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_args(target_path, killed), env=KILL_ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        if (killed / "state" / "pgd_before.json").exists():
+        if (killed / "state" / after).exists():
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait(timeout=60)
-    assert not (killed / "report.json").exists() or proc.returncode == 0
-    done = subprocess.run(_cli_args(target_path, killed) + ["--resume"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    assert proc.returncode == -signal.SIGKILL, "killed in time, before the run could finish"
+    done = subprocess.run(_cli_args(target_path, killed) + ["--resume"], env=KILL_ENV, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert _scores(killed) == _scores(whole)
+    assert _scores(killed) == _scores(whole_run)

@@ -208,3 +208,37 @@ def test_harden_names_arguments_of_the_wrong_kind(trained_mlp, small_train):
     model, info = harden(trained_mlp.model, small_train.head(32), small_train.subset(slice(32, 40)),
                          HardenConfig(epochs=1, pgd_eps=0.0, clean_weight=1.0, certified_weight=0.0), device="cpu")
     assert info["train_images"] == 40  # one Dataset as extra is taken as a list of one
+
+
+def test_a_retraining_killed_after_an_epoch_resumes_to_the_same_weights(trained_cnn, small_train, tmp_path,
+                                                                       monkeypatch):
+    """The state file keeps what the next epoch draws: the data order, PGD's random starts, the certified term's
+    random pixels (torch's global stream), the Adam moments and the schedule. Stopped after each epoch in turn and
+    resumed, the retraining ends with the uninterrupted run's weights, bit for bit."""
+    from advgen import train
+
+    data = small_train.head(96)
+    config = HardenConfig(epochs=3, pgd_steps=2, pgd_ramp_epochs=1, certified_ramp_epochs=1, certified_top=2,
+                          certified_random=2, batch_size=32)
+    whole, _ = harden(trained_cnn.model, data, None, config, device="cpu")
+    save = train._Saved.save
+
+    def killed_after(epochs: int):
+        def save_then_stop(self, done: int) -> None:
+            save(self, done)
+            if done == epochs:
+                raise KeyboardInterrupt
+        return save_then_stop
+
+    for stop in (1, 2):
+        state = tmp_path / f"stop{stop}.pt"
+        with monkeypatch.context() as patch:
+            patch.setattr(train._Saved, "save", killed_after(stop))
+            with pytest.raises(KeyboardInterrupt):
+                harden(trained_cnn.model, data, None, config, device="cpu", state=state)
+        torch.manual_seed(123)  # the resumed run must not depend on the stream it happens to find
+        resumed, _ = harden(trained_cnn.model, data, None, config, device="cpu", state=state)
+        assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(InputError, match=r"stop1\.pt was made with different settings: .*harden\.pgd_steps \(2 -> 3\)"):
+        harden(trained_cnn.model, data, None, HardenConfig(**{**config.__dict__, "pgd_steps": 3}), device="cpu",
+               state=tmp_path / "stop1.pt")
