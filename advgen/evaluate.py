@@ -255,7 +255,8 @@ class Evaluation:
                 if cache is not None:
                     ws.phases.claim("target", ws.fingerprint({"arch": config.arch}, data=self.train))
                 target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache,
-                                     train=self.train, test=self.test)
+                                     train=self.train, test=self.test,
+                                     state=ws.phases.path("target_training.pt") if cache is not None else None)
         if not run.is_main:
             target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache)
         if config.data not in (datasets.EMBEDDED, *datasets.TORCHVISION):  # said once the inputs are known good

@@ -31,12 +31,13 @@ def refuse_other_model(checkpoint: Path, arch: str | None, held: str) -> None:
 
 def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: str | None = None,
                 data_source: str = datasets.EMBEDDED, cache: Path | None = None, train: Dataset | None = None,
-                test: Dataset | None = None) -> Checkpoint:
+                test: Dataset | None = None, state: Path | None = None) -> Checkpoint:
     """Load ``checkpoint`` or train ``arch`` (default cnn) on ``train`` (default: ``data_source``'s train split).
 
     ``data`` is what the model will see: its image shape must match the model's. ``cache`` keeps a
-    model trained here (e.g. ``out/model.pt``) and is read back when present. ``test``, when given, is
-    scored into the trained model's metadata. The model is returned in eval mode on ``run.device``.
+    model trained here (e.g. ``out/model.pt``) and is read back when present; ``state`` keeps its training's
+    progress after every epoch (:func:`advgen.train.fit`). ``test``, when given, is scored into the trained
+    model's metadata. The model is returned in eval mode on ``run.device``.
     """
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, factory=user_factory(check_arch(arch) if arch else None))
@@ -49,7 +50,7 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
         build(arch, train.input_shape, train.num_classes)  # a bad name fails before the announcement
         log.info(f"no --checkpoint given; training a {arch} on {data_source} (train split) with "
                  f"`advgen train` defaults, seed {run.seed}")
-        ckpt = train_classifier(train, test, arch, TrainConfig(seed=run.seed), device=run.device)
+        ckpt = train_classifier(train, test, arch, TrainConfig(seed=run.seed), device=run.device, state=state)
         if cache is not None:
             save_checkpoint(cache, ckpt)
     if ckpt.input_shape and tuple(ckpt.input_shape) != data.input_shape:

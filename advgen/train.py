@@ -182,17 +182,17 @@ class _Saved:
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",
                      config: TrainConfig | None = None, device: str | torch.device = "auto",
-                     extra: list[Dataset] | None = None) -> Checkpoint:
+                     extra: list[Dataset] | None = None, state: str | Path | None = None) -> Checkpoint:
     """Build ``arch`` for ``train_data``, train it (on ``extra`` data too), and return a checkpoint.
 
     The checkpoint's metadata records the data, the configuration, the training time and, when
-    ``test_data`` is given, the test accuracy.
+    ``test_data`` is given, the test accuracy. ``state``: a file to continue a killed training from (:func:`fit`).
     """
     config = config or TrainConfig()
     combined = concat([train_data, *(extra or [])])
     seed_everything(config.seed)
     model = build(arch, train_data.input_shape, train_data.num_classes)
-    result = fit(model, combined, config, device=device)
+    result = fit(model, combined, config, device=device, state=state, depends={"arch": arch})
     meta = {"data": train_data.name, "train_images": len(combined), "config": asdict(config),
             "train_seconds": round(result.seconds, 3), "final_loss": result.final_loss,
             "extra_data": [d.name for d in extra or []]}

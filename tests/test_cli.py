@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from advgen.cli import main
 from advgen.models import load_checkpoint
@@ -25,6 +26,35 @@ def test_train_writes_checkpoint_and_refuses_clobber(tmp_path, capsys):
     code, _, err = run(args, capsys)
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert run(args + ["--overwrite"], capsys)[0] == 0
+
+
+def test_train_resume_continues_a_killed_training(tmp_path, capsys, monkeypatch):
+    from advgen import train
+
+    def args(out):
+        return ["train", "--model", "mlp", "--epochs", "2", "--out", str(out), "--quiet", "--device", "cpu"]
+
+    assert run(args(tmp_path / "whole.pt"), capsys)[0] == 0
+    out, state = tmp_path / "m.pt", tmp_path / "m.pt.state"
+    save = train._Saved.save
+
+    def save_then_stop(self, done: int) -> None:
+        save(self, done)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train._Saved, "save", save_then_stop)
+        assert main(args(out)) == 130  # Ctrl-C, as soon as the first epoch is on disk
+    capsys.readouterr()
+    assert state.exists() and not out.exists()
+    code, _, err = run(args(out), capsys)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(args(out) + ["--resume", "--epochs", "3"], capsys)
+    assert code == 2 and "fit.epochs (2 -> 3)" in err
+    assert run(args(out) + ["--resume"], capsys)[0] == 0
+    assert not state.exists()
+    whole, resumed = load_checkpoint(tmp_path / "whole.pt").model, load_checkpoint(out).model
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
 
 
 @pytest.mark.parametrize("args, needle", [

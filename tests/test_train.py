@@ -49,3 +49,27 @@ def test_extra_data_cannot_bring_classes_the_model_lacks(mnist_train):
     extra = Dataset(mnist_train.images[:4], torch.tensor([10, 12, 15, 19]), "extra", num_classes=20)
     with pytest.raises(InputError, match="labels up to 19.*10 classes"):
         concat([mnist_train.head(8), extra])
+
+
+def test_a_training_state_continues_a_killed_run_and_refuses_another(small_train, tmp_path, monkeypatch):
+    from advgen import train
+
+    data, config = small_train.head(200), TrainConfig(epochs=3, seed=1)
+    whole = train_classifier(data, None, "cnn", config, "cpu")
+    save = train._Saved.save
+
+    def save_then_stop(self, done: int) -> None:
+        save(self, done)
+        raise KeyboardInterrupt  # killed as soon as the first epoch is on disk
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train._Saved, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "s.pt")
+    resumed = train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "s.pt")
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
+    with pytest.raises(InputError, match=r"arch \(cnn -> mlp\)"):
+        train_classifier(data, None, "mlp", config, "cpu", state=tmp_path / "s.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    with pytest.raises(InputError):
+        train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "junk.pt")
