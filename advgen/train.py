@@ -117,8 +117,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
     saved = _Saved(Path(state), wanted, model, opt, sched, gen, dev) if state is not None else None
-    done = saved.restore() if saved is not None else 0
-    start, loss = time.perf_counter(), torch.tensor(0.0)
+    done, last = saved.restore() if saved is not None else (0, 0.0)
+    start, loss = time.perf_counter(), torch.tensor(last)
     for epoch in progress(range(done, config.epochs), desc=desc, total=config.epochs - done, unit="epoch"):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), config.batch_size):
@@ -130,7 +130,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
             opt.step()
             sched.step()
         if saved is not None:
-            saved.save(epoch + 1)
+            saved.save(epoch + 1, float(loss.detach()))
     model.eval()
     return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
 
@@ -153,18 +153,18 @@ class _Saved:
     device: torch.device
     FORMAT: ClassVar[str] = "advgen.fit-state"
 
-    def save(self, epochs: int) -> None:
+    def save(self, epochs: int, loss: float) -> None:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         atomic_torch_save(self.path, {
-            "format": self.FORMAT, "fingerprint": json.dumps(self.wanted), "epochs": epochs,
+            "format": self.FORMAT, "fingerprint": json.dumps(self.wanted), "epochs": epochs, "loss": loss,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict(),
             "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}})
 
-    def restore(self) -> int:
-        """Load the saved state into the run, if there is one; the epochs it had finished (0 if none)."""
+    def restore(self) -> tuple[int, float]:
+        """Load the saved state into the run, if there is one; the epochs it had finished and its last loss."""
         if not self.path.exists():
-            return 0
+            return 0, 0.0
         raw = safe_torch_load(self.path, what="training state")
         if not isinstance(raw, dict) or raw.get("format") != self.FORMAT:
             raise InputError(f"{self.path} is not an advgen training state; delete it to start the training over")
@@ -177,7 +177,7 @@ class _Saved:
         if raw["rng"]["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(raw["rng"]["cuda"], self.device)
         log.info(f"resuming the training from {self.path} after {raw['epochs']} epochs")
-        return int(raw["epochs"])
+        return int(raw["epochs"]), float(raw["loss"])
 
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",

@@ -224,13 +224,13 @@ def test_a_retraining_killed_after_an_epoch_resumes_to_the_same_weights(trained_
     save = train._Saved.save
 
     def killed_after(epochs: int):
-        def save_then_stop(self, done: int) -> None:
-            save(self, done)
+        def save_then_stop(self, done: int, loss: float) -> None:
+            save(self, done, loss)
             if done == epochs:
                 raise KeyboardInterrupt
         return save_then_stop
 
-    for stop in (1, 2):
+    for stop in (1, 2, 3):  # the last: killed before the retrained model was returned
         state = tmp_path / f"stop{stop}.pt"
         with monkeypatch.context() as patch:
             patch.setattr(train._Saved, "save", killed_after(stop))

@@ -58,8 +58,8 @@ def test_a_training_state_continues_a_killed_run_and_refuses_another(small_train
     whole = train_classifier(data, None, "cnn", config, "cpu")
     save = train._Saved.save
 
-    def save_then_stop(self, done: int) -> None:
-        save(self, done)
+    def save_then_stop(self, done: int, loss: float) -> None:
+        save(self, done, loss)
         raise KeyboardInterrupt  # killed as soon as the first epoch is on disk
 
     with monkeypatch.context() as patch:
@@ -68,6 +68,7 @@ def test_a_training_state_continues_a_killed_run_and_refuses_another(small_train
             train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "s.pt")
     resumed = train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "s.pt")
     assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
+    assert resumed.meta["final_loss"] == whole.meta["final_loss"]
     with pytest.raises(InputError, match=r"arch \(cnn -> mlp\)"):
         train_classifier(data, None, "mlp", config, "cpu", state=tmp_path / "s.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a state")
