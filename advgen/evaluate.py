@@ -74,13 +74,16 @@ class EvaluateConfig:
     """What to measure and how to retrain; the defaults fit 10 minutes on 2 CPU cores.
 
     ``autoattack_version`` is ``standard`` or ``cpu`` (:mod:`advgen.autoattack`); unset, the device
-    decides: the standard version on CUDA, the CPU subset elsewhere.
+    decides: the standard version on CUDA, the CPU subset elsewhere. ``onepixel_time_limit``: seconds of
+    exact search per image (test and mined training images), for models too slow to search to the end;
+    an image left undecided counts as neither vulnerable nor certified (its own ``timeout`` outcome).
     """
 
     data: str = datasets.EMBEDDED
     arch: str = "cnn"
     train_images: int | None = None
     onepixel_images: int = 1000
+    onepixel_time_limit: float | None = None
     pgd_images: int = 1000
     pgd_eps: float = 0.3
     pgd_steps: int = 40
@@ -106,6 +109,8 @@ class EvaluateConfig:
                                           "onepixel_train_images", "advgan_samples", "cgan_samples"), 0))
         if not 0 < self.pgd_eps <= 1:
             raise InputError(f"pgd eps must be in (0, 1], got {self.pgd_eps}")
+        if self.onepixel_time_limit is not None and not self.onepixel_time_limit > 0:
+            raise InputError(f"onepixel_time_limit must be a number of seconds > 0, got {self.onepixel_time_limit}")
         if self.autoattack_version is not None:
             AutoAttackConfig.named(self.autoattack_version)
         check_arch(self.arch)
@@ -122,13 +127,17 @@ class EvaluateConfig:
         return cls(**{**preset, **fields, "retrain": harden})
 
     def settings(self) -> dict:
-        """Every field as plain JSON values: what the report records and a ``--resume`` must repeat."""
-        return {**asdict(self), "augment": list(self.augment)}
+        """Every field as plain JSON values: what the report records and a ``--resume`` must repeat (an unset
+        time limit is left out, as before the option existed, so earlier reports and runs read the same)."""
+        fields = {**asdict(self), "augment": list(self.augment)}
+        if self.onepixel_time_limit is None:
+            del fields["onepixel_time_limit"]
+        return fields
 
     def sources(self) -> SourceConfig:
         """What :mod:`advgen.sources` needs to make the generated retraining data."""
         return SourceConfig(self.augment, self.onepixel_train_images, self.onepixel_flips_per_image,
-                            self.advgan_samples, self.cgan_samples, self.cgan_epochs)
+                            self.advgan_samples, self.cgan_samples, self.cgan_epochs, self.onepixel_time_limit)
 
     def retraining(self, sources: tuple[str, ...] | None = None) -> HardenConfig:
         """The retraining recipe, with the on-the-fly terms of the sources not asked for switched off."""
@@ -315,7 +324,8 @@ class Evaluation:
         found: dict[str, Measurement] = {}
         if config.onepixel_images:
             with ws.timer(f"onepixel_{stage}"):
-                found["onepixel"] = measure.onepixel(ws, model, test.head(config.onepixel_images), stage)
+                found["onepixel"] = measure.onepixel(ws, model, test.head(config.onepixel_images), stage,
+                                                     config.onepixel_time_limit)
         generator = None
         with run.main():
             if run.is_main:

@@ -42,6 +42,7 @@ class SourceConfig:
     advgan_samples: int = 4000
     cgan_samples: int = 2000
     cgan_epochs: int | None = None
+    onepixel_time_limit: float | None = None  # seconds of exact search per training image mined
 
 
 def generate(ws: Workspace, config: SourceConfig, retrain: HardenConfig, train: Dataset, target: nn.Module,
@@ -80,7 +81,8 @@ def onepixel_flips(ws: Workspace, config: SourceConfig, train: Dataset, target: 
     subset = train.head(config.onepixel_train_images)
     where = ws.phases.path("onepixel_train")
     with ws.timer("augment_onepixel"):
-        exact_search(ws.run, target, subset, where, max_examples=config.onepixel_flips_per_image)
+        exact_search(ws.run, target, subset, where, max_examples=config.onepixel_flips_per_image,
+                     time_limit=config.onepixel_time_limit)
     if not ws.run.is_main:
         return None
     adv = safe_torch_load(where / "adversarial.pt", what="one-pixel examples")

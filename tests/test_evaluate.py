@@ -76,6 +76,28 @@ def test_stage_fields_present_and_consistent(finished, stage):
         assert fooled == ("1" if correct == "1" and robust == "0" else "0"), i
 
 
+def test_a_onepixel_time_limit_reports_undecided_images_as_timeouts(tmp_path, target_path, finished):
+    """With no time to search, every image the model classifies right is a timeout: neither vulnerable nor
+    certified, in its own row of the status table; the limit is in the settings, and absent when unset."""
+    from advgen.report.tables import all_tables
+
+    config = tiny_config(onepixel_time_limit=1e-9, onepixel_images=4, pgd_images=0, autoattack_images=0,
+                         advgan_images=0, augment=("onepixel",), onepixel_train_images=4)
+    report = evaluate(config, tmp_path, checkpoint=target_path, fail_under=["onepixel=0.5"], device="cpu", quiet=True)
+    for stage in ("before", "after"):
+        m = report.stages[stage]["onepixel"]
+        correct = report.stages[stage]["clean"].outcomes["correct"][:4]
+        assert m.outcomes["timeout"] == correct and set(m.outcomes["vulnerable"] + m.outcomes["certified"]) == {"0"}
+        assert "lower bound" in m.note
+    assert report.augmentation["onepixel"] == 0  # the mined training images timed out too: no flips
+    assert not report.passed and report.gates[0].value == 0.0  # nothing proved: the gate fails
+    assert load_report(tmp_path / "report.json").to_dict() == report.to_dict()
+    status = next(t for t in all_tables(report) if t.title.startswith("One-pixel status"))
+    assert status.header == ["before", "certified", "vulnerable", "timeout", "misclassified", "total"]
+    assert report.config["onepixel_time_limit"] == 1e-9 and "onepixel_time_limit" not in finished[1].config
+    assert "undecided" in (tmp_path / "report.md").read_text()
+
+
 def test_after_stage_attacks_the_retrained_model(finished, mnist_test, target_path):
     out, report = finished
     state = out / "state"
@@ -141,6 +163,7 @@ def resume_args(out, target_path) -> list[str]:
 @pytest.mark.parametrize("changed, named", [(["--pgd-eps", "0.1"], "pgd_eps (0.3 -> 0.1)"),
                                             (["--retrain-epochs", "2"], "retrain.epochs (1 -> 2)"),
                                             (["--seed", "1"], "seed (0 -> 1)"),
+                                            (["--onepixel-time-limit", "5"], "onepixel_time_limit (unset -> 5"),
                                             (["--budget", "robust"], "retrain.clean_weight (0.55 -> 0.0)")])
 def test_resume_with_a_changed_setting_exits_2_naming_it(finished, target_path, capsys, changed, named):
     out, _ = finished

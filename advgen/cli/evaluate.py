@@ -31,6 +31,10 @@ from .options import common, data_option, fail_under_option, model_options, over
 @model_options
 @click.option("--onepixel-images", type=click.IntRange(0), default=EvaluateConfig.onepixel_images, show_default=True,
               help="Test images given the exact one-pixel enumeration (0: skip).")
+@click.option("--onepixel-time-limit", type=click.FloatRange(0, None, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Give up the exact search of an image after SECONDS (for models too slow to search to the end); "
+                   "an image left undecided is reported as a timeout, nothing proved. [default: no limit]")
 @click.option("--pgd-images", type=click.IntRange(0), default=EvaluateConfig.pgd_images, show_default=True,
               help="Test images attacked with PGD (0: skip).")
 @click.option("--pgd-eps", type=click.FloatRange(0, 1, min_open=True), default=EvaluateConfig.pgd_eps,
@@ -69,7 +73,7 @@ from .options import common, data_option, fail_under_option, model_options, over
 @overwrite_option
 @common
 def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int,
-             pgd_images: int, pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
+             onepixel_time_limit: float | None, pgd_images: int, pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
              advgan_images: int, augment: str, onepixel_train_images: int,
              advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
              cgan_epochs: int | None,
@@ -81,7 +85,8 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
     """
     ctx = click.get_current_context()
     given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
-    fields = {"data": data_source, "arch": arch, "onepixel_images": onepixel_images, "pgd_images": pgd_images,
+    fields = {"data": data_source, "arch": arch, "onepixel_images": onepixel_images,
+              "onepixel_time_limit": onepixel_time_limit, "pgd_images": pgd_images,
               "pgd_eps": pgd_eps, "pgd_steps": pgd_steps, "autoattack_images": autoattack_images,
               "autoattack_version": autoattack_version, "advgan_images": advgan_images,
               "augment": tuple(a.strip() for a in augment.split(",") if a.strip()),

@@ -42,6 +42,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("clean", "correct", "clean accuracy", True, gate="clean"),
     Metric("onepixel", "certified", "one-pixel certified robust", True, gate="onepixel"),
     Metric("onepixel", "vulnerable", "one-pixel vulnerable rate", False),
+    Metric("onepixel", "timeout", "one-pixel undecided (time limit: nothing proved)", False),
     Metric("pgd", "robust", "PGD robust accuracy", True, gate="pgd"),
     Metric("autoattack", "robust", "AutoAttack robust accuracy", True, gate="autoattack"),
     Metric("autoattack", "worst", "worst-case robust accuracy (PGD and AutoAttack)", True, gate="worst"),

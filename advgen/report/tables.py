@@ -113,13 +113,15 @@ def metrics_table(report: Report) -> Table:
     return t
 
 
-ONEPIXEL_STATUSES = ("certified", "vulnerable", "misclassified")
+ONEPIXEL_STATUSES = ("certified", "vulnerable", "timeout", "misclassified")
 
 
 def _onepixel_statuses(m: Measurement) -> list[str]:
-    """Per image: certified, vulnerable, or neither, which the exact search gives only to misclassified images."""
-    return [ONEPIXEL_STATUSES[0] if c == "1" else ONEPIXEL_STATUSES[1] if v == "1" else ONEPIXEL_STATUSES[2]
-            for v, c in zip(m.flags("vulnerable"), m.flags("certified"))]
+    """Per image: certified, vulnerable, timeout (with a time limit), or none of them, which the exact search
+    gives only to misclassified images."""
+    timeout = m.outcomes.get("timeout", "0" * m.images)
+    return ["certified" if c == "1" else "vulnerable" if v == "1" else "timeout" if t == "1" else "misclassified"
+            for v, c, t in zip(m.flags("vulnerable"), m.flags("certified"), timeout)]
 
 
 def onepixel_table(report: Report) -> Table | None:
@@ -134,13 +136,13 @@ def onepixel_table(report: Report) -> Table | None:
     if not (x and y and x.images == y.images and x.carries(certified) and y.carries(certified)):
         return None
     pairs = Counter(zip(_onepixel_statuses(x), _onepixel_statuses(y)))
+    shown = [s for s in ONEPIXEL_STATUSES if s != "timeout" or any("timeout" in p for p in pairs)]
     t = Table("One-pixel status per image: before retraining (rows), after (columns)",
-              ["before", *ONEPIXEL_STATUSES, "total"], numeric=[False, True, True, True, True])
-    for before in ONEPIXEL_STATUSES:
-        row = [pairs[before, after] for after in ONEPIXEL_STATUSES]
+              ["before", *shown, "total"], numeric=[False, *[True] * (len(shown) + 1)])
+    for before in shown:
+        row = [pairs[before, after] for after in shown]
         t.rows.append([before, *map(str, row), str(sum(row))])
-    t.rows.append(["total", *(str(sum(pairs[b, a] for b in ONEPIXEL_STATUSES)) for a in ONEPIXEL_STATUSES),
-                   str(x.images)])
+    t.rows.append(["total", *(str(sum(pairs[b, a] for b in shown)) for a in shown), str(x.images)])
     return t
 
 
