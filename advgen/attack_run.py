@@ -260,7 +260,8 @@ def _finish(out: Path, method: str, opts: AttackOptions, target: int | None, cho
     images = {i: chosen.images[k] for k, i in enumerate(idx)}
     records = [AttackRecord.from_record(rec, images[int(rec["index"])], chosen.levels)
                for rec in merge_records(out) if int(rec["index"]) in images]
-    summary = summarize(records, method, opts.seed, opts.mode, target, chosen.levels, chosen.name)
+    summary = summarize(records, method, opts.seed, opts.mode, target, chosen.levels, chosen.name,
+                        opts.params.get(TIME_LIMIT))
     atomic_write_json(out / "summary.json", summary.to_dict())
     save_adversarial(out / "adversarial.pt", adversarial_set(records, images, chosen.levels, max_examples), method)
     save_examples(out / "examples.png", records)

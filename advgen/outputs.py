@@ -12,6 +12,7 @@ from ._version import __version__
 from .files import atomic_torch_save, atomic_write_png
 from .methods import AttackRecord, Status
 from .onepixel import OnePixelResult, adversarial_examples, flip_changes, flip_classes, heatmap
+from .stats import Rate
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +36,7 @@ class AttackSummary:
     misclassified: int
     timeout: int
     robust_accuracy: float
+    robust_accuracy_ci95: list[float]  # Wilson, 95%: of ``images``, the certified and robust ones
     candidates_total: int
     evaluated: int
     pruned: int
@@ -47,6 +49,7 @@ class AttackSummary:
     levels: int
     data: str
     versions: dict[str, str]
+    time_limit: float | None = None  # seconds of exact search per image; None: none
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -56,24 +59,25 @@ class AttackSummary:
 
 
 def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, target: int | None, levels: int,
-              data: str) -> AttackSummary:
-    """Counts per status, robust accuracy, the exact method's candidate accounting, and the time spent.
+              data: str, time_limit: float | None = None) -> AttackSummary:
+    """Counts per status, robust accuracy with its interval, the exact method's candidate accounting, and the time.
 
     Robust accuracy counts what is known robust: an image whose search ran out of time counts as not robust.
     """
     count = {s: sum(r.status == s for r in records) for s in Status}
     n = len(records)
+    robust = Rate(count[Status.CERTIFIED] + count[Status.ROBUST], n)
     exact = [r.exact for r in records if r.exact is not None]
     seconds = sum(r.seconds for r in records)
     return AttackSummary(
         method, n, count[Status.CERTIFIED], count[Status.VULNERABLE], count[Status.ROBUST],
         count[Status.MISCLASSIFIED], count[Status.TIMEOUT],
-        robust_accuracy=(count[Status.CERTIFIED] + count[Status.ROBUST]) / n if n else 0.0,
+        robust_accuracy=robust.value, robust_accuracy_ci95=[round(b, 6) for b in robust.ci95],
         candidates_total=sum(e["candidates"] for e in exact if e["status"] != Status.MISCLASSIFIED),
         evaluated=sum(e["evaluated"] for e in exact), pruned=sum(e["pruned"] for e in exact),
         flips_total=sum(e.get("flip_count", len(e["flips"])) for e in exact), seconds=round(seconds, 4),
         seconds_per_image=round(seconds / n, 6) if n else 0.0, seed=seed, mode=mode, target=target,
-        levels=levels, data=data, versions=versions())
+        levels=levels, data=data, versions=versions(), time_limit=time_limit)
 
 
 def save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:

@@ -12,6 +12,7 @@ import torch
 from advgen.cli import main
 from advgen.files import read_jsonl
 from advgen.models import save_checkpoint
+from advgen.stats import Rate
 
 LIMIT = 4
 
@@ -53,6 +54,9 @@ def test_attack_writes_every_output(full_run, trained_cnn, mnist_test):
     assert summary["images"] == LIMIT and summary["method"] == "onepixel"
     assert summary["certified"] + summary["vulnerable"] + summary["misclassified"] == LIMIT
     assert summary["evaluated"] + summary["pruned"] == summary["candidates_total"]
+    lo, hi = Rate(summary["certified"] + summary["robust"], LIMIT).ci95
+    assert summary["robust_accuracy_ci95"] == [round(lo, 6), round(hi, 6)] and lo <= summary["robust_accuracy"] <= hi
+    assert summary["time_limit"] is None
     records = read_jsonl(full_run / "records.jsonl")
     assert sorted(r["index"] for r in records) == list(range(LIMIT))
     adv = torch.load(full_run / "adversarial.pt", weights_only=True)
@@ -107,6 +111,7 @@ def test_a_time_limit_records_undecided_images_as_timeouts(full_run, ckpt_path, 
     summary = json.loads(stdout)
     assert summary["timeout"] == len(attacked) and summary["certified"] == summary["vulnerable"] == 0
     assert summary["robust_accuracy"] == 0.0, "an image nothing was proved about is not counted robust"
+    assert json.loads((out / "summary.json").read_text())["time_limit"] == 1e-9
 
     # a resume may raise the limit: the timed-out images are searched again, to the answers of a run without one
     code, _, _ = run(["attack", "--checkpoint", ckpt_path, "--limit", LIMIT, "--time-limit", 60, "--out", out,

@@ -84,10 +84,11 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
 def _report(s: AttackSummary, out: Path, quiet: bool) -> None:
     """One JSON line of counts with --quiet, otherwise one sentence."""
     shown = {k: getattr(s, k) for k in ("images", "certified", "vulnerable", "robust", "misclassified", "timeout",
-                                        "robust_accuracy", "seconds")}
+                                        "robust_accuracy", "robust_accuracy_ci95", "seconds")}
     click.echo(json.dumps(shown) if quiet else
                f"{s.method}: {s.images} images: {s.certified} certified, {s.vulnerable} vulnerable, {s.robust} "
                f"robust (not proven), {s.misclassified} misclassified"
                f"{f', {s.timeout} timed out (nothing proved)' if s.timeout else ''}; "
-               f"robust accuracy {s.robust_accuracy:.3f}; "
+               f"robust accuracy {s.robust_accuracy:.3f} [{s.robust_accuracy_ci95[0]:.3f}, "
+               f"{s.robust_accuracy_ci95[1]:.3f}]; "
                f"{s.seconds:.1f}s; wrote {out}")
