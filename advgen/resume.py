@@ -6,8 +6,9 @@ the seed and the advgen version. A phase writes it beside its result before any 
 stops with one line naming the settings that differ. So a resumed run never mixes results made under
 other settings, a changed checkpoint file, or another version of advgen.
 
-Used by ``advgen attack`` (``run.json`` in its output), ``advgen augment`` and the GAN trainers
-(their per-epoch state), and ``advgen evaluate`` (``state/run.json`` plus one per phase).
+Used by ``advgen attack`` (``run.json`` in its output), ``advgen augment``, ``advgen evaluate``
+(``state/run.json`` plus one per phase), and every training loop: the GAN trainers and
+:func:`advgen.train.fit` keep their progress after each epoch in one file (:func:`save_training`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .files import atomic_write_json, check_writable_dir
+from .files import atomic_torch_save, atomic_write_json, check_writable_dir, safe_torch_load
 
 log = logging.getLogger("advgen")
 
@@ -101,6 +102,34 @@ def claim(path: Path, wanted: dict[str, Any], where: str) -> bool:
         return True
     atomic_write_json(path, wanted)
     return False
+
+
+TRAINING_FORMAT = "advgen.training-state"
+
+
+def save_training(path: Path, wanted: dict[str, Any], epochs: int, parts: dict[str, Any]) -> None:
+    """A training's progress after ``epochs`` finished epochs, written atomically with its fingerprint ``wanted``.
+
+    ``parts`` is what the trainer needs to go on (weights, optimizer moments, random streams), as tensors and
+    plain values, so that the file loads with ``weights_only=True``.
+    """
+    atomic_torch_save(path, {"format": TRAINING_FORMAT, "fingerprint": json.dumps(wanted), "epochs": epochs,
+                             "parts": parts})
+
+
+def load_training(path: Path, wanted: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``(epochs, parts)`` as :func:`save_training` left them at ``path``, or ``(0, {})`` when there is no file.
+
+    A file that is not a training state, or was saved under another fingerprint, is refused in one line
+    naming what differs: continuing it would mix two different trainings.
+    """
+    if not path.exists():
+        return 0, {}
+    raw = safe_torch_load(path, what="training state")
+    if not isinstance(raw, dict) or raw.get("format") != TRAINING_FORMAT:
+        raise InputError(f"{path} is not an advgen training state of this version; delete it to start over")
+    check(json.loads(raw["fingerprint"]), wanted, str(path))
+    return int(raw["epochs"]), raw["parts"]
 
 
 def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str,

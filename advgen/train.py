@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,9 +14,8 @@ from torch.nn import functional as F
 
 from .data import Dataset
 from .errors import InputError, check_fields
-from .files import atomic_torch_save, safe_torch_load
 from .models import Checkpoint, build
-from .resume import check, fingerprint
+from .resume import fingerprint, load_training, save_training
 from .run import progress
 from .runtime import evaluating, resolve_device, seed_everything
 
@@ -137,7 +135,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
 
 @dataclass
 class _Saved:
-    """One training run's state file: what :func:`fit` needs to go on after a finished epoch.
+    """One training run's state file (:func:`advgen.resume.save_training`): what :func:`fit` needs to go on.
 
     Beside the weights, optimizer and schedule it keeps the random streams: the data order's and random
     shifts' ``gen``, and torch's global stream (PGD's random starts, sampled pixels), so that the resumed run
@@ -151,33 +149,28 @@ class _Saved:
     sched: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator
     device: torch.device
-    FORMAT: ClassVar[str] = "advgen.fit-state"
 
     def save(self, epochs: int, loss: float) -> None:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        atomic_torch_save(self.path, {
-            "format": self.FORMAT, "fingerprint": json.dumps(self.wanted), "epochs": epochs, "loss": loss,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        save_training(self.path, self.wanted, epochs, {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "loss": loss,
             "optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict(),
             "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}})
 
     def restore(self) -> tuple[int, float]:
         """Load the saved state into the run, if there is one; the epochs it had finished and its last loss."""
-        if not self.path.exists():
+        epochs, parts = load_training(self.path, self.wanted)
+        if not epochs:
             return 0, 0.0
-        raw = safe_torch_load(self.path, what="training state")
-        if not isinstance(raw, dict) or raw.get("format") != self.FORMAT:
-            raise InputError(f"{self.path} is not an advgen training state; delete it to start the training over")
-        check(json.loads(raw["fingerprint"]), self.wanted, str(self.path))
-        self.model.load_state_dict(raw["model"])
-        self.opt.load_state_dict(raw["optimizer"])
-        self.sched.load_state_dict(raw["schedule"])
-        self.gen.set_state(raw["rng"]["gen"])
-        torch.set_rng_state(raw["rng"]["torch"])
-        if raw["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(raw["rng"]["cuda"], self.device)
-        log.info(f"resuming the training from {self.path} after {raw['epochs']} epochs")
-        return int(raw["epochs"]), float(raw["loss"])
+        self.model.load_state_dict(parts["model"])
+        self.opt.load_state_dict(parts["optimizer"])
+        self.sched.load_state_dict(parts["schedule"])
+        self.gen.set_state(parts["rng"]["gen"])
+        torch.set_rng_state(parts["rng"]["torch"])
+        if parts["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(parts["rng"]["cuda"], self.device)
+        log.info(f"resuming the training from {self.path} after {epochs} epochs")
+        return epochs, float(parts["loss"])
 
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",

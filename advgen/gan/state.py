@@ -1,4 +1,5 @@
-"""Resumable GAN training: one atomic checkpoint per epoch holding nets, optimizers, epoch and RNG state.
+"""Resumable GAN training: one atomic state per epoch holding nets, optimizers, epoch and RNG state
+(:func:`advgen.resume.save_training`, the format every training loop of advgen keeps).
 
 All randomness of a GAN training run (batch order, noise) is drawn from one private ``torch.Generator``
 on the CPU, so saving its state next to the weights and the optimizer moments is enough for a resumed
@@ -8,7 +9,6 @@ run to continue bit for bit where the interrupted one stopped (on CPU; CUDA kern
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,13 +18,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..files import atomic_torch_save, safe_torch_load
-from ..resume import check
+from ..resume import load_training, save_training
 from ..run import progress
 from ..runtime import evaluating
-
-STATE_FORMAT = "advgen.gan-state"
-STATE_VERSION = 2
 
 
 def state_path(state_dir: str | Path, kind: str) -> Path:
@@ -40,9 +36,7 @@ def settings(config: Any) -> dict:
 def save_state(path: Path, kind: str, depends: dict, epoch: int, modules: dict[str, nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator, history: list[dict]) -> None:
     """Write everything needed to continue after ``epoch`` completed epochs, atomically."""
-    atomic_torch_save(path, {
-        "format": STATE_FORMAT, "version": STATE_VERSION, "kind": kind, "fingerprint": json.dumps(depends),
-        "epoch": epoch,
+    save_training(path, {**depends, "gan": kind}, epoch, {
         "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in modules.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "rng": gen.get_state(), "history": history,
@@ -53,23 +47,21 @@ def load_state(path: Path, kind: str, depends: dict, epochs: int, modules: dict[
                optimizers: dict[str, torch.optim.Optimizer], gen: torch.Generator) -> tuple[int, list[dict]]:
     """Restore a state saved by :func:`save_state` in place; return (epochs done, per-epoch history).
 
-    The saved fingerprint (settings but ``epochs``, input model and data, seed, version) must equal
-    ``depends``: anything else would silently mix two different experiments, so it is refused.
+    The saved fingerprint (settings but ``epochs``, input model and data, seed, version, the kind of GAN)
+    must equal ``depends``: anything else would silently mix two different experiments, so it is refused.
     """
-    raw = safe_torch_load(path, what="GAN training state")
-    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT or raw.get("kind") != kind \
-            or raw.get("version") != STATE_VERSION:
-        raise InputError(f"{path} is not an advgen {kind} training state of this version; start over")
-    check(json.loads(raw["fingerprint"]), depends, str(path))
-    if int(raw["epoch"]) > epochs:
-        raise InputError(f"cannot resume from {path}: it already holds {raw['epoch']} epochs, more than the "
+    done, parts = load_training(path, {**depends, "gan": kind})
+    if not done:
+        return 0, []
+    if done > epochs:
+        raise InputError(f"cannot resume from {path}: it already holds {done} epochs, more than the "
                          f"{epochs} asked for")
     for k, m in modules.items():
-        m.load_state_dict(raw["modules"][k])
+        m.load_state_dict(parts["modules"][k])
     for k, o in optimizers.items():
-        o.load_state_dict(raw["optimizers"][k])
-    gen.set_state(raw["rng"])
-    return int(raw["epoch"]), list(raw["history"])
+        o.load_state_dict(parts["optimizers"][k])
+    gen.set_state(parts["rng"])
+    return done, list(parts["history"])
 
 
 def run_epochs(kind: str, G: nn.Module, D: nn.Module, config: dict, gen: torch.Generator,
