@@ -115,8 +115,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
     saved = _Saved(Path(state), wanted, model, opt, sched, gen, dev) if state is not None else None
-    done, last = saved.restore() if saved is not None else (0, 0.0)
-    start, loss = time.perf_counter(), torch.tensor(last)
+    done, last, earlier = saved.restore() if saved is not None else (0, 0.0, 0.0)
+    start, loss = time.perf_counter() - earlier, torch.tensor(last)  # seconds count the killed run's epochs too
     for epoch in progress(range(done, config.epochs), desc=desc, total=config.epochs - done, unit="epoch"):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), config.batch_size):
@@ -128,7 +128,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
             opt.step()
             sched.step()
         if saved is not None:
-            saved.save(epoch + 1, float(loss.detach()))
+            saved.save(epoch + 1, float(loss.detach()), time.perf_counter() - start)
     model.eval()
     return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
 
@@ -150,18 +150,20 @@ class _Saved:
     gen: torch.Generator
     device: torch.device
 
-    def save(self, epochs: int, loss: float) -> None:
+    def save(self, epochs: int, loss: float, seconds: float) -> None:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         save_training(self.path, self.wanted, epochs, {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "loss": loss,
+            "seconds": seconds,
             "optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict(),
             "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}})
 
-    def restore(self) -> tuple[int, float]:
-        """Load the saved state into the run, if there is one; the epochs it had finished and its last loss."""
+    def restore(self) -> tuple[int, float, float]:
+        """Load the saved state into the run, if there is one; the epochs it had finished, its last loss and the
+        seconds it had trained."""
         epochs, parts = load_training(self.path, self.wanted)
         if not epochs:
-            return 0, 0.0
+            return 0, 0.0, 0.0
         self.model.load_state_dict(parts["model"])
         self.opt.load_state_dict(parts["optimizer"])
         self.sched.load_state_dict(parts["schedule"])
@@ -170,7 +172,7 @@ class _Saved:
         if parts["rng"]["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(parts["rng"]["cuda"], self.device)
         log.info(f"resuming the training from {self.path} after {epochs} epochs")
-        return epochs, float(parts["loss"])
+        return epochs, float(parts["loss"]), float(parts["seconds"])
 
 
 def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch: str = "cnn",

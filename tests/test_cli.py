@@ -38,8 +38,8 @@ def test_train_resume_continues_a_killed_training(tmp_path, capsys, monkeypatch)
     out, state = tmp_path / "m.pt", tmp_path / "m.pt.state"
     save = train._Saved.save
 
-    def save_then_stop(self, done: int, loss: float) -> None:
-        save(self, done, loss)
+    def save_then_stop(self, done: int, loss: float, seconds: float) -> None:
+        save(self, done, loss, seconds)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:

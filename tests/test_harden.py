@@ -224,8 +224,8 @@ def test_a_retraining_killed_after_an_epoch_resumes_to_the_same_weights(trained_
     save = train._Saved.save
 
     def killed_after(epochs: int):
-        def save_then_stop(self, done: int, loss: float) -> None:
-            save(self, done, loss)
+        def save_then_stop(self, done: int, loss: float, seconds: float) -> None:
+            save(self, done, loss, seconds)
             if done == epochs:
                 raise KeyboardInterrupt
         return save_then_stop

@@ -58,9 +58,10 @@ def test_a_training_state_continues_a_killed_run_and_refuses_another(small_train
     whole = train_classifier(data, None, "cnn", config, "cpu")
     save = train._Saved.save
 
-    def save_then_stop(self, done: int, loss: float) -> None:
-        save(self, done, loss)
-        raise KeyboardInterrupt  # killed as soon as the first epoch is on disk
+    def save_then_stop(self, done: int, loss: float, seconds: float) -> None:
+        save(self, done, loss, seconds)
+        if done == 2:
+            raise KeyboardInterrupt  # killed as soon as the second epoch of three is on disk
 
     with monkeypatch.context() as patch:
         patch.setattr(train._Saved, "save", save_then_stop)
@@ -69,6 +70,8 @@ def test_a_training_state_continues_a_killed_run_and_refuses_another(small_train
     resumed = train_classifier(data, None, "cnn", config, "cpu", state=tmp_path / "s.pt")
     assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
     assert resumed.meta["final_loss"] == whole.meta["final_loss"]
+    # the killed run's two epochs count too: alone, the resumed one's would be a third of the whole
+    assert resumed.meta["train_seconds"] > 0.6 * whole.meta["train_seconds"]
     with pytest.raises(InputError, match=r"arch \(cnn -> mlp\)"):
         train_classifier(data, None, "mlp", config, "cpu", state=tmp_path / "s.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a state")
