@@ -74,8 +74,8 @@ def onepixel(ws: Workspace, model: nn.Module, data: Dataset, stage: str,
     limited = ""
     if time_limit is not None:
         flags["timeout"] = [status[i] == Status.TIMEOUT for i in order]
-        limited = (f"; {time_limit:g} s per image: {summary.timeout} undecided (nothing proved), so the "
-                   f"vulnerable rate is a lower bound")
+        limited = (f"; {time_limit:g} s per image: {summary.timeout} undecided (nothing proved), so the vulnerable "
+                   f"rate is a lower bound" if summary.timeout else f"; {time_limit:g} s per image: every image decided")
     return Measurement.from_flags(
         flags, counts={"candidates": summary.candidates_total, "pruned": summary.pruned, "evaluated": summary.evaluated},
         seconds=time.perf_counter() - t0,
