@@ -87,3 +87,23 @@ def test_resume_reuses_variants_and_refuses_other_settings(done, capsys):
     assert "retrain.epochs (1 -> 2)" in err and len(err.strip().splitlines()) == 1
     assert main(common + ["--retrain-epochs", "1", "--fail-under", "clean=0.5"]) == 2
     assert main(common + ["--retrain-epochs", "1"]) == 2  # an earlier run is never mixed in silently
+
+
+def test_the_undecided_rate_is_shown_only_under_a_time_limit():
+    from advgen.report import Measurement
+    from advgen.report.ablation import Ablation
+
+    def flags(bits: str) -> list[bool]:
+        return [b == "1" for b in bits]
+
+    def stages(**extra):
+        onepixel = Measurement.from_flags({"vulnerable": flags("0100"), "certified": flags("1000"),
+                                           **{k: flags(v) for k, v in extra.items()}})
+        return {v: {"onepixel": onepixel} for v in ("before", "clean-only", "all")}
+
+    variants = {"clean-only": [], "all": ["pgd"]}
+    plain = Ablation(variants=variants, stages=stages())
+    limited = Ablation(variants=variants, stages=stages(timeout="0011"))
+    assert [m.key for m in plain.metrics()] == ["onepixel.vulnerable"]
+    assert [m.key for m in limited.metrics()] == ["onepixel.vulnerable", "onepixel.timeout"]
+    assert "0.5000 (2/4)" in limited.table().rows[0][3]
