@@ -68,8 +68,7 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         indices = torch.arange(len(test)) if target is None else torch.nonzero(test.labels != target).flatten()
         # the checkpoint enters through the model's digest, so the same weights resume from any path to them
         config = {"method": method, "data": data_source, "limit": limit, "model": arch, "mode": mode,
-                  "target": target, "bounds": not no_bounds, "levels": test.levels,
-                  **({"joint_channels": True} if joint_channels else {})}  # run_attack adds the time limit
+                  "target": target, "bounds": not no_bounds, "levels": test.levels, **params}
         cache = out / "model.pt" if checkpoint is None else None
         summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
                              indices[:limit], out, method=method,

@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..data import on_grid
 from ..errors import InputError
 
 
@@ -33,8 +34,8 @@ def level_values(levels: int, device: torch.device | str = "cpu") -> torch.Tenso
 
 
 def quantize(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
-    """Round images in [0, 1] to the nearest of ``levels`` grid values."""
-    return torch.round(images.clamp(0, 1) * (levels - 1)) / float(levels - 1)
+    """Round images in [0, 1] to the nearest of ``levels`` grid values (:func:`advgen.data.on_grid`)."""
+    return on_grid(images, levels)
 
 
 def own_levels(images: torch.Tensor, levels: int) -> torch.Tensor:
