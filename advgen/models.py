@@ -145,7 +145,14 @@ def _call_factory(spec: str) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise InputError(f"cannot import model factory {spec!r}: {exc}") from exc
-    model = factory()
+    if not callable(factory):
+        raise InputError(f"model factory {spec!r} is a {type(factory).__name__}, not a function or class to call")
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: named in one line (--debug shows its traceback)
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InputError(f"model factory {spec!r} failed when called with no arguments: "
+                         f"{type(exc).__name__}{': ' + first if first else ''}") from exc
     if not isinstance(model, nn.Module):
         raise InputError(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
     return model

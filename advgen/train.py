@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from .data import Dataset
 from .errors import InputError, check_fields
-from .models import Checkpoint, build
+from .models import Checkpoint, build, output_classes
 from .resume import fingerprint, load_training, save_training
 from .run import progress
 from .runtime import evaluating, resolve_device, seed_everything
@@ -109,7 +109,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     dev = resolve_device(device)
     wanted = None if state is None else fingerprint({"fit": asdict(config), **(depends or {})}, model=model, data=data)
     gen = seed_everything(config.seed)
-    model.to(dev).train()
+    output_classes(model.to(dev), data.images, data.labels)  # a model that does not fit the data stops here
+    model.train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,

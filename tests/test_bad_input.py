@@ -119,3 +119,45 @@ def test_bad_options(files, tmp_path, capsys, args, needle):
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert needle.lower() in err.lower(), err
+
+
+FACTORIES = '''
+import torch
+from torch import nn
+
+def needs_width(width):
+    return nn.Linear(784, 10)
+
+def raises():
+    raise RuntimeError("boom in user code")
+
+not_callable = 3
+
+def colour():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+
+def seven_classes():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))
+'''
+
+
+@pytest.mark.parametrize("factory, needle", [
+    ("needs_width", "missing 1 required positional argument"),
+    ("raises", "boom in user code"),
+    ("not_callable", "not a function or class"),
+    ("colour", "do not fit the model"),
+    ("seven_classes", "0..6"),
+], ids=["needs_width", "raises", "not_callable", "colour", "seven_classes"])
+@pytest.mark.parametrize("command", ["train", *COMMANDS])
+def test_user_factories_that_cannot_train_are_named(tmp_path, capsys, monkeypatch, command, factory, needle):
+    """The first model a user writes: a factory that needs arguments, raises, is not callable, or does not fit
+    the data gets one line naming it (exit 2) before any training, never an internal error."""
+    (tmp_path / "badfactories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["train", "--epochs", "1"] if command == "train" else list(COMMANDS[command])
+    out = tmp_path / ("model.pt" if command == "train" else "out")
+    code = main(args + ["--model", f"badfactories:{factory}", "--out", str(out), "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "internal error" not in err, err
+    assert needle in err, err
