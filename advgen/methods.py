@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import inspect
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, Callable
@@ -121,7 +123,7 @@ class Method:
     targeted: bool
     run: Runner
     unit: int = 1
-    params: Callable[[], frozenset[str] | None] = lambda: None  # the ``options.params`` it takes (None: any)
+    params: Callable[[], "Params | None"] = lambda: None  # the ``options.params`` it takes (None: any)
 
 
 def run_exact(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
@@ -211,10 +213,10 @@ def pgd(model: nn.Module, eps: float = 0.3, steps: int = 40, alpha: float = 0.01
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
 
-def _autoattack(model: nn.Module, **params: Any) -> Any:
+def _autoattack(model: nn.Module, eps: float = 0.3, version: str | None = None, seed: int = 0) -> Any:
     from .autoattack import attack
 
-    return attack(model, **params)
+    return attack(model, eps=eps, version=version, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -236,16 +238,43 @@ class _Factory:
         except TypeError as exc:
             raise InputError(f"bad parameters for {getattr(build, '__name__', self.attack)}: {exc}") from exc
 
-    def params(self) -> frozenset[str] | None:
-        """The keyword parameters the attack takes besides the model (None when it takes any)."""
-        return _keywords(self.builder(), {"model"})
+    def params(self) -> Params | None:
+        """The keyword parameters the attack takes besides the model, with their types (None: it takes any)."""
+        return _keywords(self.builder(), {"model"}, self.defaults)
 
 
-def _keywords(fn: Callable[..., Any], besides: set[str]) -> frozenset[str] | None:
+#: A method's parameters: name -> the types its value may have (None: any; int is taken where float is).
+Params = dict[str, tuple[type, ...] | None]
+
+
+def _keywords(fn: Callable[..., Any], besides: set[str], defaults: dict[str, Any] | None = None) -> Params | None:
+    """``fn``'s keyword parameters and their types: from its annotations, else from the type of its default
+    (torchattacks' constructors are not annotated; ``defaults`` replace theirs), else any."""
     found = inspect.signature(fn).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in found):
         return None
-    return frozenset(p.name for p in found if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) - besides
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not evaluate: fall back to the defaults
+        hints = {}
+    return {p.name: _types(hints.get(p.name), (defaults or {}).get(p.name, p.default)) for p in found
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in besides}
+
+
+def _types(hint: Any, default: Any) -> tuple[type, ...] | None:
+    if hint is None:
+        return None if default is inspect.Parameter.empty or default is None else (type(default),)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    found = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
+    return found if all(isinstance(t, type) for t in found) else None
+
+
+def _fits(value: Any, accepted: tuple[type, ...] | None) -> bool:
+    if accepted is None:
+        return True
+    if isinstance(value, bool):  # a bool is an int to isinstance, but steps=true is a mistake
+        return bool in accepted
+    return isinstance(value, accepted) or (type(value) is int and float in accepted)
 
 
 def _torchattacks(name: str, description: str, targeted: bool, factory: _Factory) -> Method:
@@ -268,19 +297,26 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                                 "(torchattacks; the cpu subset without a GPU, see advgen.autoattack)", False,
                   _Factory(_autoattack)),
     _torchattacks("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
-                  _Factory("CW", {"c": 1, "kappa": 0, "steps": 50, "lr": 0.01})),
+                  _Factory("CW", {"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01})),
     _torchattacks("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
                   _Factory("DeepFool", {"steps": 50, "overshoot": 0.02})),
 )}
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
-    """Parameter names method ``name`` does not take are an input error before any work, naming those it does."""
+    """Parameters method ``name`` does not take, or values of a type it does not take, are an input error
+    before any work, naming what it does take."""
     known = get_method(name).params()
-    unknown = sorted(set(params) - known) if known is not None else []
+    if known is None:
+        return
+    unknown = sorted(set(params) - set(known))
     if unknown:
         raise InputError(f"{name} takes no parameter {', '.join(map(repr, unknown))}; it takes "
                          f"{', '.join(sorted(known)) or 'none'}")
+    for key, value in params.items():
+        if not _fits(value, known[key]):
+            kinds = " or ".join("none" if t is type(None) else t.__name__ for t in known[key])
+            raise InputError(f"{name} parameter {key} must be {kinds}, got {value!r}")
 
 
 def get_method(name: str) -> Method:

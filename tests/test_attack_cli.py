@@ -138,6 +138,20 @@ def test_fgsm_through_the_same_format(ckpt_path, tmp_path, capsys):
     assert all(r["status"] in ("robust", "misclassified") for r in records if not r["success"])
 
 
+def test_param_sets_the_method_parameters_and_a_resume_must_repeat_them(ckpt_path, tmp_path, capsys):
+    out = tmp_path / "pgd"
+    args = ["attack", "--method", "pgd", "--checkpoint", ckpt_path, "--limit", 8, "--out", out, "--quiet",
+            "--device", "cpu", "--param", "steps=3"]
+    code, stdout, _ = run([*args, "--param", "eps=0"], capsys)
+    assert code == 0 and json.loads(stdout)["vulnerable"] == 0  # a radius of 0 moves no image
+    code, stdout, _ = run([*args, "--param", "eps=3/10", "--overwrite"], capsys)
+    assert code == 0 and json.loads(stdout)["vulnerable"] > 0
+    records = read_jsonl(out / "records.jsonl")
+    assert max(r["linf"] for r in records if r["success"]) <= 0.3 + 1e-6
+    code, _, err = run([*args, "--param", "eps=0.2", "--resume"], capsys)
+    assert code == 2 and "eps (0.3 -> 0.2)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_targeted_cli_skips_target_class(ckpt_path, tmp_path, capsys):
     out = tmp_path / "t"
     code, _, _ = run(["attack", "--checkpoint", ckpt_path, "--limit", 2, "--target", 3, "--mode", "first",
@@ -156,6 +170,11 @@ def test_targeted_cli_skips_target_class(ckpt_path, tmp_path, capsys):
     (["--resume", "--overwrite"], "contradict"),
     (["--method", "fgsm", "--time-limit", "5"], "--time-limit applies to the onepixel method only"),
     (["--time-limit", "0"], "--time-limit"),
+    (["--method", "pgd", "--param", "epsilon=0.1"], "pgd takes no parameter 'epsilon'; it takes alpha, eps"),
+    (["--method", "pgd", "--param", "steps=ten"], "steps must be int, got 'ten'"),
+    (["--method", "pgd", "--param", "eps"], "must look like NAME=VALUE"),
+    (["--method", "pgd", "--param", "eps=0.1", "--param", "eps=0.2"], "eps given twice"),
+    (["--param", "time_limit=1", "--time-limit", "2"], "both given"),
 ])
 def test_bad_input_is_one_line_exit_2(ckpt_path, tmp_path, capsys, extra, needle):
     code, _, err = run(["attack", "--checkpoint", ckpt_path, "--out", tmp_path / "x", *extra], capsys)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -15,11 +16,11 @@ import torch
 from .. import data as datasets
 from ..attack_run import run_attack
 from ..errors import InputError
-from ..methods import METHODS, AttackOptions
+from ..methods import METHODS, AttackOptions, check_params
 from ..outputs import AttackSummary
 from ..run import start
 from ..target import load_target
-from .options import common, data_option, model_options, overwrite_option
+from .options import common, data_option, model_options, overwrite_option, params_option
 
 
 @click.command()
@@ -41,6 +42,7 @@ from .options import common, data_option, model_options, overwrite_option
               help="onepixel: give up an image after SECONDS of search; an image left undecided is recorded "
                    "as 'timeout', nothing proved; --resume with a longer limit searches those again. "
                    "[default: no limit: every image gets its exact answer]")
+@params_option
 @click.option("--batch-size", type=click.IntRange(1, None), default=None,
               help="Candidates per forward pass [default: 512 on CPU, 16384 on CUDA].")
 @click.option("--max-examples", type=click.IntRange(1, None), default=64, show_default=True,
@@ -52,14 +54,19 @@ from .options import common, data_option, model_options, overwrite_option
 @common
 def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoint: Path | None, mode: str,
            target: int | None, no_bounds: bool, joint_channels: bool, time_limit: float | None,
-           batch_size: int | None, max_examples: int,
+           params: dict[str, Any], batch_size: int | None, max_examples: int,
            out: Path, resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Attack test images and report which are fooled (exactly, for the default one-pixel method)."""
     for flag, given in (("--joint-channels", joint_channels), ("--time-limit", time_limit is not None)):
         if given and method != "onepixel":
             raise InputError(f"{flag} applies to the onepixel method only, not {method!r}")
-    params = {**({"joint_channels": True} if joint_channels else {}),
-              **({"time_limit": time_limit} if time_limit is not None else {})}
+    flags = {**({"joint_channels": True} if joint_channels else {}),
+             **({"time_limit": time_limit} if time_limit is not None else {})}
+    twice = sorted(set(flags) & set(params))
+    if twice:
+        raise InputError(f"--param {twice[0]} and --{twice[0].replace('_', '-')} both given; give one")
+    params = {**flags, **params}
+    check_params(method, params)  # before any data or model is loaded
     with start(device, seed, out, quiet) as run:
         with run.main():
             if run.is_main:

@@ -39,7 +39,8 @@ from .options import common, data_option, fail_under_option, model_options, over
               help="Test images attacked with PGD (0: skip).")
 @click.option("--pgd-eps", type=click.FloatRange(0, 1, min_open=True), default=EvaluateConfig.pgd_eps,
               show_default=True, help="L-inf radius of PGD and AdvGAN, and of the PGD retraining.")
-@click.option("--pgd-steps", type=click.IntRange(1), default=EvaluateConfig.pgd_steps, show_default=True)
+@click.option("--pgd-steps", type=click.IntRange(1), default=EvaluateConfig.pgd_steps, show_default=True,
+              help="Steps of the PGD attack that measures robust accuracy (step size 0.01, one random start).")
 @click.option("--autoattack-images", type=click.IntRange(0), default=EvaluateConfig.autoattack_images,
               show_default=True, help="Test images attacked with AutoAttack (0: skip).")
 @click.option("--autoattack-version", type=click.Choice(["standard", "cpu"]), default=None,
@@ -58,7 +59,8 @@ from .options import common, data_option, fail_under_option, model_options, over
               help="Use only the first N training images (for every training step) [default: all].")
 @click.option("--advgan-epochs", type=click.IntRange(1), default=None, help="AdvGAN epochs [default: the GAN's].")
 @click.option("--cgan-epochs", type=click.IntRange(1), default=None, help="Conditional-GAN epochs [default: the GAN's].")
-@click.option("--retrain-epochs", type=click.IntRange(1), default=HardenConfig.epochs, show_default=True)
+@click.option("--retrain-epochs", type=click.IntRange(1), default=HardenConfig.epochs, show_default=True,
+              help="Epochs of retraining (the certified term's weight ramps up over the first 4).")
 @click.option("--certified-weight", type=click.FloatRange(0), default=HardenConfig.certified_weight,
               show_default=True,
               help="Weight of the certified one-pixel bound in the retraining loss (needs 'certified' in "

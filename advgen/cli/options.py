@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
@@ -75,3 +76,47 @@ def fail_under_option(f: Callable) -> Callable:
                         help="Exit 1 unless the metric is at least X, a fraction in [0, 1]. NAME is clean, "
                              "onepixel, pgd, autoattack, worst or advgan; the 'after' stage is gated unless prefixed 'before.'. "
                              "Repeatable, e.g. --fail-under clean=0.97 --fail-under onepixel=0.99.")(f)
+
+
+def _parse_params(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as a dict; a value reads as true/false, none, an integer, a number or a fraction
+    (``8/255``), else as text. The method checks names and types (:func:`advgen.methods.check_params`)."""
+    params: dict[str, Any] = {}
+    for text in value:
+        name, sep, raw = (part.strip() for part in text.partition("="))
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"{text!r} must look like NAME=VALUE, e.g. eps=0.1", ctx=ctx, param=param)
+        if name in params:
+            raise click.BadParameter(f"{name} given twice; give it once", ctx=ctx, param=param)
+        params[name] = _value(raw)
+        if isinstance(params[name], float) and not math.isfinite(params[name]):
+            raise click.BadParameter(f"{text!r}: the value must be finite", ctx=ctx, param=param)
+    return params
+
+
+def _value(raw: str) -> Any:
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if raw.lower() in words:
+        return words[raw.lower()]
+    for number in (int, float):
+        try:
+            return number(raw)
+        except ValueError:
+            pass
+    top, slash, bottom = raw.partition("/")
+    try:
+        return float(top) / float(bottom) if slash and float(bottom) else raw
+    except ValueError:
+        return raw
+
+
+def params_option(f: Callable) -> Callable:
+    """--param NAME=VALUE (repeatable): a parameter of the attack method, as its keyword argument.
+
+    The parameter arrives as ``params: dict[str, Any]``.
+    """
+    return click.option("--param", "params", multiple=True, metavar="NAME=VALUE", callback=_parse_params,
+                        help="A parameter of the method, by its keyword (torchattacks' for the baselines), "
+                             "repeatable: --param eps=0.1 --param steps=100. Values read as numbers (8/255 too), "
+                             "true/false or text; a name the method does not take is refused, listing those it "
+                             "does.")(f)
