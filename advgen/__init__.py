@@ -9,6 +9,7 @@ The command line is a thin layer over this API; each command is one function her
     records = advgen.run_method("pgd", ckpt.model, test.images[:64], test.labels[:64])  # in memory, no files
     result = advgen.augment("advgan", checkpoint=None, out="runs/augment")
     report = advgen.evaluate(advgen.EvaluateConfig(), out="reports")
+    quick = advgen.EvaluateConfig(onepixel_images=100, retrain=advgen.HardenConfig(epochs=8))
 
 Long calls take an optional ``run`` (:func:`advgen.run.start`): the device, rank, seed and output
 directory of the whole command, built once.
@@ -20,6 +21,7 @@ from .attack_run import run_attack  # noqa: E402
 from .augment import AugmentResult, augment  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .errors import InputError  # noqa: E402
+from .harden import HardenConfig, harden  # noqa: E402
 from .evaluate import Budget, EvaluateConfig, evaluate  # noqa: E402
 from .methods import AttackOptions, AttackRecord, Status, run_method  # noqa: E402
 from .models import Checkpoint, build, load_checkpoint, save_checkpoint  # noqa: E402
@@ -32,5 +34,5 @@ __all__ = [
     "__version__", "data", "models", "Dataset", "InputError", "Checkpoint", "build", "load_checkpoint",
     "save_checkpoint", "TrainConfig", "accuracy", "fit", "predict", "train_classifier", "run_attack",
     "AttackSummary", "run_method", "AttackOptions", "AttackRecord", "Status", "augment", "AugmentResult",
-    "evaluate", "EvaluateConfig", "Budget", "Run", "start", "load_target",
+    "evaluate", "EvaluateConfig", "Budget", "HardenConfig", "harden", "Run", "start", "load_target",
 ]

@@ -60,7 +60,7 @@ class _Stderr(logging.StreamHandler):
         logging.Handler.__init__(self)
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> Any:  # type: ignore[override]
         return sys.stderr
 
 

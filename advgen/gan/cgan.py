@@ -30,6 +30,7 @@ from ..data import Dataset, as_labels
 from ..errors import InputError, check_fields
 from ..models import output_classes
 from ..runtime import cpu_threads, resolve_device, seed_everything
+from ..train import TrainConfig, train_classifier
 from .nets import ConditionalGenerator, ImageDiscriminator
 from ..resume import fingerprint
 from .state import settings as _settings, run_epochs
@@ -179,11 +180,9 @@ def gan_test(target: nn.Module, cgan: CGAN, n: int = 1000, seed: int = 0) -> flo
     return accuracy(target, fake)
 
 
-def gan_train(cgan: CGAN, test_data: Dataset, n: int = 4000, arch: str = "cnn", config=None, seed: int = 0,
-              device: str | torch.device = "auto") -> float:
+def gan_train(cgan: CGAN, test_data: Dataset, n: int = 4000, arch: str = "cnn", config: TrainConfig | None = None,
+              seed: int = 0, device: str | torch.device = "auto") -> float:
     """GAN-train: real-test accuracy of a fresh ``arch`` classifier trained on ``n`` generated samples only."""
-    from ..train import TrainConfig, train_classifier
-
     if tuple(test_data.input_shape) != tuple(cgan.input_shape) or test_data.num_classes != cgan.num_classes:
         raise InputError(f"the test data ({tuple(test_data.input_shape)}, {test_data.num_classes} classes) is not "
                          f"what the generator makes ({tuple(cgan.input_shape)}, {cgan.num_classes} classes)")

@@ -456,7 +456,8 @@ def affine_tile(step: _Spatial, tc: torch.Tensor, tr: torch.Tensor) -> tuple[tor
 
 
 def paste_tiles(step: _Spatial, tiles: Tiles, img: torch.Tensor, windows: list[torch.Tensor],
-                over_clean: list[bool], row: torch.Tensor, col: torch.Tensor, stacked: bool = True):
+                over_clean: list[bool], row: torch.Tensor, col: torch.Tensor, stacked: bool = True
+                ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Each (B, C, sh, sw) window of ``windows`` pasted into the layer's input tile of its box: over the clean
     tile where ``over_clean`` says so, else over zeros (a radius). Returns the (B, C, Th, Tw) tiles (channels
     last in memory), stacked along the batch (``stacked``) or as a list, and the output window's position
