@@ -208,7 +208,8 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
+        said = " ".join(str(exc).split()).removeprefix(f"Error(s) in loading state_dict for {type(model).__name__}: ")
         raise InputError(f"checkpoint {path} does not match model {arch!r}: "
-                         f"{str(exc).splitlines()[0][:200]}") from exc
+                         f"{said[:300]}{'...' if len(said) > 300 else ''}") from exc
     model.eval()
     return Checkpoint(model, arch, input_shape, num_classes, meta)
