@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
 from .evaluate import EvaluateConfig, Evaluation
 from .report import Measurement
 from .report.ablation import BASELINE, FILES, Ablation, write
@@ -59,6 +60,8 @@ def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablatio
            device: str | torch.device = "auto", quiet: bool = False) -> Ablation:
     """Run every variant of ``used`` (see :func:`variants`) and write the ablation's report into ``out``."""
     config = replace(config or EvaluateConfig(), augment=tuple(used))
+    if config.measure_only:
+        raise InputError("an ablation compares retrainings; measure_only (--measure-only) has none")
     with start(device, config.seed, out, quiet) as run:
         ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
         with forgotten_if_failed(ws.out, enabled=run.is_main):

@@ -65,6 +65,9 @@ BUDGETS: dict[Budget, dict] = {
     Budget.ROBUST: {"arch": "cnn-wide", "augment": ("pgd", "cgan"),
                     "retrain": {"epochs": 40, "pgd_steps": 10, "clean_weight": 0.0, "certified_weight": 0.0}},
 }
+#: What only retraining reads: unused, and left out of the settings, when the run measures only.
+RETRAINING_FIELDS = ("augment", "onepixel_train_images", "onepixel_flips_per_image", "advgan_samples", "cgan_samples",
+                     "cgan_epochs", "retrain")
 PICTURES = ("examples_before.png", "examples_after.png", "heatmaps_before.png", "heatmaps_after.png",
             "advgan_before.png", "advgan_after.png", "cgan_samples.png")
 
@@ -77,6 +80,8 @@ class EvaluateConfig:
     decides: the standard version on CUDA, the CPU subset elsewhere. ``onepixel_time_limit``: seconds of
     exact search per image (test and mined training images), for models too slow to search to the end;
     an image left undecided counts as neither vulnerable nor certified (its own ``timeout`` outcome).
+    ``measure_only``: measure the target and stop (no generated data, no retraining, no AFTER stage), for a
+    CI check of a model as it is; the retraining fields are then unused.
     """
 
     data: str = datasets.EMBEDDED
@@ -99,6 +104,7 @@ class EvaluateConfig:
     cgan_epochs: int | None = None
     retrain: HardenConfig = field(default_factory=HardenConfig)
     seed: int = 0
+    measure_only: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.augment) - set(AUGMENTATIONS)
@@ -128,10 +134,15 @@ class EvaluateConfig:
 
     def settings(self) -> dict:
         """Every field as plain JSON values: what the report records and a ``--resume`` must repeat (an unset
-        time limit is left out, as before the option existed, so earlier reports and runs read the same)."""
+        time limit and ``measure_only=False`` are left out, as before those options existed, so earlier
+        reports and runs read the same; a measure-only run leaves out the retraining it does not do)."""
         fields = {**asdict(self), "augment": list(self.augment)}
         if self.onepixel_time_limit is None:
             del fields["onepixel_time_limit"]
+        if not self.measure_only:
+            del fields["measure_only"]
+        for unused in RETRAINING_FIELDS if self.measure_only else ():
+            del fields[unused]
         return fields
 
     def sources(self) -> SourceConfig:
@@ -158,31 +169,35 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
              device: str | torch.device = "auto", quiet: bool = False) -> Report:
     """Measure the target BEFORE, retrain it on generated data, measure AFTER from scratch; write reports.
 
-    ``fail_under`` holds gate specs such as ``clean=0.97``; the returned report says whether they passed.
+    With ``config.measure_only`` it stops after BEFORE: the report has that stage alone.
+    ``fail_under`` holds gate specs such as ``clean=0.97`` (read at the final stage unless they name one);
+    the returned report says whether they passed.
     Without ``resume`` or ``overwrite`` an earlier run in ``out`` is refused, never mixed in; with
     ``resume`` it must have been made with the same settings. ``config.arch`` may name a user factory
     (``package.module:factory``) that rebuilds ``checkpoint``.
     """
     config = config or EvaluateConfig()
-    gates = parse_gate_specs(fail_under or [])  # a typo fails now, not after minutes of work
+    gates = parse_gate_specs(fail_under or [], "before" if config.measure_only else "after")  # now, not after minutes
     with start(device, config.seed, out, quiet) as run:
         ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
         with forgotten_if_failed(ws.out, enabled=run.is_main):
             started = time.perf_counter()
             ev.begin(ws, ["state", *REPORT_FILES.values(), *PICTURES], resume, overwrite)
-            target, before, extra, counts = ev.prepare(ws)
-            log.info("retraining")
-            with ws.timer("retrain"):
-                retrained = ev.retrain(ws, target, list(extra.values()), config.retraining())
-            log.info("measuring AFTER (every attack from scratch against the retrained model)")
-            after, _ = ev.measure(ws, retrained.model, "after")
+            target, before, extra, counts = ev.prepare(ws, generate=not config.measure_only)
+            stages = {"before": before}
+            if not config.measure_only:
+                log.info("retraining")
+                with ws.timer("retrain"):
+                    retrained = ev.retrain(ws, target, list(extra.values()), config.retraining())
+                log.info("measuring AFTER (every attack from scratch against the retrained model)")
+                stages["after"], _ = ev.measure(ws, retrained.model, "after")
 
             with run.main() as shared:
                 if run.is_main:
                     ws.timings["total"] = round(time.perf_counter() - started, 3)
                     report = Report(
                         seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
-                        timings=ws.timings, stages={"before": before, "after": after}, augmentation=counts,
+                        timings=ws.timings, stages=stages, augmentation=counts,
                         artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[ev.note()])
                     report.set_gates(evaluate_gates(report, gates))
                     for warning in report.warnings():
@@ -236,19 +251,22 @@ class Evaluation:
                   "advgan": ("advgan_samples",), "cgan": ("cgan_samples", "cgan_epochs")}
         settings = {k: v for k, v in c.settings().items()
                     if not any(k in keys and source not in c.augment for source, keys in unused.items())}
-        if not (c.advgan_images or "advgan" in c.augment):
+        if not (c.advgan_images or "advgan" in c.augment and not c.measure_only):
             del settings["advgan_epochs"]
         settings.update(arch=self._arch(), autoattack_version=c.autoattack(ws.run.device).version
                         if c.autoattack_images else None)
         return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)})
 
-    def prepare(self, ws: Workspace) -> tuple[Checkpoint, dict[str, Measurement], dict[str, Dataset], dict[str, int]]:
-        """The target, its BEFORE measurements, and the generated retraining data with each source's count:
-        the work :func:`evaluate` and the ablation share."""
+    def prepare(self, ws: Workspace,
+                generate: bool = True) -> tuple[Checkpoint, dict[str, Measurement], dict[str, Dataset], dict[str, int]]:
+        """The target, its BEFORE measurements, and (``generate``) the generated retraining data with each
+        source's count: the work :func:`evaluate` and the ablation share."""
         with ws.timer("train_target"):
             target = self.target(ws)
         log.info("measuring BEFORE")
         before, advgan_before = self.measure(ws, target.model, "before")
+        if not generate:
+            return target, before, {}, {}
         log.info("making the generated retraining data")
         extra, counts = sources.generate(ws, self.config.sources(), self.config.retraining(), self.train,
                                          target.model, advgan_before)

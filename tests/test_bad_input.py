@@ -108,6 +108,8 @@ def test_bad_input_matrix(files, tmp_path, capsys, command, name, extra, needle)
     (["evaluate", "--fail-under", "clean=1.5"], "clean"),
     (["evaluate", "--fail-under", "speed=0.5"], "speed"),
     (["evaluate", "--resume", "--overwrite"], "contradict"),
+    (["evaluate", "--measure-only", "--augment", "pgd"], "--measure-only does not retrain"),
+    (["evaluate", "--measure-only", "--ablation"], "--measure-only does not retrain"),
     (["report", "compare", "{good}", "{good}"], "report"),
 ])
 def test_bad_options(files, tmp_path, capsys, args, needle):

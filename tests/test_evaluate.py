@@ -137,6 +137,34 @@ def test_gates_and_exit_codes(finished, target_path, capsys):
     assert err.count("advgen: error") == 2 and "Traceback" not in err
 
 
+def test_measure_only_reports_the_before_stage_alone_and_gates_read_it(finished, target_path, tmp_path, capsys):
+    """A CI check of a model as it is: the same BEFORE as a full run's, nothing retrained, unprefixed gates on it."""
+    out, full = finished
+    mo = tmp_path / "measure-only"
+    report = evaluate(tiny_config(measure_only=True), mo, checkpoint=target_path,
+                      fail_under=["clean=0.5", "after.clean=0.5"], device="cpu", quiet=True)
+    assert set(report.stages) == {"before"} and report.augmentation == {}
+    assert _outcomes(report.to_dict())["before"] == _outcomes(full.to_dict())["before"]
+    assert [(g.stage, g.passed) for g in report.gates] == [("before", True), ("after", False)]
+    assert "no 'after' stage" in report.gates[1].reason and not report.passed
+    assert not (mo / "state" / "retrained.pt").exists() and "retrain" not in report.timings
+    assert load_report(mo / "report.json").config["measure_only"] is True
+    args = resume_args(mo, target_path)
+    capsys.readouterr()
+    assert main(args) == 2  # resuming it as a full run would mix two kinds of run
+    assert "measure_only (true -> unset)" in capsys.readouterr().err
+    measure_args = [a for a in args if a not in ("--augment", ",".join(AUGMENTATIONS))]
+    at = measure_args.index("--retrain-epochs")
+    del measure_args[at:at + 2]
+    cut = measure_args.index("--onepixel-train-images")
+    del measure_args[cut:cut + 2]
+    cut = measure_args.index("--cgan-epochs")
+    del measure_args[cut:cut + 4]
+    assert main(measure_args + ["--measure-only", "--fail-under", "clean=0.5"]) == 0, capsys.readouterr().err
+    assert main(measure_args + ["--measure-only", "--retrain-epochs", "2"]) == 2
+    assert "--measure-only does not retrain, so --retrain-epochs has nothing to do" in capsys.readouterr().err
+
+
 def test_resume_after_losing_late_phases_gives_identical_report(finished, target_path, tmp_path):
     out, report = finished
     copy = tmp_path / "copy"

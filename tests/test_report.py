@@ -221,8 +221,8 @@ def test_metric_is_shown_only_where_its_attack_and_outcomes_were_measured(report
 # --- gates --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
-    ("clean=0.97", GateSpec("clean", 0.97, "after")),
-    (" onepixel = 1 ", GateSpec("onepixel", 1.0, "after")),
+    ("clean=0.97", GateSpec("clean", 0.97)),
+    (" onepixel = 1 ", GateSpec("onepixel", 1.0)),
     ("before.pgd=0", GateSpec("pgd", 0.0, "before")),
     ("after.advgan=0.8", GateSpec("advgan", 0.8, "after")),
 ])
@@ -248,8 +248,12 @@ def test_bad_gate_specs_are_input_errors(text, needle):
 
 def test_duplicate_gate_is_refused_but_both_stages_are_fine():
     with pytest.raises(InputError, match="given twice"):
-        parse_gate_specs(["clean=0.9", "after.clean=0.95"])
-    assert len(parse_gate_specs(["clean=0.9", "before.clean=0.95"])) == 2
+        parse_gate_specs(["after.clean=0.9", "after.clean=0.95"])
+    with pytest.raises(InputError, match="given twice"):  # unprefixed is the final stage, when known
+        parse_gate_specs(["clean=0.9", "after.clean=0.95"], final="after")
+    assert len(parse_gate_specs(["clean=0.9", "before.clean=0.95"], final="after")) == 2
+    with pytest.raises(InputError, match="given twice"):
+        parse_gate_specs(["clean=0.9", "before.clean=0.95"], final="before")
 
 
 def test_evaluate_gates_pass_fail_and_unmeasured(gated):
@@ -282,9 +286,11 @@ def test_gate_at_exact_threshold_passes_despite_float_noise():
 
 def test_gates_on_before_stage_and_missing_after_stage():
     report = Report(stages={"before": {"clean": Measurement(20, {"correct": "1" * 19 + "0"})}})
-    gates = evaluate_gates(report, ["before.clean=0.9", "clean=0.9"])
+    gates = evaluate_gates(report, ["before.clean=0.9", "after.clean=0.9"])
     assert gates[0].passed and gates[0].stage == "before"
     assert not gates[1].passed and "no 'after' stage" in gates[1].reason
+    unprefixed = evaluate_gates(report, ["clean=0.95"])[0]
+    assert unprefixed.passed and unprefixed.stage == "before"  # the final stage, here BEFORE
     report.set_gates(gates)
     assert report.passed is False
     assert report.set_gates([gates[0]]).passed is True and gate_exit_code([]) == 0

@@ -69,6 +69,10 @@ from .options import common, data_option, fail_under_option, model_options, over
               show_default=True, help="Report directory (state for --resume goes to OUT/state).")
 @fail_under_option
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT from its saved state.")
+@click.option("--measure-only", is_flag=True,
+              help="Only measure the target (--checkpoint, or the default model trained here): no generated data, "
+                   "no retraining; the report has the BEFORE stage, which --fail-under then gates. For a CI check "
+                   "of a model as it is.")
 @click.option("--ablation", is_flag=True,
               help="Instead: retrain once per subset of the --augment sources (all five unless given): clean only, "
                    "each alone, all but each, all; attack each afresh; write OUT/ablation.{json,md,html,png}.")
@@ -80,7 +84,7 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
              advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
              cgan_epochs: int | None,
              retrain_epochs: int, certified_weight: float, out: Path, fail_under: tuple[str, ...], resume: bool,
-             ablation: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> int:
+             measure_only: bool, ablation: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> int:
     """Measure the target, retrain it on generated data, re-attack it from scratch, and report.
 
     Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
@@ -96,12 +100,18 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
               "cgan_samples": cgan_samples, "train_images": train_images, "advgan_epochs": advgan_epochs,
               "cgan_epochs": cgan_epochs}
     retrain = {"epochs": retrain_epochs, "certified_weight": certified_weight}
+    if measure_only:
+        unused = sorted(given & {"augment", "onepixel_train_images", "advgan_samples", "cgan_samples", "cgan_epochs",
+                                 "retrain_epochs", "certified_weight", "ablation", "budget"})
+        if unused:
+            raise InputError(f"--measure-only does not retrain, so --{unused[0].replace('_', '-')} has nothing to "
+                             f"do; drop one of them")
     option = {"data": "data_source", "epochs": "retrain_epochs"}  # where an option's name is not its field's
     if checkpoint is not None and "arch" in given:  # the API cannot tell a given --model from the default
         refuse_other_model(checkpoint, arch, load_checkpoint(checkpoint, factory=user_factory(arch)).arch)
     config = EvaluateConfig.for_budget(
         budget, retrain={"pgd_eps": pgd_eps, **{k: v for k, v in retrain.items() if option.get(k, k) in given}},
-        seed=seed, **{k: v for k, v in fields.items() if option.get(k, k) in given})
+        seed=seed, measure_only=measure_only, **{k: v for k, v in fields.items() if option.get(k, k) in given})
     if ablation:
         used = config.augment if "augment" in given else SOURCES
         return _ablation(config, used, out, checkpoint, fail_under, resume, overwrite, device, quiet)

@@ -74,7 +74,8 @@ def fail_under_option(f: Callable) -> Callable:
     return click.option("--fail-under", "fail_under", multiple=True, metavar="[STAGE.]NAME=X",
                         callback=_parse_fail_under,
                         help="Exit 1 unless the metric is at least X, a fraction in [0, 1]. NAME is clean, "
-                             "onepixel, pgd, autoattack, worst or advgan; the 'after' stage is gated unless prefixed 'before.'. "
+                             "onepixel, pgd, autoattack, worst or advgan, read at the final stage (after retraining; before with "
+                             "--measure-only) unless prefixed 'before.' or 'after.'. "
                              "Repeatable, e.g. --fail-under clean=0.97 --fail-under onepixel=0.99.")(f)
 
 

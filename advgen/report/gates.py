@@ -1,7 +1,8 @@
 """Pass/fail gates: ``--fail-under clean=0.97`` turns a report into a CI verdict.
 
 A spec is ``[STAGE.]NAME=THRESHOLD``: NAME is a gate name from the metric registry (clean, onepixel,
-pgd, autoattack, worst, advgan), STAGE is ``after`` (default) or ``before``, THRESHOLD a fraction in [0, 1]. A gate
+pgd, autoattack, worst, advgan), STAGE is ``before`` or ``after`` (without one: the report's final stage, ``after``
+when it retrained, ``before`` when it only measured), THRESHOLD a fraction in [0, 1]. A gate
 passes when the measured value is at least the threshold; a metric that was not measured fails the
 gate, because a CI check must not pass on a number nobody computed.
 
@@ -11,7 +12,7 @@ Exit codes of commands that gate: 0 all gates pass, 1 any gate fails, 2 bad inpu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ..errors import InputError
@@ -28,14 +29,14 @@ class GateSpec:
 
     name: str
     threshold: float
-    stage: str = "after"
+    stage: str | None = None  # None: the report's final stage
 
     @property
     def metric(self) -> Metric:
         return registry.gate_metrics()[self.name]
 
     def __str__(self) -> str:
-        return f"{self.stage}.{self.name}={self.threshold:g}"
+        return f"{self.stage + '.' if self.stage else ''}{self.name}={self.threshold:g}"
 
 
 def parse_gate_spec(text: str) -> GateSpec:
@@ -44,7 +45,7 @@ def parse_gate_spec(text: str) -> GateSpec:
     if raw.count("=") != 1:
         raise InputError(f"gate {text!r} must look like NAME=THRESHOLD, e.g. clean=0.97")
     key, value = (part.strip() for part in raw.split("="))
-    stage = "after"
+    stage = None
     if "." in key:
         stage, key = (part.strip() for part in key.split(".", 1))
         if stage not in STAGES:
@@ -61,21 +62,26 @@ def parse_gate_spec(text: str) -> GateSpec:
     return GateSpec(name=key, threshold=threshold, stage=stage)
 
 
-def parse_gate_specs(texts: Iterable[str | GateSpec]) -> list[GateSpec]:
-    """Parse several specs; the same stage and name twice is refused rather than silently overridden."""
+def parse_gate_specs(texts: Iterable[str | GateSpec], final: str | None = None) -> list[GateSpec]:
+    """Parse several specs; the same stage and name twice is refused rather than silently overridden.
+
+    ``final``: the final stage of the report they will gate, when known; an unprefixed spec then counts as
+    naming it (``clean`` and ``after.clean`` are the same gate on a report that retrained).
+    """
     specs = [t if isinstance(t, GateSpec) else parse_gate_spec(t) for t in texts]
-    seen: dict[tuple[str, str], GateSpec] = {}
+    seen: dict[tuple[str | None, str], GateSpec] = {}
     for s in specs:
-        prior = seen.setdefault((s.stage, s.name), s)
+        prior = seen.setdefault((s.stage or final, s.name), s)
         if prior is not s:
-            raise InputError(f"gate {s.stage}.{s.name} given twice ({prior} and {s}); give it once")
+            raise InputError(f"gate {s} given twice ({prior} and {s}); give it once")
     return specs
 
 
 def evaluate_gates(report: Report, specs: Iterable[str | GateSpec]) -> list[Gate]:
     """Judge ``report`` against each spec; one :class:`Gate` per spec, in order, with a reason in words."""
     gates = []
-    for spec in parse_gate_specs(specs):
+    for spec in parse_gate_specs(specs, report.final_stage):
+        spec = replace(spec, stage=spec.stage or report.final_stage)
         metric, rate = spec.metric, report.rate(spec.stage, spec.metric)
         value = None if rate is None else rate.value
         if spec.stage not in report.stages:
