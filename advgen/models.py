@@ -158,6 +158,24 @@ def _call_factory(spec: str) -> nn.Module:
     return model
 
 
+RANDOM_MODEL = ("the model gives different outputs for the same images in eval mode: randomness in forward, such as "
+                "F.dropout(x, p) without training=self.training (it defaults to True), input noise or random "
+                "transforms")
+
+
+@torch.no_grad()
+def random_in_eval(model: nn.Module, images: torch.Tensor) -> bool:
+    """Whether ``model`` in eval mode answers the first 8 ``images`` differently on two calls (auto-attack's
+    pre-flight check for randomised defences). An exact answer, or a certificate, means nothing for such a model.
+    The global random stream is restored, so checking changes no result of a deterministic model."""
+    first = next(model.parameters(), None)
+    probe = images[:8] if first is None else images[:8].to(first.device)
+    devices = [probe.device] if probe.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), evaluating(model):
+        a, b = model(probe.clone()), model(probe.clone())
+    return not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @dataclass
 class Checkpoint:
     """A model together with what it was built for and how it was trained."""

@@ -163,3 +163,48 @@ def test_user_factories_that_cannot_train_are_named(tmp_path, capsys, monkeypatc
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "internal error" not in err, err
     assert needle in err, err
+
+
+RANDOM_FACTORY = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(nn.functional.dropout(x.flatten(1), 0.2))  # training=True by default: random in eval mode
+
+def net():
+    return Net()
+'''
+
+
+@pytest.fixture
+def random_model(tmp_path, monkeypatch):
+    (tmp_path / "randomfactory.py").write_text(RANDOM_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "random.pt"
+    assert main(["train", "--model", "randomfactory:net", "--epochs", "1", "--out", str(path), "--quiet",
+                 "--device", "cpu"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("command", ["attack", "evaluate"])
+def test_a_model_random_in_eval_mode_gets_no_exact_answer(random_model, tmp_path, capsys, command):
+    """auto-attack's pre-flight randomness check: the exact search would certify noise, so it refuses in one line."""
+    capsys.readouterr()
+    code = main([*COMMANDS[command], "--checkpoint", str(random_model), "--model", "randomfactory:net",
+                 "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "F.dropout(x, p) without training" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gradient_attack_on_a_random_model_runs_with_a_warning(random_model, tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["attack", "--method", "pgd", "--param", "steps=2", "--limit", "4", "--checkpoint", str(random_model),
+                 "--model", "randomfactory:net", "--out", str(tmp_path / "pgd"), "--device", "cpu"])
+    assert code == 0 and "pgd sees one draw per step" in capsys.readouterr().err

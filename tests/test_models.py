@@ -142,3 +142,34 @@ def test_a_model_that_writes_into_its_input_is_refused_and_the_images_are_left_a
     with pytest.raises(InputError, match="writes into its input"):
         output_classes(Normalises(), images, torch.zeros(4, dtype=torch.long))
     assert torch.equal(images, kept)
+
+
+class _DropoutBug(torch.nn.Module):
+    """``F.dropout(x, p)`` defaults to ``training=True``: random in eval mode, the classic bug."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.dropout(x.flatten(1), 0.5))
+
+
+class _InputNoise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc((x + 0.01 * torch.randn_like(x)).flatten(1))
+
+
+def test_random_in_eval_finds_randomised_models_and_leaves_the_random_stream_alone(trained_cnn, mnist_test):
+    x = mnist_test.images[:8]
+    with_dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(784, 10)).train()
+    assert not models.random_in_eval(trained_cnn.model, x)
+    assert not models.random_in_eval(with_dropout, x) and with_dropout.training  # eval mode for the check only
+    dropout_bug, input_noise = _DropoutBug(), _InputNoise()
+    state = torch.get_rng_state()
+    assert models.random_in_eval(dropout_bug, x) and models.random_in_eval(input_noise, x)
+    assert torch.equal(torch.get_rng_state(), state)

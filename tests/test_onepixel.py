@@ -491,3 +491,17 @@ def test_argument_checks_name_the_problem(trained_cnn, mnist_test):
         onepixel.attack(trained_cnn.model, x.double(), y, device="cpu")
     whole = onepixel.attack(trained_cnn.model, x, y.float(), device="cpu")  # 7.0 is class 7
     assert [r.label for r in whole] == y.tolist()
+
+
+def test_a_model_random_in_eval_mode_gets_no_exact_answer(mnist_test):
+    """A certificate for a model that answers the same image differently on two calls would mean nothing."""
+    class DropoutBug(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(torch.nn.functional.dropout(x.flatten(1), 0.5))  # training=True by default
+
+    with pytest.raises(InputError, match=r"F.dropout\(x, p\) without training=self.training"):
+        onepixel.attack(DropoutBug(), mnist_test.images[:2], mnist_test.labels[:2])

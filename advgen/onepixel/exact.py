@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data import as_labels, validate_images, validate_targets
 from ..errors import InputError
-from ..models import output_classes
+from ..models import RANDOM_MODEL, output_classes, random_in_eval
 from ..runtime import cpu_threads, evaluating, resolve_device
 from .bounds import BoundPlan, build_plan, dominant_class, logit_scale, margin_bound, pixel_boxes
 from . import linear as linear_bounds
@@ -147,6 +147,8 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, leve
 
     with evaluating(model, dev), cpu_threads(threads if dev.type == "cpu" else None):
         num_classes = output_classes(model, images[:1].to(dev), labels)
+        if random_in_eval(model, images[:8]):
+            raise InputError(f"{RANDOM_MODEL}; an exact answer needs a model that answers the same image the same way")
         tgt = validate_targets(targets, labels, num_classes)
         plan = None
         if bounds:
