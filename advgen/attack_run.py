@@ -30,7 +30,7 @@ from .data import Dataset, validate_targets
 from .errors import InputError
 from .files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from .methods import AttackOptions, AttackRecord, Method, Status, check_params, get_method, run_method
-from .models import RANDOM_MODEL, output_classes, random_in_eval
+from .models import PROBABILITIES, RANDOM_MODEL, output_classes, outputs_probabilities, random_in_eval
 from .outputs import AttackSummary, adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize
 from .run import Run, local, progress
 
@@ -150,9 +150,12 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
         if not run.is_main:
             net = model()
     output_classes(net, chosen.images, chosen.labels)  # a model that does not fit the data stops here
-    if method != "onepixel" and run.is_main and random_in_eval(net, chosen.images):  # the exact search refuses it
-        log.warning(f"{RANDOM_MODEL}; {method} sees one draw per step, so its figures overstate robustness "
-                    f"(auto-attack's rand version averages gradients over draws)")
+    if method != "onepixel" and run.is_main:  # the exact search refuses a random model and reads only the argmax
+        if random_in_eval(net, chosen.images):
+            log.warning(f"{RANDOM_MODEL}; {method} sees one draw per step, so its figures overstate robustness "
+                        f"(auto-attack's rand version averages gradients over draws)")
+        if outputs_probabilities(net, chosen.images):
+            log.warning(PROBABILITIES)
     wanted = resume_mod.fingerprint({**config, TIME_LIMIT: opts.params.get(TIME_LIMIT)}, model=net, data=chosen,
                                     seed=opts.seed)
     with run.main() as shared:

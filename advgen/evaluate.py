@@ -29,8 +29,8 @@ from .autoattack import AutoAttackConfig
 from .data import Dataset
 from .errors import InputError, check_fields
 from .harden import HardenConfig, harden
-from .models import (RANDOM_MODEL, Checkpoint, check_arch, load_checkpoint, random_in_eval, save_checkpoint,
-                     user_factory)
+from .models import (PROBABILITIES, RANDOM_MODEL, Checkpoint, check_arch, load_checkpoint, outputs_probabilities,
+                     random_in_eval, save_checkpoint, user_factory)
 from .report import REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs, write_reports
 from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, start
@@ -296,6 +296,8 @@ class Evaluation:
                 raise InputError(f"{RANDOM_MODEL}; the exact one-pixel search needs a model that answers the same "
                                  f"image the same way (--onepixel-images 0 measures the rest, with that caveat)")
             log.warning(f"{RANDOM_MODEL}; every attack sees one draw per step, so the figures overstate robustness")
+        if outputs_probabilities(target.model, self.test.images):
+            log.warning(PROBABILITIES)
         self.arch = target.arch
         return target
 

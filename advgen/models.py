@@ -176,6 +176,22 @@ def random_in_eval(model: nn.Module, images: torch.Tensor) -> bool:
     return not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+PROBABILITIES = ("the model returns probabilities (each row non-negative, summing to 1), not logits; cross-entropy on "
+                 "them saturates, so gradient attacks (PGD, AutoAttack, AdvGAN) overstate its robustness: return the "
+                 "logits before the softmax")
+
+
+@torch.no_grad()
+def outputs_probabilities(model: nn.Module, images: torch.Tensor) -> bool:
+    """Whether ``model`` in eval mode answers the first 8 ``images`` with probability rows rather than logits
+    (auto-attack's output check). The exact search is not affected: it reads the argmax."""
+    first = next(model.parameters(), None)
+    probe = images[:8] if first is None else images[:8].to(first.device)
+    with evaluating(model):
+        out = model(probe.clone())
+    return bool(out.min() >= 0) and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4)
+
+
 @dataclass
 class Checkpoint:
     """A model together with what it was built for and how it was trained."""

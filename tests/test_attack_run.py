@@ -11,7 +11,9 @@ import subprocess
 import time
 
 import pytest
+import torch
 
+import advgen
 from advgen import run_attack
 from advgen.attack_run import merge_records, settled
 from advgen.cli import main
@@ -248,3 +250,18 @@ def test_a_resume_under_a_longer_limit_completes_cut_short_flip_lists(monkeypatc
     assert [without_time(r) for r in again] == [without_time(r) for r in whole]
     assert [r for r in again if r["index"] in {k["index"] for k in kept}] == kept
     assert json.loads((out / "run.json").read_text())["time_limit"] is None
+
+
+def test_a_gradient_attack_on_probabilities_warns_and_the_exact_search_does_not(trained_cnn, mnist_test, tmp_path,
+                                                                               caplog):
+    """auto-attack's output check: PGD's cross-entropy on softmax rows saturates; the exact search reads the argmax."""
+    softmax = torch.nn.Sequential(trained_cnn.model, torch.nn.Softmax(dim=1))
+    data = mnist_test.head(4)
+    with caplog.at_level("WARNING", logger="advgen"):
+        advgen.run_attack(softmax, data, None, tmp_path / "pgd", method="pgd",
+                          options=advgen.AttackOptions(params={"steps": 2}))
+    assert "returns probabilities" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="advgen"):
+        advgen.run_attack(softmax, data, None, tmp_path / "exact", method="onepixel")
+    assert "returns probabilities" not in caplog.text

@@ -173,3 +173,11 @@ def test_random_in_eval_finds_randomised_models_and_leaves_the_random_stream_alo
     state = torch.get_rng_state()
     assert models.random_in_eval(dropout_bug, x) and models.random_in_eval(input_noise, x)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_outputs_probabilities_tells_softmax_rows_from_logits(trained_cnn, mnist_test):
+    x = mnist_test.images[:8]
+    softmax = torch.nn.Sequential(trained_cnn.model, torch.nn.Softmax(dim=1))
+    log_softmax = torch.nn.Sequential(trained_cnn.model, torch.nn.LogSoftmax(dim=1))  # cross-entropy is fine on these
+    assert models.outputs_probabilities(softmax, x)
+    assert not models.outputs_probabilities(trained_cnn.model, x) and not models.outputs_probabilities(log_softmax, x)
