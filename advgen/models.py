@@ -158,6 +158,12 @@ def _call_factory(spec: str) -> nn.Module:
     return model
 
 
+def _probe(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The first 8 images on the model's device: what the pre-flight checks below show it."""
+    first = next(model.parameters(), None)
+    return images[:8] if first is None else images[:8].to(first.device)
+
+
 RANDOM_MODEL = ("the model gives different outputs for the same images in eval mode: randomness in forward, such as "
                 "F.dropout(x, p) without training=self.training (it defaults to True), input noise or random "
                 "transforms")
@@ -168,8 +174,7 @@ def random_in_eval(model: nn.Module, images: torch.Tensor) -> bool:
     """Whether ``model`` in eval mode answers the first 8 ``images`` differently on two calls (auto-attack's
     pre-flight check for randomised defences). An exact answer, or a certificate, means nothing for such a model.
     The global random stream is restored, so checking changes no result of a deterministic model."""
-    first = next(model.parameters(), None)
-    probe = images[:8] if first is None else images[:8].to(first.device)
+    probe = _probe(model, images)
     devices = [probe.device] if probe.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), evaluating(model):
         a, b = model(probe.clone()), model(probe.clone())
@@ -185,10 +190,8 @@ PROBABILITIES = ("the model returns probabilities (each row non-negative, summin
 def outputs_probabilities(model: nn.Module, images: torch.Tensor) -> bool:
     """Whether ``model`` in eval mode answers the first 8 ``images`` with probability rows rather than logits
     (auto-attack's output check). The exact search is not affected: it reads the argmax."""
-    first = next(model.parameters(), None)
-    probe = images[:8] if first is None else images[:8].to(first.device)
     with evaluating(model):
-        out = model(probe.clone())
+        out = model(_probe(model, images).clone())
     return bool(out.min() >= 0) and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4)
 
 
