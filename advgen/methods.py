@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import onepixel
+from . import autoattack, onepixel
 from .data import as_labels, validate_images, validate_targets
 from .errors import InputError
 from .models import output_classes
@@ -213,12 +213,6 @@ def pgd(model: nn.Module, eps: float = 0.3, steps: int = 40, alpha: float = 0.01
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
 
-def _autoattack(model: nn.Module, eps: float = 0.3, version: str | None = None, seed: int = 0) -> Any:
-    from .autoattack import attack
-
-    return attack(model, eps=eps, version=version, seed=seed)
-
-
 @dataclass(frozen=True)
 class _Factory:
     """A torchattacks attack (by class name, or one of ours) built with ``defaults`` under the user's params."""
@@ -295,7 +289,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _torchattacks("pgd", "projected gradient descent, eps 0.3, 40 steps (torchattacks.PGD)", True, _Factory(pgd)),
     _torchattacks("autoattack", "AutoAttack, L-inf eps 0.3: APGD-CE, APGD-T, FAB-T, Square as a cascade "
                                 "(torchattacks; the cpu subset without a GPU, see advgen.autoattack)", False,
-                  _Factory(_autoattack)),
+                  _Factory(autoattack.attack)),
     _torchattacks("cw", "Carlini-Wagner L2, c=1, 50 steps (torchattacks.CW)", True,
                   _Factory("CW", {"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01})),
     _torchattacks("deepfool", "DeepFool, 50 steps (torchattacks.DeepFool)", False,
