@@ -132,6 +132,12 @@ def load_training(path: Path, wanted: dict[str, Any]) -> tuple[int, dict[str, An
     return int(raw["epochs"]), raw["parts"]
 
 
+def refuse_resume_and_overwrite(resume: bool, overwrite: bool) -> None:
+    """``resume`` keeps earlier results and ``overwrite`` deletes them: asking for both is refused in one line."""
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other; pick one")
+
+
 def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str,
                 reads: Iterable[Path | None] = ()) -> None:
     """Refuse, clear or keep ``out`` for a run: earlier results are reused only with ``resume``.
@@ -142,8 +148,7 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     ``reads`` are the files the run reads (its checkpoint): ``overwrite`` refuses to delete one of them,
     as it would when a model kept by an earlier run in ``out`` is given back as the checkpoint.
     """
-    if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other; pick one")
+    refuse_resume_and_overwrite(resume, overwrite)
     names = list(outputs)
     earlier = [out / n for n in names if (out / n).exists()]
     if earlier and not (resume or overwrite):

@@ -9,6 +9,7 @@ import click
 from .. import data as datasets
 from ..errors import InputError
 from ..models import ARCHITECTURES, save_checkpoint
+from ..resume import refuse_resume_and_overwrite
 from ..run import start
 from ..train import TrainConfig, train_classifier
 from .options import common, data_option, overwrite_option, refuse_clobber
@@ -33,8 +34,7 @@ def train(data_source: str, arch: str, epochs: int, batch_size: int, lr: float, 
           out: Path, resume: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> None:
     """Train the target classifier and print its test accuracy."""
     state = out.with_name(out.name + ".state")
-    if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other; pick one")
+    refuse_resume_and_overwrite(resume, overwrite)
     refuse_clobber(out, overwrite)
     if state.exists() and not (resume or overwrite):
         raise InputError(f"{state} holds a killed training of {out}; pass --resume to continue it or --overwrite "
