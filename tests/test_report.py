@@ -479,16 +479,22 @@ def test_compare_rates_where_lower_is_better():
     assert not better.regressions and better.changes["onepixel.vulnerable"].status == "better"
 
 
-def test_compare_unpaired_when_images_differ():
+def test_compare_pairs_the_first_images_both_measured():
     new = make_report()
-    new.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 100))})  # 0.35 -> 0.25 on other images
+    new.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 100))})  # old: 175 robust, all in 0..400
     result = compare(make_report(), new)
-    pgd = result.changes["pgd.robust"]
-    assert pgd.change.test is None and pgd.regressed  # Wilson intervals [0.31, 0.39] and [0.21, 0.29] are apart
-    assert any("judged unpaired" in n and "PGD robust accuracy (500 vs 400 images)" in n for n in result.notes)
+    pgd = result.changes["pgd.robust"].change
+    assert (pgd.before.k, pgd.before.n, pgd.after.k, pgd.after.n) == (175, 400, 100, 400)
+    assert (pgd.test.gained, pgd.test.lost) == (0, 75) and result.regressions == ["pgd.robust"]
+    assert any("paired, on the first images both" in n and "PGD robust accuracy (500 vs 400 images)" in n
+               for n in result.notes)
     near = make_report()
-    near.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 136))})  # 0.34: overlapping
-    assert not compare(make_report(), near).regressions
+    near.stages["after"]["pgd"] = Measurement(400, {"robust": flags(400, (0, 172))})  # 3 lost, none gained
+    close = compare(make_report(), near).changes["pgd.robust"]
+    assert close.change.test.p == 0.25 and not close.regressed
+    old = make_report()  # the longer side may be either: the new report measured more images
+    old.stages["after"]["pgd"] = Measurement(300, {"robust": flags(300, (0, 175))})
+    assert compare(old, make_report()).changes["pgd.robust"].change.test.gained == 0  # the same 175 on the first 300
 
 
 def test_compare_fails_a_metric_the_new_report_dropped_and_lists_one_it_added():

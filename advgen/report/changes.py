@@ -1,13 +1,14 @@
 """Is a change in a metric real? One judgement shared by the report's tables and ``advgen report compare``.
 
-Two measurements of the same images (equal ``images``: both are the first N of the test split) are
-compared with McNemar's exact test on the per-image outcomes. A metric with ``among`` (AdvGAN's
+Two measurements of the same data are compared with McNemar's exact test on the per-image outcomes of
+the images both measured: every attack reads the first N images of the test split, so two measurements
+of 1,000 and 200 images share the first 200, and the change is judged (rates, delta and test) on those. A metric with ``among`` (AdvGAN's
 success rate among clean-correct images) is paired over the images that are ``among`` in BOTH
 measurements, so the test asks "on images both models classify right, did the attack succeed more
 often?" rather than mixing in changes of clean accuracy.
 
-When the images differ the outcomes cannot be paired; the change then counts as significant only
-when the two 95% Wilson intervals do not overlap, a conservative unpaired check.
+Measurements of different data cannot be paired; the change then counts as significant only when the
+two 95% Wilson intervals do not overlap, a conservative unpaired check.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class Change:
 
 
 def change(metric: Metric, before: Measurement, after: Measurement, same_data: bool = True) -> Change:
-    """Judge ``metric`` between two measurements of the same attack (``same_data``: of the same test split)."""
+    """Judge ``metric`` between two measurements of the same attack (``same_data``: of the same test split).
+
+    Of the same data, both are cut to the images both measured (the first ``min`` of the two counts).
+    """
     test = None
-    if same_data and before.images == after.images:
+    if same_data:
+        before, after = before.head(after.images), after.head(before.images)
         old, new = before.flags(metric.outcome), after.flags(metric.outcome)
         if metric.among is not None:
             keep = [x == y == "1" for x, y in zip(before.flags(metric.among), after.flags(metric.among))]

@@ -3,8 +3,9 @@
 Each side is judged on its final stage (``after`` when retraining happened, else ``before``). A
 metric REGRESSES when it moved in its bad direction (accuracies falling, attack success rising) by
 more than ``max_drop`` AND the move is significant at p < 0.05 (see :mod:`.changes`: McNemar's exact
-test when both reports measured the same images, non-overlapping Wilson intervals when not), so CI
-does not fail on a few images of noise. A metric the old report measured and the new one did not
+test on the images both reports measured, the first N of the same test split; non-overlapping Wilson
+intervals for reports of different data), so CI does not fail on a few images of noise. A pull
+request's quick run of 200 images is thus judged, paired, on the first 200 of main's 1,000. A metric the old report measured and the new one did not
 fails the comparison too, as it fails a gate: a check must not pass because an attack was switched
 off. A metric only the new report measured is listed, not judged. Reports of different data (their
 ``config.data``) are never paired.
@@ -134,7 +135,7 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if not same_data:
         result.notes.append(f"note: the reports measured different data ({data[0]} and {data[1]}), so no metric is "
                             f"paired")
-    unpaired = []
+    cut = []
     for m in dict.fromkeys(old.shown_metrics() + new.shown_metrics()):
         x, y = old.measurement(old.final_stage, m), new.measurement(new.final_stage, m)
         if x is None or y is None:
@@ -143,10 +144,10 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
                                                  dropped=x is not None)
             continue
         c = change(m, x, y, same_data)
-        if c.test is None and same_data:
-            unpaired.append(f"{m.label} ({x.images} vs {y.images} images)")
+        if same_data and x.images != y.images:
+            cut.append(f"{m.label} ({x.images} vs {y.images} images)")
         result.changes[m.key] = MetricChange(m.label, c, c.effect == WORSE and c.worsening > max_drop + TOLERANCE)
-    if unpaired:
-        result.notes.append("note: not the same images, so judged unpaired (significant only when the 95% "
-                            "Wilson intervals do not overlap): " + ", ".join(unpaired))
+    if cut:
+        result.notes.append("note: judged, paired, on the first images both reports measured (the rates shown "
+                            "are of those): " + ", ".join(cut))
     return result

@@ -55,6 +55,12 @@ class Measurement:
         base = self.flags(among)
         return Rate(ones(both(self.flags(outcome), base)), ones(base))
 
+    def head(self, n: int) -> "Measurement":
+        """The outcomes of the first ``n`` images (itself when it has no more); whole-run counts are left out."""
+        if n >= self.images:
+            return self
+        return Measurement(n, {k: v[:n] for k, v in self.outcomes.items()}, note=self.note)
+
     def carries(self, metric: Metric) -> bool:
         """Whether the outcomes ``metric`` reads were recorded (else the metric was not measured)."""
         return metric.outcome in self.outcomes and (metric.among is None or metric.among in self.outcomes)
