@@ -15,7 +15,7 @@ Versions (printed in every report):
   9 classes and Square with 5,000 queries; 100 iterations and 1 restart each, as in auto-attack's
   standard version.
 - ``cpu`` (the default without a GPU): APGD-CE and APGD-T over 3 classes with 100 iterations, and Square
-  with 1,000 queries; FAB-T is left out. Measured (README) on a PGD-trained default CNN, 200 test
+  with 1,000 queries; FAB-T is left out. Measured (docs/experiments.md) on a PGD-trained default CNN, 200 test
   images, one CPU thread: worst case 0.230 against the standard version's 0.215, in 31 s against 221 s.
 """
 
