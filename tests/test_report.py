@@ -521,6 +521,17 @@ def test_compare_never_pairs_reports_of_different_data():
     assert compare(make_report(), new).regressions == ["pgd.robust"]  # the same images: 15 lost, none gained
 
 
+def test_compare_notes_reports_from_different_machines():
+    old, new = make_report(), make_report()
+    assert not any("different machines" in n for n in compare(old, new).notes)
+    old.machine = {**old.machine, "cpu": "AMD EPYC"}
+    assert not any("different machines" in n for n in compare(old, new).notes)  # one side does not say
+    new.machine = {**new.machine, "cpu": "Intel Xeon"}
+    result = compare(old, new)
+    assert any("different machines (cpu AMD EPYC vs Intel Xeon)" in n for n in result.notes)
+    assert result.exit_code() == 0  # a note, not a verdict
+
+
 def test_compare_uses_final_stage_and_renders():
     old = make_report(stages={"before": make_report().stages["before"]})  # final = before: clean 980
     result = compare(old, make_report())                                  # final = after: clean 985

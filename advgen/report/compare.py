@@ -8,7 +8,8 @@ intervals for reports of different data), so CI does not fail on a few images of
 request's quick run of 200 images is thus judged, paired, on the first 200 of main's 1,000. A metric the old report measured and the new one did not
 fails the comparison too, as it fails a gate: a check must not pass because an attack was switched
 off. A metric only the new report measured is listed, not judged. Reports of different data (their
-``config.data``) are never paired.
+``config.data``) are never paired. Reports from different processors, devices or torch builds get a
+note: a retraining's rounding differs there, and its results with it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .tables import Table, change_cells, text_table
 
 #: Float noise ignored when comparing a drop with ``max_drop``.
 TOLERANCE = 1e-9
+#: What, in a report's ``machine``, changes the fp32 rounding of training. Measured: the same code and seed
+#: on an AMD and an Intel CPU trained other weights, and compare between the two reports exited 1.
+ROUNDING = ("device", "cpu", "gpu", "torch")
 
 
 @dataclass
@@ -130,6 +134,12 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if result.old_stage != result.new_stage:
         result.notes.append(f"note: the old report's final stage is {result.old_stage!r} but the new one's is "
                             f"{result.new_stage!r}; the numbers may not be like for like")
+    differ = [f"{k} {old.machine[k]} vs {new.machine[k]}" for k in ROUNDING
+              if k in old.machine and k in new.machine and old.machine[k] != new.machine[k]]
+    if differ:
+        result.notes.append(f"note: the reports come from different machines ({'; '.join(differ)}); the same seed "
+                            f"trains other weights there (fp32 rounding), a spread McNemar's test does not account "
+                            f"for: compare reports of one kind of machine, or give max-drop room")
     data = old.config.get("data"), new.config.get("data")
     same_data = data[0] == data[1]
     if not same_data:
