@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import InputError
 from .evaluate import EvaluateConfig, Evaluation
@@ -57,13 +58,16 @@ def variants(used: tuple[str, ...] = SOURCES) -> list[Variant]:
 
 def ablate(config: EvaluateConfig | None = None, out: str | Path = "runs/ablation", checkpoint: Path | None = None,
            used: tuple[str, ...] = SOURCES, resume: bool = False, overwrite: bool = False,
-           device: str | torch.device = "auto", quiet: bool = False) -> Ablation:
-    """Run every variant of ``used`` (see :func:`variants`) and write the ablation's report into ``out``."""
+           device: str | torch.device = "auto", quiet: bool = False, model: nn.Module | None = None) -> Ablation:
+    """Run every variant of ``used`` (see :func:`variants`) and write the ablation's report into ``out``.
+
+    The target is ``checkpoint``, ``model`` (handed over in memory), or the default model trained now.
+    """
     config = replace(config or EvaluateConfig(), augment=tuple(used))
     if config.measure_only:
         raise InputError("an ablation compares retrainings; measure_only (--measure-only) has none")
     with start(device, config.seed, out, quiet) as run:
-        ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
+        ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint, model)
         with forgotten_if_failed(ws.out, enabled=run.is_main):
             started = time.perf_counter()
             ev.begin(ws, ["state", "variants", *FILES], resume, overwrite)

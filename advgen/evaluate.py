@@ -36,7 +36,7 @@ from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepar
 from .run import Run, start
 from .runtime import machine_info
 from .sources import SOURCES as AUGMENTATIONS, SourceConfig
-from .target import load_target
+from .target import load_target, model_target
 from .workspace import Workspace
 
 log = logging.getLogger("advgen")
@@ -167,7 +167,7 @@ class EvaluateConfig:
 
 def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", checkpoint: Path | None = None,
              fail_under: list[str | GateSpec] | None = None, resume: bool = False, overwrite: bool = False,
-             device: str | torch.device = "auto", quiet: bool = False) -> Report:
+             device: str | torch.device = "auto", quiet: bool = False, model: nn.Module | None = None) -> Report:
     """Measure the target BEFORE, retrain it on generated data, measure AFTER from scratch; write reports.
 
     With ``config.measure_only`` it stops after BEFORE: the report has that stage alone.
@@ -175,12 +175,13 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
     the returned report says whether they passed.
     Without ``resume`` or ``overwrite`` an earlier run in ``out`` is refused, never mixed in; with
     ``resume`` it must have been made with the same settings. ``config.arch`` may name a user factory
-    (``package.module:factory``) that rebuilds ``checkpoint``.
+    (``package.module:factory``) that rebuilds ``checkpoint``. Or the target is ``model``, handed over in
+    memory (a copy is measured and retrained; a resume must hand over the same weights).
     """
     config = config or EvaluateConfig()
     gates = parse_gate_specs(fail_under or [], "before" if config.measure_only else "after")  # now, not after minutes
     with start(device, config.seed, out, quiet) as run:
-        ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint)
+        ws, ev = Workspace(run, Path(out)), Evaluation(config, checkpoint, model)
         with forgotten_if_failed(ws.out, enabled=run.is_main):
             started = time.perf_counter()
             ev.begin(ws, ["state", *REPORT_FILES.values(), *PICTURES], resume, overwrite)
@@ -215,8 +216,10 @@ class Evaluation:
     BEFORE and generated data, and retrains and measures each variant in a workspace of its own.
     """
 
-    def __init__(self, config: EvaluateConfig, checkpoint: Path | None) -> None:
-        self.config, self.checkpoint = config, checkpoint
+    def __init__(self, config: EvaluateConfig, checkpoint: Path | None, model: nn.Module | None = None) -> None:
+        if model is not None and checkpoint is not None:
+            raise InputError("the target is a checkpoint or a model in memory, not both")
+        self.config, self.checkpoint, self.model = config, checkpoint, model
         self.arch: str | None = None  # the target's, once it is loaded
         self.train = datasets.load(config.data, "train").head(config.train_images)
         self.test = datasets.load(config.data, "test")
@@ -256,7 +259,7 @@ class Evaluation:
             del settings["advgan_epochs"]
         settings.update(arch=self._arch(), autoattack_version=c.autoattack(ws.run.device).version
                         if c.autoattack_images else None)
-        return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)})
+        return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)}, model=self.model)
 
     def prepare(self, ws: Workspace,
                 generate: bool = True) -> tuple[Checkpoint, dict[str, Measurement], dict[str, Dataset], dict[str, int]]:
@@ -278,15 +281,18 @@ class Evaluation:
     def target(self, ws: Workspace) -> Checkpoint:
         run, config = ws.run, self.config
         cache = ws.phases.path("target.pt") if self.checkpoint is None else None
-        with run.main():
-            if run.is_main:
-                if cache is not None:
-                    ws.phases.claim("target", ws.fingerprint({"arch": config.arch}, data=self.train))
-                target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache,
-                                     train=self.train, test=self.test,
-                                     state=ws.phases.path("target_training.pt") if cache is not None else None)
-        if not run.is_main:
-            target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache)
+        if self.model is not None:
+            target = model_target(run, self.model, self.test)
+        else:
+            with run.main():
+                if run.is_main:
+                    if cache is not None:
+                        ws.phases.claim("target", ws.fingerprint({"arch": config.arch}, data=self.train))
+                    target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache,
+                                         train=self.train, test=self.test,
+                                         state=ws.phases.path("target_training.pt") if cache is not None else None)
+            if not run.is_main:
+                target = load_target(run, self.test, self.checkpoint, self._arch(), config.data, cache=cache)
         if config.data not in (datasets.EMBEDDED, *datasets.TORCHVISION):  # said once the inputs are known good
             log.warning(f"--data {config.data}: a file has no train/test split, so the target is trained, retrained "
                         f"and measured on the same images; every figure is on training images")
@@ -315,14 +321,17 @@ class Evaluation:
 
     def _arch(self) -> str | None:
         """The model to train, or the user factory that rebuilds the checkpoint; a checkpoint of a built-in
-        model brings its own (the budget's ``cnn-wide`` applies only to a target trained on the spot)."""
+        model brings its own (the budget's ``cnn-wide`` applies only to a target trained on the spot), and a
+        model in memory is its own."""
         arch = self.config.arch
+        if self.model is not None:
+            return None
         return arch if self.checkpoint is None or user_factory(arch) else None
 
     def retrain(self, ws: Workspace, target: Checkpoint, extra: list[Dataset], recipe: HardenConfig) -> Checkpoint:
         """``target`` retrained by ``recipe`` on the training split plus ``extra`` (saved as ``retrained.pt``)."""
         run = ws.run
-        load = lambda p: load_checkpoint(p, factory=user_factory(self.config.arch))  # noqa: E731
+        load = lambda p: load_checkpoint(p, factory=user_factory(self.config.arch), template=self.model)  # noqa: E731
 
         def fit() -> Checkpoint:
             model, info = harden(target.model, self.train, extra, recipe, device=run.device,

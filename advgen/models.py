@@ -8,6 +8,7 @@ and a checkpoint naming a user factory only loads when the caller names the same
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 from dataclasses import dataclass, field
@@ -216,11 +217,13 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     })
 
 
-def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
+def load_checkpoint(path: str | Path, factory: str | None = None, template: nn.Module | None = None) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`, or a bare state_dict for ``factory``.
 
     The file is read with ``weights_only=True``. A checkpoint whose architecture is a user factory is
     only rebuilt when ``factory`` names that same factory: a file alone never decides what code runs.
+    ``template``, a model the caller holds, is copied and given the weights instead (a model handed over
+    in memory, whose retrained weights come back from a file).
     """
     raw = safe_torch_load(path, what="checkpoint")
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
@@ -232,7 +235,7 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"checkpoint {path} is damaged: its {exc if isinstance(exc, KeyError) else 'fields'} "
                              f"{'is missing' if isinstance(exc, KeyError) else 'have the wrong types'}") from exc
-        if arch not in ARCHITECTURES and arch != factory:
+        if template is None and arch not in ARCHITECTURES and arch != factory:
             raise InputError(f"checkpoint {path} was made with model {arch!r}; pass --model {arch} "
                              f"to allow importing that code")
     elif isinstance(raw, dict) and factory is not None and all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -241,7 +244,8 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
     else:
         raise InputError(f"{path} is not an advgen checkpoint (give --model package.module:factory "
                          f"to load a bare state_dict)")
-    model = build(arch, input_shape or (1, 28, 28), num_classes or 10)
+    model = copy.deepcopy(template) if template is not None else build(arch, input_shape or (1, 28, 28),
+                                                                         num_classes or 10)
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -8,14 +8,18 @@ resumed run attacks the very same weights.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
+
+from torch import nn
 
 from . import data as datasets
 from .data import Dataset
 from .errors import InputError
-from .models import (ARCHITECTURES, DEFAULT_ARCH, Checkpoint, build, check_arch, load_checkpoint, save_checkpoint,
-                     user_factory)
+from .models import (ARCHITECTURES, DEFAULT_ARCH, Checkpoint, build, check_arch, load_checkpoint, output_classes,
+                     save_checkpoint, user_factory)
+from .resume import model_sha256
 from .run import Run
 from .train import TrainConfig, train_classifier
 
@@ -58,3 +62,17 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
                          f"but {data.name} has {data.input_shape}")
     ckpt.model.to(run.device).eval()
     return ckpt
+
+
+def model_target(run: Run, model: nn.Module, data: Dataset) -> Checkpoint:
+    """A target handed over in memory (RobustBench's ``benchmark(model, ...)``): a copy, checked against ``data``.
+
+    The copy is what gets measured, moved and retrained, so the caller's model keeps its weights, mode and
+    device. Under torchrun every rank hands over its own, and the weights must be the same on every rank.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    run.check_same(model_sha256(model), "the model's weights")
+    target = copy.deepcopy(model).to(run.device).eval()
+    classes = output_classes(target, data.images, data.labels)
+    return Checkpoint(target, f"{type(model).__qualname__} (in memory)", data.input_shape, classes)

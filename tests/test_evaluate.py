@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -165,14 +166,60 @@ def test_measure_only_reports_the_before_stage_alone_and_gates_read_it(finished,
     assert "--measure-only does not retrain, so --retrain-epochs has nothing to do" in capsys.readouterr().err
 
 
+def test_a_model_in_memory_is_measured_as_its_checkpoint_and_left_as_it_was(finished, trained_mlp, tmp_path):
+    """RobustBench's ``benchmark(model, ...)``: the same BEFORE as the saved checkpoint's, the caller's model untouched."""
+    _, full = finished
+    model = trained_mlp.model.train()  # in train mode, as a caller's model may be
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    report = evaluate(tiny_config(measure_only=True), tmp_path / "mem", model=model, device="cpu", quiet=True)
+    assert _outcomes(report.to_dict())["before"] == _outcomes(full.to_dict())["before"]
+    assert report.config["arch"] == "Sequential (in memory)" and report.config["checkpoint"] is None
+    assert model.training and all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(InputError, match="a checkpoint or a model in memory, not both"):
+        evaluate(tiny_config(), tmp_path / "both", checkpoint=tmp_path / "x.pt", model=model)
+
+
+class TinyNet(torch.nn.Module):
+    """A model class advgen has no name for: only the object itself can rebuild it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(),
+                                        torch.nn.Linear(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_model_in_memory_is_retrained_and_a_resume_must_hand_over_the_same(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    config = tiny_config(train_images=200, onepixel_images=2, pgd_images=20, autoattack_images=0, advgan_images=0,
+                         augment=("pgd",))
+    out = tmp_path / "run"
+    report = evaluate(config, out, model=model, device="cpu", quiet=True)
+    assert set(report.stages) == {"before", "after"} and report.config["arch"] == "TinyNet (in memory)"
+    retrained = load_checkpoint(out / "state" / "retrained.pt", template=model).model  # the weights come back
+    assert isinstance(retrained, TinyNet) and not torch.equal(retrained.body[1].weight, model.body[1].weight)
+    with pytest.raises(InputError, match="checkpoint .* was made with model 'TinyNet \\(in memory\\)'"):
+        load_checkpoint(out / "state" / "retrained.pt")  # without the object, the file alone cannot say what to run
+    again = evaluate(config, out, model=model, resume=True, device="cpu", quiet=True)
+    assert _outcomes(again.to_dict()) == _outcomes(report.to_dict())
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.body[1].weight[0, 0] += 1.0  # one weight off
+    with pytest.raises(InputError, match="model_sha256"):
+        evaluate(config, out, model=other, resume=True, device="cpu", quiet=True)
+
+
 def test_resume_after_losing_late_phases_gives_identical_report(finished, target_path, tmp_path):
     out, report = finished
-    copy = tmp_path / "copy"
-    shutil.copytree(out / "state", copy / "state")
+    copied = tmp_path / "copied"
+    shutil.copytree(out / "state", copied / "state")
     for name in ("retrained.pt", "pgd_after.json", "advgan_after.pt"):
-        (copy / "state" / name).unlink()
-    shutil.rmtree(copy / "state" / "onepixel_after")
-    again = evaluate(tiny_config(), copy, checkpoint=target_path, fail_under=["clean=0.5"], resume=True,
+        (copied / "state" / name).unlink()
+    shutil.rmtree(copied / "state" / "onepixel_after")
+    again = evaluate(tiny_config(), copied, checkpoint=target_path, fail_under=["clean=0.5"], resume=True,
                      device="cpu", quiet=True)
     assert _outcomes(again.to_dict()) == _outcomes(report.to_dict())
     assert again.augmentation == report.augmentation
