@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from . import data as datasets
 from .errors import InputError
 from .files import atomic_write_json
@@ -28,7 +30,7 @@ from .gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_
 from .outputs import save_grid
 from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, local
-from .target import load_target
+from .target import load_target, model_target
 from .train import accuracy
 
 SCHEMA_VERSION = 1
@@ -51,11 +53,13 @@ class AugmentResult:
 def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path | None = None,
             arch: str | None = None, generator: Path | None = None, epochs: int | None = None,
             eps: float | None = None, num_samples: int = 4000, out: str | Path = "runs/augment",
-            resume: bool = False, overwrite: bool = False, run: Run | None = None) -> AugmentResult:
+            resume: bool = False, overwrite: bool = False, run: Run | None = None,
+            model: nn.Module | None = None) -> AugmentResult:
     """Train (or load with ``generator``) a ``kind`` GAN on ``data_source`` and write samples into ``out``.
 
-    The target classifier (AdvGAN's victim, and the judge of GAN-test) comes from ``checkpoint``, or is
-    trained now with `advgen train` defaults. ``epochs`` and ``eps`` override the GAN's defaults.
+    The target classifier (AdvGAN's victim, and the judge of GAN-test) comes from ``checkpoint``, from
+    ``model`` (handed over in memory; a copy is used), or is trained now with `advgen train` defaults.
+    ``epochs`` and ``eps`` override the GAN's defaults.
     """
     start = time.perf_counter()
     run = run or local()
@@ -67,27 +71,31 @@ def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path
     if generator is not None and (resume or epochs is not None or eps is not None):
         raise InputError("--generator loads a trained generator; it cannot be combined with --resume, "
                          "--epochs or --eps")
+    if model is not None and checkpoint is not None:
+        raise InputError("the target is a checkpoint or a model in memory, not both")
     with forgotten_if_failed(out):
-        return _augment(kind, data_source, checkpoint, arch, generator, epochs, eps, num_samples, out, resume,
-                        overwrite, run, start)
+        return _augment(kind, data_source, checkpoint, model, arch, generator, epochs, eps, num_samples, out,
+                        resume, overwrite, run, start)
 
 
-def _augment(kind: str, data_source: str, checkpoint: Path | None, arch: str | None, generator: Path | None,
-             epochs: int | None, eps: float | None, num_samples: int, out: Path, resume: bool, overwrite: bool,
-             run: Run, start: float) -> AugmentResult:
+def _augment(kind: str, data_source: str, checkpoint: Path | None, given: nn.Module | None, arch: str | None,
+             generator: Path | None, epochs: int | None, eps: float | None, num_samples: int, out: Path,
+             resume: bool, overwrite: bool, run: Run, start: float) -> AugmentResult:
     """:func:`augment` once its arguments are known good: claim ``out``, train or load, sample, write."""
     prepare_dir(out, OUTPUTS, resume, overwrite, "state", reads=(checkpoint, generator))
     (out / "state").mkdir(parents=True, exist_ok=True)
     # what the whole command must repeat to resume; the GAN's own state adds its config (epochs may grow)
     claim(out / "state" / "run.json", fingerprint({"gan": kind, "data": data_source, "num_samples": num_samples,
-                                                   "checkpoint_sha256": file_sha256(checkpoint)}, seed=run.seed),
+                                                   "checkpoint_sha256": file_sha256(checkpoint)}, seed=run.seed,
+                      model=given),
           str(out))
 
     loaded = load_generator(generator, kind=kind).to(run.device) if generator is not None else None
     train_set = datasets.load(data_source, "train")
     named = data_source in (datasets.EMBEDDED, *datasets.TORCHVISION)
     eval_set = datasets.load(data_source, "test") if named else train_set
-    target = load_target(run, train_set, checkpoint, arch, data_source)
+    target = (model_target(run, given, train_set) if given is not None
+              else load_target(run, train_set, checkpoint, arch, data_source))
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "command": "augment", "gan": kind, "data": data_source,
         "seed": run.seed, "eval_split": "test" if named else "train",

@@ -25,6 +25,8 @@ from .runtime import evaluating
 CHECKPOINT_FORMAT = "advgen.checkpoint"
 CHECKPOINT_VERSION = 1
 DEFAULT_ARCH = "cnn"
+#: How a checkpoint names a model that was handed over as an object: no name can rebuild it, only the object.
+IN_MEMORY = " (in memory)"
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -235,6 +237,9 @@ def load_checkpoint(path: str | Path, factory: str | None = None, template: nn.M
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"checkpoint {path} is damaged: its {exc if isinstance(exc, KeyError) else 'fields'} "
                              f"{'is missing' if isinstance(exc, KeyError) else 'have the wrong types'}") from exc
+        if template is None and arch.endswith(IN_MEMORY):
+            raise InputError(f"checkpoint {path} holds the weights of a model handed over in memory ({arch}); "
+                             f"load them into that model with advgen.load_checkpoint(path, template=model)")
         if template is None and arch not in ARCHITECTURES and arch != factory:
             raise InputError(f"checkpoint {path} was made with model {arch!r}; pass --model {arch} "
                              f"to allow importing that code")

@@ -17,8 +17,8 @@ from torch import nn
 from . import data as datasets
 from .data import Dataset
 from .errors import InputError
-from .models import (ARCHITECTURES, DEFAULT_ARCH, Checkpoint, build, check_arch, load_checkpoint, output_classes,
-                     save_checkpoint, user_factory)
+from .models import (ARCHITECTURES, DEFAULT_ARCH, IN_MEMORY, Checkpoint, build, check_arch, load_checkpoint,
+                     output_classes, save_checkpoint, user_factory)
 from .resume import model_sha256
 from .run import Run
 from .train import TrainConfig, train_classifier
@@ -75,4 +75,4 @@ def model_target(run: Run, model: nn.Module, data: Dataset) -> Checkpoint:
     run.check_same(model_sha256(model), "the model's weights")
     target = copy.deepcopy(model).to(run.device).eval()
     classes = output_classes(target, data.images, data.labels)
-    return Checkpoint(target, f"{type(model).__qualname__} (in memory)", data.input_shape, classes)
+    return Checkpoint(target, type(model).__qualname__ + IN_MEMORY, data.input_shape, classes)

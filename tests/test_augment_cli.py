@@ -7,10 +7,13 @@ import json
 import pytest
 import torch
 
+from advgen import augment
 from advgen import data as datasets
 from advgen.cli import main
+from advgen.errors import InputError
 from advgen.gan import load_generator
 from advgen.models import save_checkpoint
+from advgen.run import start
 
 FAST = ["--device", "cpu", "--quiet", "--seed", "1"]
 
@@ -130,3 +133,20 @@ def test_generator_of_wrong_kind_or_corrupt(files, capsys, tmp_path):
     code, _, err = run(["augment", "--gan", "cgan", "--data", files["data"], "--checkpoint", files["ckpt"],
                         "--generator", str(bad), "--out", str(tmp_path / "o3"), *FAST], capsys)
     assert code == 2 and "corrupted" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_in_memory_is_the_target_as_its_checkpoint_is(files, capsys, trained_cnn, tmp_path):
+    """``advgen.augment(..., model=)``: the samples and figures of the saved checkpoint, the caller's model untouched."""
+    kw = dict(data_source=files["data"], epochs=1, eps=0.2, num_samples=50)
+    weights = {k: v.clone() for k, v in trained_cnn.model.state_dict().items()}
+    with start("cpu", seed=1, quiet=True) as r:
+        saved = augment("advgan", checkpoint=files["ckpt"], out=tmp_path / "saved", run=r, **kw)
+    with start("cpu", seed=1, quiet=True) as r:
+        held = augment("advgan", model=trained_cnn.model, out=tmp_path / "held", run=r, **kw)
+    assert held.summary["success_rate"] == saved.summary["success_rate"]
+    assert held.summary["target"]["arch"] == "Sequential (in memory)"
+    a, b = (torch.load(tmp_path / d / "samples.pt", weights_only=True) for d in ("saved", "held"))
+    assert torch.equal(a["images"], b["images"])
+    assert all(torch.equal(v, weights[k]) for k, v in trained_cnn.model.state_dict().items())
+    with pytest.raises(InputError, match="not both"):
+        augment("advgan", checkpoint=files["ckpt"], model=trained_cnn.model, out=tmp_path / "both")

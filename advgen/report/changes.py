@@ -1,11 +1,11 @@
 """Is a change in a metric real? One judgement shared by the report's tables and ``advgen report compare``.
 
 Two measurements of the same data are compared with McNemar's exact test on the per-image outcomes of
-the images both measured: every attack reads the first N images of the test split, so two measurements
-of 1,000 and 200 images share the first 200, and the change is judged (rates, delta and test) on those. A metric with ``among`` (AdvGAN's
-success rate among clean-correct images) is paired over the images that are ``among`` in BOTH
-measurements, so the test asks "on images both models classify right, did the attack succeed more
-often?" rather than mixing in changes of clean accuracy.
+the images both measured: every attack reads the first N images of the test split, so measurements of
+1,000 and 200 images share the first 200, and the change is judged (rates, delta and test) on those. A
+metric with ``among`` (AdvGAN's success rate among clean-correct images) is paired over the images that
+are ``among`` in BOTH measurements, so the test asks "on images both models classify right, did the
+attack succeed more often?" rather than mixing in changes of clean accuracy.
 
 Measurements of different data cannot be paired; the change then counts as significant only when the
 two 95% Wilson intervals do not overlap, a conservative unpaired check.
