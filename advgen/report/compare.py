@@ -145,7 +145,7 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
     if not same_data:
         result.notes.append(f"note: the reports measured different data ({data[0]} and {data[1]}), so no metric is "
                             f"paired")
-    cut = []
+    cut: dict[tuple[int, int], list[str]] = {}
     for m in dict.fromkeys(old.shown_metrics() + new.shown_metrics()):
         x, y = old.measurement(old.final_stage, m), new.measurement(new.final_stage, m)
         if x is None or y is None:
@@ -155,9 +155,10 @@ def compare(old: Report, new: Report, max_drop: float = 0.0) -> Comparison:
             continue
         c = change(m, x, y, same_data)
         if same_data and x.images != y.images:
-            cut.append(f"{m.label} ({x.images} vs {y.images} images)")
+            cut.setdefault((x.images, y.images), []).append(m.label)
         result.changes[m.key] = MetricChange(m.label, c, c.effect == WORSE and c.worsening > max_drop + TOLERANCE)
     if cut:
         result.notes.append("note: judged, paired, on the first images both reports measured (the rates shown "
-                            "are of those): " + ", ".join(cut))
+                            "are of those): " + "; ".join(f"{', '.join(labels)} ({n} vs {k} images)"
+                                                          for (n, k), labels in cut.items()))
     return result
