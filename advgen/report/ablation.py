@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from ..errors import InputError
 from ..files import atomic_write_bytes, atomic_write_text
 from . import metrics as registry
-from .changes import change
+from .changes import Change, change
 from .chart import BASE_COLOR, INK, NEW_COLOR, figure_png
 from .fromjson import build
 from .htmlpage import data_uri, html_table, page
@@ -66,31 +66,27 @@ class Ablation(Provenance):
                            *[fmt_rate(c.metric_rate(m)) if c else "not measured" for c, m in zip(cells, metrics)]])
         return t
 
+    def against_baseline(self, name: str) -> dict[str, Change]:
+        """Variant ``name``'s change against clean-only, by metric key, where both measured the metric."""
+        base, mine = self.stages[BASELINE], self.stages[name]
+        pairs = {m: (measured(base, m), measured(mine, m)) for m in self.metrics()}
+        return {m.key: change(m, x, y) for m, (x, y) in pairs.items() if x and y}
+
     def changes_table(self) -> Table:
         """One row per variant: each metric's change against clean-only, McNemar p, and its effect."""
         metrics = self.metrics()
         t = Table(f"Against {BASELINE} (paired McNemar, p < 0.05)", ["variant", *[m.label for m in metrics]],
                   numeric=[False, *[True] * len(metrics)])
-        base = self.stages[BASELINE]
         for name in self.variants:
-            if name == BASELINE:
-                continue
-            row = [name]
-            for m in metrics:
-                x, y = measured(base, m), measured(self.stages[name], m)
-                c = change(m, x, y) if x and y else None
-                row.append("" if c is None else
-                           f"{fmt_delta(c.before.value, c.after.value)} (p {fmt_p(c.test and c.test.p)}, {c.effect})")
-            t.rows.append(row)
+            if name != BASELINE:
+                found = self.against_baseline(name)
+                t.rows.append([name, *[_change_cell(found.get(m.key)) for m in metrics]])
         return t
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        base = self.stages[BASELINE]
-        data["against_baseline"] = {
-            name: {m.key: change(m, measured(base, m), measured(self.stages[name], m)).to_dict() for m in self.metrics()
-                   if measured(base, m) and measured(self.stages[name], m)}
-            for name in self.variants if name != BASELINE}
+        data["against_baseline"] = {name: {k: c.to_dict() for k, c in self.against_baseline(name).items()}
+                                    for name in self.variants if name != BASELINE}
         return data
 
     @classmethod
@@ -98,6 +94,11 @@ class Ablation(Provenance):
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             raise InputError(f"{where}: not an advgen ablation of schema_version {SCHEMA_VERSION}")
         return build(cls, data, where)
+
+
+def _change_cell(c: Change | None) -> str:
+    """``+0.0120 (p 0.029, better)``; empty where either side did not measure the metric."""
+    return "" if c is None else f"{fmt_delta(c.before.value, c.after.value)} (p {fmt_p(c.test and c.test.p)}, {c.effect})"
 
 
 def chart_png(ablation: Ablation) -> bytes:
