@@ -30,7 +30,7 @@ from .gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_
 from .outputs import save_grid
 from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, local
-from .target import load_target, model_target
+from .target import check_in_memory, load_target, model_target
 from .train import accuracy
 
 SCHEMA_VERSION = 1
@@ -71,8 +71,7 @@ def augment(kind: str, data_source: str = datasets.EMBEDDED, *, checkpoint: Path
     if generator is not None and (resume or epochs is not None or eps is not None):
         raise InputError("--generator loads a trained generator; it cannot be combined with --resume, "
                          "--epochs or --eps")
-    if model is not None and checkpoint is not None:
-        raise InputError("the target is a checkpoint or a model in memory, not both")
+    check_in_memory(model, checkpoint)
     with forgotten_if_failed(out):
         return _augment(kind, data_source, checkpoint, model, arch, generator, epochs, eps, num_samples, out,
                         resume, overwrite, run, start)

@@ -36,7 +36,7 @@ from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepar
 from .run import Run, start
 from .runtime import machine_info
 from .sources import SOURCES as AUGMENTATIONS, SourceConfig
-from .target import load_target, model_target
+from .target import check_in_memory, load_target, model_target
 from .workspace import Workspace
 
 log = logging.getLogger("advgen")
@@ -217,8 +217,7 @@ class Evaluation:
     """
 
     def __init__(self, config: EvaluateConfig, checkpoint: Path | None, model: nn.Module | None = None) -> None:
-        if model is not None and checkpoint is not None:
-            raise InputError("the target is a checkpoint or a model in memory, not both")
+        check_in_memory(model, checkpoint)
         self.config, self.checkpoint, self.model = config, checkpoint, model
         self.arch: str | None = None  # the target's, once it is loaded
         self.train = datasets.load(config.data, "train").head(config.train_images)

@@ -64,14 +64,24 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
     return ckpt
 
 
+def check_in_memory(model: object, checkpoint: Path | None) -> None:
+    """A target handed over in memory must be an ``nn.Module``, and cannot come beside a checkpoint; said before
+    any work, since the run's fingerprint already reads its weights."""
+    if model is None:
+        return
+    if checkpoint is not None:
+        raise InputError("the target is a checkpoint or a model in memory, not both")
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def model_target(run: Run, model: nn.Module, data: Dataset) -> Checkpoint:
     """A target handed over in memory (RobustBench's ``benchmark(model, ...)``): a copy, checked against ``data``.
 
     The copy is what gets measured, moved and retrained, so the caller's model keeps its weights, mode and
     device. Under torchrun every rank hands over its own, and the weights must be the same on every rank.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_in_memory(model, None)
     run.check_same(model_sha256(model), "the model's weights")
     target = copy.deepcopy(model).to(run.device).eval()
     classes = output_classes(target, data.images, data.labels)

@@ -150,3 +150,5 @@ def test_a_model_in_memory_is_the_target_as_its_checkpoint_is(files, capsys, tra
     assert all(torch.equal(v, weights[k]) for k, v in trained_cnn.model.state_dict().items())
     with pytest.raises(InputError, match="not both"):
         augment("advgan", checkpoint=files["ckpt"], model=trained_cnn.model, out=tmp_path / "both")
+    with pytest.raises(InputError, match="model must be a torch.nn.Module, got OrderedDict"):
+        augment("advgan", model=trained_cnn.model.state_dict(), out=tmp_path / "dict")

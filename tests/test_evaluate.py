@@ -177,6 +177,8 @@ def test_a_model_in_memory_is_measured_as_its_checkpoint_and_left_as_it_was(fini
     assert model.training and all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
     with pytest.raises(InputError, match="a checkpoint or a model in memory, not both"):
         evaluate(tiny_config(), tmp_path / "both", checkpoint=tmp_path / "x.pt", model=model)
+    with pytest.raises(InputError, match="model must be a torch.nn.Module, got str"):
+        evaluate(tiny_config(measure_only=True), tmp_path / "str", model="mlp", device="cpu", quiet=True)
 
 
 class TinyNet(torch.nn.Module):
