@@ -3,7 +3,8 @@
 Every command that needs a target (attack, augment, bench, evaluate) gets it here, so the rules are
 written once: a user factory is named by ``package.module:factory`` (:func:`~advgen.models.user_factory`),
 a checkpoint must fit the data's image shape, and a model trained on the spot can be cached so that a
-resumed run attacks the very same weights.
+resumed run attacks the very same weights. From Python the target can also be a model object
+(:func:`model_target`): a copy of it is used, so the caller's model is left as it was.
 """
 
 from __future__ import annotations

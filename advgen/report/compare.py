@@ -5,11 +5,13 @@ metric REGRESSES when it moved in its bad direction (accuracies falling, attack 
 more than ``max_drop`` AND the move is significant at p < 0.05 (see :mod:`.changes`: McNemar's exact
 test on the images both reports measured, the first N of the same test split; non-overlapping Wilson
 intervals for reports of different data), so CI does not fail on a few images of noise. A pull
-request's quick run of 200 images is thus judged, paired, on the first 200 of main's 1,000. A metric the old report measured and the new one did not
-fails the comparison too, as it fails a gate: a check must not pass because an attack was switched
-off. A metric only the new report measured is listed, not judged. Reports of different data (their
-``config.data``) are never paired. Reports from different processors, devices or torch builds get a
-note: a retraining's rounding differs there, and its results with it.
+request's quick run of 200 images is thus judged, paired, on the first 200 of main's 1,000.
+
+A metric the old report measured and the new one did not fails the comparison too, as it fails a
+gate: a check must not pass because an attack was switched off. A metric only the new report
+measured is listed, not judged. Reports of different data (their ``config.data``) are never paired.
+Reports from different processors, devices or torch builds get a note: a retraining's rounding
+differs there, and its results with it.
 """
 
 from __future__ import annotations
