@@ -10,7 +10,8 @@ from click.core import ParameterSource
 from ..ablation import ablate
 from ..distributed import env_rank
 from ..errors import InputError
-from ..evaluate import AUGMENTATIONS, DEFAULT_AUGMENT, Budget, EvaluateConfig, evaluate as run_evaluate
+from ..evaluate import (AUGMENTATIONS, DEFAULT_AUGMENT, RETRAINING_FIELDS, Budget, EvaluateConfig,
+                        evaluate as run_evaluate)
 from ..harden import HardenConfig
 from ..models import load_checkpoint, user_factory
 from ..sources import SOURCES
@@ -100,13 +101,13 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
               "cgan_samples": cgan_samples, "train_images": train_images, "advgan_epochs": advgan_epochs,
               "cgan_epochs": cgan_epochs}
     retrain = {"epochs": retrain_epochs, "certified_weight": certified_weight}
+    option = {"data": "data_source", "epochs": "retrain_epochs"}  # where an option's name is not its field's
     if measure_only:
-        unused = sorted(given & {"augment", "onepixel_train_images", "advgan_samples", "cgan_samples", "cgan_epochs",
-                                 "retrain_epochs", "certified_weight", "ablation", "budget"})
+        retraining = {f for f in RETRAINING_FIELDS if f != "retrain"} | {option.get(k, k) for k in retrain}
+        unused = sorted(given & (retraining | {"ablation", "budget"}))
         if unused:
             raise InputError(f"--measure-only does not retrain, so --{unused[0].replace('_', '-')} has nothing to "
                              f"do; drop one of them")
-    option = {"data": "data_source", "epochs": "retrain_epochs"}  # where an option's name is not its field's
     if checkpoint is not None and "arch" in given:  # the API cannot tell a given --model from the default
         refuse_other_model(checkpoint, arch, load_checkpoint(checkpoint, factory=user_factory(arch)).arch)
     config = EvaluateConfig.for_budget(
