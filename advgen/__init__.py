@@ -22,7 +22,8 @@ from .augment import AugmentResult, augment  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .harden import HardenConfig, harden  # noqa: E402
-from .evaluate import Budget, EvaluateConfig, evaluate  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .evaluate_config import Budget, EvaluateConfig  # noqa: E402
 from .methods import AttackOptions, AttackRecord, Status, run_method  # noqa: E402
 from .models import Checkpoint, build, load_checkpoint, save_checkpoint  # noqa: E402
 from .outputs import AttackSummary  # noqa: E402

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .evaluate import EvaluateConfig, Evaluation
+from .evaluate import Evaluation
+from .evaluate_config import EvaluateConfig
 from .report import Measurement
 from .report.ablation import BASELINE, FILES, Ablation, write
 from .resume import forgotten_if_failed

@@ -30,9 +30,10 @@ from .data import Dataset, validate_targets
 from .errors import InputError
 from .files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from .methods import AttackOptions, AttackRecord, Method, Status, check_params, get_method, run_method
-from .models import PROBABILITIES, RANDOM_MODEL, output_classes, outputs_probabilities, random_in_eval
+from .models import output_classes
 from .outputs import AttackSummary, adversarial_set, save_adversarial, save_examples, save_heatmaps, summarize
 from .run import Run, local, progress
+from .target import preflight
 
 RECORDS = "records.jsonl"
 TIME_LIMIT = "time_limit"  # the one setting a resume may change (raise): see _allow_longer_limit
@@ -151,11 +152,7 @@ def _attack(model: ModelSource, chosen: Dataset, idx: list[int], out: Path, spec
             net = model()
     output_classes(net, chosen.images, chosen.labels)  # a model that does not fit the data stops here
     if method != "onepixel" and run.is_main:  # the exact search refuses a random model and reads only the argmax
-        if random_in_eval(net, chosen.images):
-            log.warning(f"{RANDOM_MODEL}; {method} sees one draw per step, so its figures overstate robustness "
-                        f"(auto-attack's rand version averages gradients over draws)")
-        if outputs_probabilities(net, chosen.images):
-            log.warning(PROBABILITIES)
+        preflight(net, chosen.images, method)
     wanted = resume_mod.fingerprint({**config, TIME_LIMIT: opts.params.get(TIME_LIMIT)}, model=net, data=chosen,
                                     seed=opts.seed)
     with run.main() as shared:

@@ -10,14 +10,15 @@ does every other phase and writes the reports.
 
 Each attack yields a :class:`~advgen.report.Measurement`: per-image outcomes on the first test images,
 so the report can give every rate with its count and interval and pair BEFORE with AFTER image by image.
+What follows from the settings alone (budgets, what a resume must repeat, which retraining terms are on)
+is :mod:`advgen.evaluate_config`'s; this module runs the phases.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,144 +26,20 @@ from torch import nn
 
 from . import data as datasets
 from . import gan, measure, sources
-from .autoattack import AutoAttackConfig
 from .data import Dataset
-from .errors import InputError, check_fields
+from .evaluate_config import EvaluateConfig
 from .harden import HardenConfig, harden
-from .models import (PROBABILITIES, RANDOM_MODEL, Checkpoint, check_arch, load_checkpoint, outputs_probabilities,
-                     random_in_eval, save_checkpoint, user_factory)
+from .models import Checkpoint, load_checkpoint, save_checkpoint, user_factory
 from .report import REPORT_FILES, GateSpec, Measurement, Report, evaluate_gates, parse_gate_specs, write_reports
 from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, start
 from .runtime import machine_info
-from .sources import SOURCES as AUGMENTATIONS, SourceConfig
-from .target import check_in_memory, load_target, model_target
+from .target import check_in_memory, load_target, model_target, preflight
 from .workspace import Workspace
 
 log = logging.getLogger("advgen")
-#: What the default run retrains on. The GAN sources are opt-in: measured (README), they cost clean
-#: accuracy and retraining time, and did not lower the one-pixel vulnerable rate.
-DEFAULT_AUGMENT = ("onepixel", "pgd", "certified")
-
-
-class Budget(str, Enum):
-    """A measured recipe for a whole run, chosen by what it must reach in what time (README: "Budgets").
-
-    ``default`` fits 10 minutes on 2 CPU cores and aims at the one-pixel threat (certified training
-    beside PGD). ``robust`` aims at L-inf robust accuracy (issue 11's bar: 0.80 under PGD-40 and the worst
-    case): the twice-as-wide CNN retrained for 40 epochs on PGD-10 examples, the training data topped up
-    with 2,000 conditional-GAN digits (Gowal et al. 2021: generated data helps adversarial training). It
-    takes several times longer and leaves the one-pixel threat to PGD: on this small data the two pull
-    against each other (README).
-    """
-
-    DEFAULT = "default"
-    ROBUST = "robust"
-
-
-#: What each budget sets: :class:`EvaluateConfig` fields, and ``retrain`` as :class:`HardenConfig` fields.
-BUDGETS: dict[Budget, dict] = {
-    Budget.DEFAULT: {},
-    Budget.ROBUST: {"arch": "cnn-wide", "augment": ("pgd", "cgan"),
-                    "retrain": {"epochs": 40, "pgd_steps": 10, "clean_weight": 0.0, "certified_weight": 0.0}},
-}
-#: What only retraining reads: unused, and left out of the settings, when the run measures only.
-RETRAINING_FIELDS = ("augment", "onepixel_train_images", "onepixel_flips_per_image", "advgan_samples", "cgan_samples",
-                     "cgan_epochs", "retrain")
 PICTURES = ("examples_before.png", "examples_after.png", "heatmaps_before.png", "heatmaps_after.png",
             "advgan_before.png", "advgan_after.png", "cgan_samples.png")
-
-
-@dataclass
-class EvaluateConfig:
-    """What to measure and how to retrain; the defaults fit 10 minutes on 2 CPU cores.
-
-    ``autoattack_version`` is ``standard`` or ``cpu`` (:mod:`advgen.autoattack`); unset, the device
-    decides: the standard version on CUDA, the CPU subset elsewhere. ``onepixel_time_limit``: seconds of
-    exact search per image (test and mined training images), for models too slow to search to the end;
-    an image left undecided counts as neither vulnerable nor certified (its own ``timeout`` outcome).
-    ``measure_only``: measure the target and stop (no generated data, no retraining, no AFTER stage), for a
-    CI check of a model as it is; the retraining fields are then unused.
-    """
-
-    data: str = datasets.EMBEDDED
-    arch: str = "cnn"
-    train_images: int | None = None
-    onepixel_images: int = 1000
-    onepixel_time_limit: float | None = None
-    pgd_images: int = 1000
-    pgd_eps: float = 0.3
-    pgd_steps: int = 40
-    autoattack_images: int = 500
-    autoattack_version: str | None = None
-    advgan_images: int = 1000
-    augment: tuple[str, ...] = DEFAULT_AUGMENT
-    onepixel_train_images: int = 200
-    onepixel_flips_per_image: int = 16
-    advgan_samples: int = 4000
-    cgan_samples: int = 2000
-    advgan_epochs: int | None = None
-    cgan_epochs: int | None = None
-    retrain: HardenConfig = field(default_factory=HardenConfig)
-    seed: int = 0
-    measure_only: bool = False
-
-    def __post_init__(self) -> None:
-        unknown = set(self.augment) - set(AUGMENTATIONS)
-        if unknown:
-            raise InputError(f"unknown augmentation {', '.join(sorted(unknown))}; "
-                             f"choose from {', '.join(AUGMENTATIONS)}")
-        check_fields(self, dict.fromkeys(("onepixel_images", "pgd_images", "autoattack_images", "advgan_images",
-                                          "onepixel_train_images", "advgan_samples", "cgan_samples"), 0))
-        if not 0 < self.pgd_eps <= 1:
-            raise InputError(f"pgd eps must be in (0, 1], got {self.pgd_eps}")
-        if self.onepixel_time_limit is not None and not self.onepixel_time_limit > 0:
-            raise InputError(f"onepixel_time_limit must be a number of seconds > 0, got {self.onepixel_time_limit}")
-        if self.autoattack_version is not None:
-            AutoAttackConfig.named(self.autoattack_version)
-        check_arch(self.arch)
-
-    @classmethod
-    def for_budget(cls, budget: Budget | str = Budget.DEFAULT, retrain: dict | None = None,
-                   **fields) -> "EvaluateConfig":
-        """``budget``'s recipe, then ``fields`` and the :class:`HardenConfig` fields in ``retrain`` on top."""
-        try:
-            preset = dict(BUDGETS[Budget(budget)])
-        except ValueError:
-            raise InputError(f"unknown budget {budget!r}; choose from {', '.join(b.value for b in Budget)}") from None
-        harden = HardenConfig(**{**preset.pop("retrain", {}), **(retrain or {})})
-        return cls(**{**preset, **fields, "retrain": harden})
-
-    def settings(self) -> dict:
-        """Every field as plain JSON values: what the report records and a ``--resume`` must repeat (an unset
-        time limit and ``measure_only=False`` are left out, as before those options existed, so earlier
-        reports and runs read the same; a measure-only run leaves out the retraining it does not do)."""
-        fields = {**asdict(self), "augment": list(self.augment)}
-        if self.onepixel_time_limit is None:
-            del fields["onepixel_time_limit"]
-        if not self.measure_only:
-            del fields["measure_only"]
-        for unused in RETRAINING_FIELDS if self.measure_only else ():
-            del fields[unused]
-        return fields
-
-    def sources(self) -> SourceConfig:
-        """What :mod:`advgen.sources` needs to make the generated retraining data."""
-        return SourceConfig(self.augment, self.onepixel_train_images, self.onepixel_flips_per_image,
-                            self.advgan_samples, self.cgan_samples, self.cgan_epochs, self.onepixel_time_limit)
-
-    def retraining(self, sources: tuple[str, ...] | None = None) -> HardenConfig:
-        """The retraining recipe, with the on-the-fly terms of the sources not asked for switched off."""
-        on, r = set(self.augment if sources is None else sources), self.retrain
-        return HardenConfig(**{**asdict(r), "seed": self.seed, "pgd_eps": r.pgd_eps if "pgd" in on else 0.0,
-                               "onepixel_weight": r.onepixel_weight if "onepixel" in on else 0.0,
-                               "certified_weight": r.certified_weight if "certified" in on else 0.0})
-
-    def autoattack(self, device: torch.device) -> AutoAttackConfig:
-        """The AutoAttack version asked for, else the device's (standard on CUDA, the cpu subset elsewhere)."""
-        if self.autoattack_version:
-            return AutoAttackConfig.named(self.autoattack_version, self.pgd_eps, self.seed)
-        return AutoAttackConfig.for_device(device, self.pgd_eps, self.seed)
 
 
 def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", checkpoint: Path | None = None,
@@ -200,7 +77,7 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
                     report = Report(
                         seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
                         timings=ws.timings, stages=stages, augmentation=counts,
-                        artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[ev.note()])
+                        artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[config.coverage(len(ev.test))])
                     report.set_gates(evaluate_gates(report, gates))
                     for warning in report.warnings():
                         log.warning(warning)
@@ -236,28 +113,10 @@ class Evaluation:
         return {**self.config.settings(), "arch": self.arch or self.config.arch,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None, "processes": run.size}
 
-    def note(self) -> str:
-        c, n = self.config, len(self.test)
-        return (f"one-pixel: exact enumeration of the first {min(c.onepixel_images, n)} test images; PGD: the first "
-                f"{min(c.pgd_images, n)}; AutoAttack: the first {min(c.autoattack_images, n)}; AdvGAN: the first "
-                f"{min(c.advgan_images, n)}; clean accuracy: all {n}")
-
     def _run_fingerprint(self, ws: Workspace) -> dict:
-        """Every setting that can change a result, and the checkpoint file's digest: what ``--resume`` must repeat.
-
-        Settings are compared as they take effect, so equal runs are not refused: an unset AutoAttack
-        version is the device's, the settings of a source not asked for are left out, and so is a
-        built-in ``arch`` beside a checkpoint (the checkpoint brings its own).
-        """
-        c = self.config
-        unused = {"onepixel": ("onepixel_train_images", "onepixel_flips_per_image"),
-                  "advgan": ("advgan_samples",), "cgan": ("cgan_samples", "cgan_epochs")}
-        settings = {k: v for k, v in c.settings().items()
-                    if not any(k in keys and source not in c.augment for source, keys in unused.items())}
-        if not (c.advgan_images or "advgan" in c.augment and not c.measure_only):
-            del settings["advgan_epochs"]
-        settings.update(arch=self._arch(), autoattack_version=c.autoattack(ws.run.device).version
-                        if c.autoattack_images else None)
+        """Every setting that can change a result (as it takes effect), and the target's digest: what ``--resume``
+        must repeat. A built-in ``arch`` beside a checkpoint is left out: the checkpoint brings its own."""
+        settings = {**self.config.effective(ws.run.device), "arch": self._arch()}
         return ws.fingerprint({**settings, "checkpoint_sha256": file_sha256(self.checkpoint)}, model=self.model)
 
     def prepare(self, ws: Workspace,
@@ -295,28 +154,12 @@ class Evaluation:
         if config.data not in (datasets.EMBEDDED, *datasets.TORCHVISION):  # said once the inputs are known good
             log.warning(f"--data {config.data}: a file has no train/test split, so the target is trained, retrained "
                         f"and measured on the same images; every figure is on training images")
-        self._say_clipped()
-        if random_in_eval(target.model, self.test.images):  # said before minutes of measuring, not after
-            if config.onepixel_images:
-                raise InputError(f"{RANDOM_MODEL}; the exact one-pixel search needs a model that answers the same "
-                                 f"image the same way (--onepixel-images 0 measures the rest, with that caveat)")
-            log.warning(f"{RANDOM_MODEL}; every attack sees one draw per step, so the figures overstate robustness")
-        if outputs_probabilities(target.model, self.test.images):
-            log.warning(PROBABILITIES)
+        for line in config.past_the_split(len(self.train), len(self.test)):
+            log.info(line)
+        preflight(target.model, self.test.images, "every attack",  # said before minutes of measuring, not after
+                  exact="--onepixel-images 0 measures the rest, with that caveat" if config.onepixel_images else None)
         self.arch = target.arch
         return target
-
-    def _say_clipped(self) -> None:
-        """One line naming the image counts asked for that are larger than their split (each uses all of it)."""
-        c = self.config
-        for split, asked, what in ((self.train, {"train_images": c.train_images or 0,
-                                                 "onepixel_train_images": c.onepixel_train_images}, "training"),
-                                   (self.test, {f"{a}_images": getattr(c, f"{a}_images")
-                                                for a in ("onepixel", "pgd", "autoattack", "advgan")}, "test")):
-            over = [f"{name} {n}" for name, n in asked.items() if n > len(split)]
-            if over:
-                log.info(f"{', '.join(over)}: more than the {len(split)} {what} images there are, so all "
-                         f"{len(split)} are used")
 
     def _arch(self) -> str | None:
         """The model to train, or the user factory that rebuilds the checkpoint; a checkpoint of a built-in

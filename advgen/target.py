@@ -3,7 +3,8 @@
 Every command that needs a target (attack, augment, bench, evaluate) gets it here, so the rules are
 written once: a user factory is named by ``package.module:factory`` (:func:`~advgen.models.user_factory`),
 a checkpoint must fit the data's image shape, and a model trained on the spot can be cached so that a
-resumed run attacks the very same weights. From Python the target can also be a model object
+resumed run attacks the very same weights, and what would make the figures mean less is said before the
+minutes of work (:func:`preflight`). From Python the target can also be a model object
 (:func:`model_target`): a copy of it is used, so the caller's model is left as it was.
 """
 
@@ -13,13 +14,15 @@ import copy
 import logging
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import data as datasets
 from .data import Dataset
 from .errors import InputError
-from .models import (ARCHITECTURES, DEFAULT_ARCH, IN_MEMORY, Checkpoint, build, check_arch, load_checkpoint,
-                     output_classes, save_checkpoint, user_factory)
+from .models import (ARCHITECTURES, DEFAULT_ARCH, IN_MEMORY, PROBABILITIES, RANDOM_MODEL, Checkpoint, build,
+                     check_arch, load_checkpoint, output_classes, outputs_probabilities, random_in_eval,
+                     save_checkpoint, user_factory)
 from .resume import model_sha256
 from .run import Run
 from .train import TrainConfig, train_classifier
@@ -88,3 +91,20 @@ def model_target(run: Run, model: nn.Module, data: Dataset) -> Checkpoint:
     target = copy.deepcopy(model).to(run.device).eval()
     classes = output_classes(target, data.images, data.labels)
     return Checkpoint(target, type(model).__qualname__ + IN_MEMORY, data.input_shape, classes)
+
+
+def preflight(model: nn.Module, images: torch.Tensor, attacks: str, exact: str | None = None) -> None:
+    """auto-attack's pre-flight checks on the first images, said before minutes of work rather than after.
+
+    A model that answers one image two ways has no exact answer: when the exact search is asked for, ``exact``
+    says how to measure the rest, and the model is refused; otherwise ``attacks`` (who sees one draw per step)
+    are warned of. So is a model that returns probabilities, whose gradients overstate its robustness.
+    """
+    if random_in_eval(model, images):
+        if exact is not None:
+            raise InputError(f"{RANDOM_MODEL}; the exact one-pixel search needs a model that answers the same image "
+                             f"the same way ({exact})")
+        log.warning(f"{RANDOM_MODEL}; {attacks} sees one draw per step, so the figures overstate robustness "
+                    f"(auto-attack's rand version averages gradients over draws)")
+    if outputs_probabilities(model, images):
+        log.warning(PROBABILITIES)

@@ -8,7 +8,7 @@ import pytest
 
 from advgen.ablation import ablate, variants
 from advgen.cli import main
-from advgen.evaluate import EvaluateConfig
+from advgen.evaluate_config import EvaluateConfig
 from advgen.harden import HardenConfig
 from advgen.models import save_checkpoint
 from advgen.report.ablation import Ablation

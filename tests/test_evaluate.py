@@ -17,7 +17,8 @@ import torch
 
 from advgen.cli import main
 from advgen.errors import InputError
-from advgen.evaluate import AUGMENTATIONS, Budget, EvaluateConfig, evaluate
+from advgen.evaluate import evaluate
+from advgen.evaluate_config import AUGMENTATIONS, EvaluateConfig
 from advgen.harden import HardenConfig
 from advgen.models import load_checkpoint, save_checkpoint
 from advgen.report import load_report
@@ -300,20 +301,7 @@ def test_counts_past_the_split_are_used_as_all_and_said(caplog, tmp_path, target
     assert said == ["train_images 9000: more than the 4000 training images there are, so all 4000 are used",
                     "onepixel_images 5000, pgd_images 1200: more than the 1000 test images there are, so all 1000 "
                     "are used"]
-    assert "exact enumeration of the first 1000 test images; PGD: the first 1000;" in ev.note()
-
-
-def test_budgets_set_their_recipe_and_explicit_values_win():
-    assert EvaluateConfig.for_budget("default") == EvaluateConfig()
-    robust = EvaluateConfig.for_budget(Budget.ROBUST)
-    assert (robust.arch, robust.augment, robust.cgan_samples) == ("cnn-wide", ("pgd", "cgan"), 2000)
-    r = robust.retrain
-    assert (r.epochs, r.pgd_steps, r.clean_weight, r.certified_weight) == (40, 10, 0.0, 0.0)
-    mine = EvaluateConfig.for_budget("robust", retrain={"epochs": 3}, arch="cnn", seed=2)
-    assert (mine.arch, mine.retrain.epochs, mine.retrain.pgd_steps, mine.seed) == ("cnn", 3, 10, 2)
-    assert EvaluateConfig.for_budget().retrain == HardenConfig()  # the preset's dict was not consumed
-    with pytest.raises(InputError, match="unknown budget 'huge'"):
-        EvaluateConfig.for_budget("huge")
+    assert "exact enumeration of the first 1000 test images; PGD: the first 1000;" in ev.config.coverage(len(ev.test))
 
 
 def test_refuses_to_mix_runs_without_resume(finished, target_path, capsys):

@@ -10,11 +10,10 @@ from click.core import ParameterSource
 from ..ablation import ablate
 from ..distributed import env_rank
 from ..errors import InputError
-from ..evaluate import (AUGMENTATIONS, DEFAULT_AUGMENT, RETRAINING_FIELDS, Budget, EvaluateConfig,
-                        evaluate as run_evaluate)
+from ..evaluate import evaluate as run_evaluate
+from ..evaluate_config import AUGMENTATIONS, DEFAULT_AUGMENT, RETRAINING_FIELDS, Budget, EvaluateConfig
 from ..harden import HardenConfig
 from ..models import load_checkpoint, user_factory
-from ..sources import SOURCES
 from ..target import refuse_other_model
 from ..report import format_gate
 from ..report.markdown import md_table
@@ -114,7 +113,7 @@ def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path |
         budget, retrain={"pgd_eps": pgd_eps, **{k: v for k, v in retrain.items() if option.get(k, k) in given}},
         seed=seed, measure_only=measure_only, **{k: v for k, v in fields.items() if option.get(k, k) in given})
     if ablation:
-        used = config.augment if "augment" in given else SOURCES
+        used = config.augment if "augment" in given else AUGMENTATIONS
         return _ablation(config, used, out, checkpoint, fail_under, resume, overwrite, device, quiet)
     report = run_evaluate(config, out, checkpoint=checkpoint, fail_under=list(fail_under), resume=resume,
                           overwrite=overwrite, device=device, quiet=quiet)
