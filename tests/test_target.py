@@ -68,3 +68,30 @@ def test_a_user_factory_runs_only_when_named(tmp_path, monkeypatch, mnist_train,
     with pytest.raises(InputError, match="pass --model usertarget:tiny"):
         load_target(local("cpu"), mnist_test, cache)  # the file alone never decides what code runs
     assert load_target(local("cpu"), mnist_test, cache, "usertarget:tiny").arch == "usertarget:tiny"
+
+
+class _Noisy(torch.nn.Module):
+    """Randomness in forward: input noise, even in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc((x + 0.01 * torch.randn_like(x)).flatten(1))
+
+
+def test_preflight_refuses_a_random_model_only_to_the_exact_search_and_warns_the_rest(trained_cnn, mnist_test,
+                                                                                     caplog):
+    x = mnist_test.images[:8]
+    with pytest.raises(InputError, match=r"exact one-pixel search needs .* \(measure the rest\)"):
+        target_mod.preflight(_Noisy(), x, "pgd", exact="measure the rest")
+    with caplog.at_level("WARNING", logger="advgen"):
+        target_mod.preflight(_Noisy(), x, "pgd")
+        assert "pgd sees one draw per step" in caplog.text and "probabilities" not in caplog.text
+        caplog.clear()
+        target_mod.preflight(torch.nn.Sequential(trained_cnn.model, torch.nn.Softmax(dim=1)), x, "pgd", exact="-")
+        assert "returns probabilities" in caplog.text and "draw" not in caplog.text
+        caplog.clear()
+        target_mod.preflight(trained_cnn.model, x, "pgd", exact="-")
+        assert caplog.text == ""
