@@ -27,7 +27,7 @@ from .errors import InputError
 from .files import atomic_write_json
 from .gan import (AdvGANConfig, CGANConfig, adversarial_dataset, attack_success_rate, gan_test, gan_train,
                   load_generator, sample, save_generator, train_advgan, train_cgan)
-from .outputs import save_grid
+from .pictures import save_grid
 from .resume import claim, file_sha256, fingerprint, forgotten_if_failed, prepare_dir
 from .run import Run, local
 from .target import check_in_memory, load_target, model_target

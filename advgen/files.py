@@ -10,7 +10,7 @@ import struct
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -45,13 +45,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_write_png(path: str | os.PathLike, draw: Callable[[io.BytesIO], object]) -> Path:
-    """A picture drawn by ``draw(buffer)`` (a matplotlib figure, a torchvision grid), written atomically."""
-    buf = io.BytesIO()
-    draw(buf)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

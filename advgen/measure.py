@@ -22,7 +22,8 @@ from .data import Dataset
 from .files import atomic_write_bytes
 from .gan.state import settings as gan_settings
 from .methods import AttackOptions, Status, pgd as make_pgd
-from .outputs import AttackSummary, save_grid
+from .outputs import AttackSummary
+from .pictures import save_grid
 from .report import Measurement
 from .run import Run
 from .runtime import seed_everything

@@ -5,13 +5,15 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ._version import __version__
-from .files import atomic_torch_save, atomic_write_png
+from .files import atomic_torch_save
 from .methods import AttackRecord, Status
 from .onepixel import OnePixelResult, adversarial_examples, flip_changes, flip_classes, heatmap
+from .pictures import save_figure, save_grid
 from .stats import Rate
 
 SCHEMA_VERSION = 1
@@ -80,13 +82,6 @@ def summarize(records: list[AttackRecord], method: str, seed: int, mode: str, ta
         levels=levels, data=data, versions=versions(), time_limit=time_limit)
 
 
-def save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
-    """A PNG grid of ``images`` (N, C, H, W) in [0, 1], written atomically."""
-    from torchvision.utils import save_image
-
-    atomic_write_png(path, lambda buf: save_image(images, buf, format="png", nrow=nrow, padding=2, pad_value=0.5))
-
-
 def adversarial_set(records: list[AttackRecord], images: dict[int, torch.Tensor], levels: int,
                     max_per_image: int) -> dict:
     """The adversarial images with labels, new classes and source indices.
@@ -144,28 +139,24 @@ def vulnerability_map(record: AttackRecord, image: torch.Tensor) -> torch.Tensor
 
 
 def save_heatmaps(path: Path, records: list[AttackRecord], images: dict[int, torch.Tensor], limit: int = 16) -> bool:
-    """Per-image vulnerability heatmaps over the clean image (matplotlib, Agg); False when none is vulnerable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per-image vulnerability heatmaps over the clean image; False when none is vulnerable."""
     picks = [r for r in records if r.success][:limit]
     if not picks:
         return False
     cols = min(4, len(picks))
     rows = (len(picks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, r in zip(axes.flat, picks):
-        img = images[r.index]
-        ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
-        heat = vulnerability_map(r, img)
-        im = ax.imshow(heat.masked_fill(heat == 0, float("nan")).numpy(), cmap="hot", alpha=0.8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_title(f"#{r.index}: {r.label} -> {r.adv_pred}", fontsize=9)
-    fig.tight_layout()
-    atomic_write_png(path, lambda buf: fig.savefig(buf, format="png", dpi=100))
-    plt.close(fig)
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, r in zip(axes.flat, picks):
+            img = images[r.index]
+            ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
+            heat = vulnerability_map(r, img)
+            im = ax.imshow(heat.masked_fill(heat == 0, float("nan")).numpy(), cmap="hot", alpha=0.8)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            ax.set_title(f"#{r.index}: {r.label} -> {r.adv_pred}", fontsize=9)
+
+    save_figure(path, 3 * cols, 3 * rows, draw)
     return True

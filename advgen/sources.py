@@ -25,7 +25,7 @@ from .files import safe_torch_load
 from .gan.state import settings as gan_settings
 from .harden import HardenConfig, certified_weight
 from .measure import exact_search
-from .outputs import save_grid
+from .pictures import save_grid
 from .workspace import Workspace
 
 #: Every source of retraining data, in the order the report lists them.

@@ -16,7 +16,7 @@ from advgen.report import (SCHEMA_VERSION, Gate, GateSpec, Measurement, Metric, 
                            format_gate, gate_exit_code, load_report, metrics, parse_gate_spec,
                            parse_gate_specs, render_html, render_junit, render_markdown, write_reports)
 from advgen.report.chart import before_after_chart_png
-from advgen.report.htmlpage import PNG_MAGIC
+from advgen.pictures import PNG_MAGIC
 from advgen.report.tables import metrics_table, onepixel_table
 from advgen.stats import Rate, wilson
 from report_samples import flags, make_report

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..files import atomic_write_bytes, atomic_write_text
+from ..pictures import figure_png
 from . import metrics as registry
 from .changes import Change, change
-from .chart import BASE_COLOR, INK, NEW_COLOR, figure_png
+from .chart import BASE_COLOR, INK, NEW_COLOR
 from .fromjson import build
 from .htmlpage import data_uri, html_table, page
 from .markdown import md_table

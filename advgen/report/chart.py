@@ -1,31 +1,17 @@
-"""The reports' charts, drawn with matplotlib's Agg canvas (no display, no global backend switch).
+"""The reports' charts, drawn with matplotlib's Agg canvas (:func:`advgen.pictures.figure_png`).
 
 Every chart draws a rate with its 95% Wilson interval, so a difference within the noise shows as one.
 """
 
 from __future__ import annotations
 
-import io
-from typing import Any, Callable
+from typing import Any
 
+from ..pictures import figure_png
 from .metrics import Metric
 from .schema import Report
 
 BASE_COLOR, NEW_COLOR, INK = "#9aa5b1", "#2b8a3e", "#1b1f24"
-
-
-def figure_png(width: float, height: float, draw: Callable[[Any], None]) -> bytes:
-    """``draw(figure)`` on a fresh Agg figure, returned as PNG bytes without a "Software" stamp."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    draw(fig)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
 
 
 def before_after_chart_png(report: Report) -> bytes:

@@ -6,11 +6,11 @@ import base64
 import html
 from pathlib import Path
 
+from ..pictures import PNG_MAGIC
 from .chart import before_after_chart_png
 from .schema import Report
 from .tables import Table, all_tables, headline
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PICTURE_BYTES = 20 * 1024 * 1024
 
 _CSS = """
