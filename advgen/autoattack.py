@@ -31,7 +31,7 @@ from .data import Dataset
 from .errors import InputError
 from .models import output_classes
 from .train import still_correct
-from .runtime import evaluating, seed_everything
+from .runtime import evaluating, own_random_state, seed_everything
 
 PARTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -94,9 +94,10 @@ class AutoAttackConfig:
         raise InputError(f"unknown AutoAttack part {part!r}; choose from {', '.join(PARTS)}")
 
     def robust(self, part: str, model: nn.Module, data: Dataset, device: torch.device) -> list[bool]:
-        """Per image of ``data``: still classified correctly after ``part`` (seeded)."""
-        seed_everything(self.seed)
-        with evaluating(model, device):
+        """Per image of ``data``: still classified correctly after ``part`` (seeded; the caller's random streams
+        are left as they were)."""
+        with own_random_state(device), evaluating(model, device):
+            seed_everything(self.seed)
             attack = self.build(part, model, output_classes(model, data.images, data.labels))
             return still_correct(model, attack, data.images, data.labels, device).tolist()
 

@@ -25,7 +25,7 @@ from . import autoattack, onepixel
 from .data import as_labels, validate_images, validate_targets
 from .errors import InputError
 from .models import output_classes
-from .runtime import evaluating, resolve_device, seed_everything
+from .runtime import evaluating, own_random_state, resolve_device, seed_everything
 
 
 class Status(str, Enum):
@@ -327,7 +327,8 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
                emit: Callable[[list[AttackRecord]], None] | None = None) -> list[AttackRecord]:
     """Attack ``images`` (N, C, H, W) in memory with method ``name``: one :class:`AttackRecord` per image
     (status, success, adversarial prediction, L0/Linf, the adversarial image), in order; each batch of
-    records is also passed to ``emit`` as it finishes. The model is left as it was (modes, device).
+    records is also passed to ``emit`` as it finishes. The model is left as it was (modes, device), and so are
+    the caller's random streams: the attack seeds its own (``options.seed``), inside.
 
     >>> records = advgen.run_method("pgd", model, test.images[:64], test.labels[:64])
     >>> robust = sum(r.status == "robust" for r in records) / len(records)
@@ -353,5 +354,6 @@ def run_method(name: str, model: nn.Module, images: torch.Tensor, labels: torch.
             emit(recs)
 
     if len(images):
-        method.run(model, images, labels, targets, indices, opts, collect)
+        with own_random_state(resolve_device(opts.device)):  # seeded inside; the caller's streams left alone
+            method.run(model, images, labels, targets, indices, opts, collect)
     return out

@@ -44,6 +44,25 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
+def own_random_state(device: torch.device | None = None) -> Iterator[None]:
+    """Inside the block, seed and draw freely; afterwards Python's, NumPy's and torch's streams (the CPU's and
+    ``device``'s) are as they were.
+
+    An attack seeds itself so that it repeats. Called from a user's own loop (adversarial training with
+    :func:`advgen.run_method` as the attack), it must not reset that loop's shuffling and dropout to the same
+    point at every call.
+    """
+    py, npy = random.getstate(), np.random.get_state()
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+@contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting), then restore it.
 

@@ -62,3 +62,33 @@ def test_parameters_of_the_right_type_pass_and_take_effect(trained_cnn, mnist_te
     assert any(r.success for r in some)
     advgen.methods.check_params("cw", {"c": 0.5, "steps": 5})
     advgen.methods.check_params("onepixel", {"time_limit": 3, "threads": None})
+
+
+@pytest.mark.parametrize("method", ["pgd", "onepixel-de"])
+def test_an_attack_in_memory_leaves_the_callers_random_streams_and_repeats(trained_cnn, mnist_test, method):
+    """Adversarial training with run_method as its attack must not have its shuffling reset at every call."""
+    import random
+
+    import numpy as np
+
+    x, y = mnist_test.images[:8], mnist_test.labels[:8]
+    opts = advgen.AttackOptions(seed=3, params={"steps": 2} if method == "onepixel-de" else {"steps": 3})
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    first = advgen.run_method(method, trained_cnn.model, x, y, options=opts)
+    assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
+    assert torch.equal(torch.get_rng_state(), states[2])
+    again = advgen.run_method(method, trained_cnn.model, x, y, options=opts)
+    assert [(r.status, r.adv_pred) for r in first] == [(r.status, r.adv_pred) for r in again]
+    assert all(torch.equal(a.adversarial, b.adversarial) for a, b in zip(first, again) if a.adversarial is not None)
+
+
+def test_an_autoattack_part_leaves_the_callers_random_streams(trained_cnn, mnist_test):
+    from advgen.autoattack import AutoAttackConfig
+
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    config = AutoAttackConfig("cpu", steps=2, queries=20)
+    flags = config.robust("square", trained_cnn.model, mnist_test.head(8), torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert flags == config.robust("square", trained_cnn.model, mnist_test.head(8), torch.device("cpu"))
