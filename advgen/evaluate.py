@@ -77,7 +77,8 @@ def evaluate(config: EvaluateConfig | None = None, out: str | Path = "reports", 
                     report = Report(
                         seed=config.seed, machine=machine_info(run.device), config=ev.provenance(run),
                         timings=ws.timings, stages=stages, augmentation=counts,
-                        artifacts={name: name for name in PICTURES if (ws.out / name).exists()}, notes=[config.coverage(len(ev.test))])
+                        artifacts={name: name for name in PICTURES if (ws.out / name).exists()},
+                        notes=[config.coverage(len(ev.test))])
                     report.set_gates(evaluate_gates(report, gates))
                     for warning in report.warnings():
                         log.warning(warning)

@@ -168,10 +168,10 @@ class EvaluateConfig:
 
     def past_the_split(self, train_images: int, test_images: int) -> list[str]:
         """One line per split naming the image counts asked for that are larger than it (each uses all of it)."""
+        train = {"train_images": self.train_images or 0, "onepixel_train_images": self.onepixel_train_images}
+        test = {f"{a}_images": getattr(self, f"{a}_images") for a in ATTACKS}
         lines = []
-        for size, asked, what in ((train_images, {"train_images": self.train_images or 0,
-                                                  "onepixel_train_images": self.onepixel_train_images}, "training"),
-                                  (test_images, {f"{a}_images": getattr(self, f"{a}_images") for a in ATTACKS}, "test")):
+        for size, asked, what in ((train_images, train, "training"), (test_images, test, "test")):
             over = [f"{name} {n}" for name, n in asked.items() if n > size]
             if over:
                 lines.append(f"{', '.join(over)}: more than the {size} {what} images there are, so all {size} are used")

@@ -79,12 +79,12 @@ from .options import common, data_option, fail_under_option, model_options, over
 @overwrite_option
 @common
 def evaluate(budget: str, data_source: str, arch: str | None, checkpoint: Path | None, onepixel_images: int,
-             onepixel_time_limit: float | None, pgd_images: int, pgd_eps: float, pgd_steps: int, autoattack_images: int, autoattack_version: str | None,
-             advgan_images: int, augment: str, onepixel_train_images: int,
-             advgan_samples: int, cgan_samples: int, train_images: int | None, advgan_epochs: int | None,
-             cgan_epochs: int | None,
-             retrain_epochs: int, certified_weight: float, out: Path, fail_under: tuple[str, ...], resume: bool,
-             measure_only: bool, ablation: bool, overwrite: bool, seed: int, device: str, quiet: bool) -> int:
+             onepixel_time_limit: float | None, pgd_images: int, pgd_eps: float, pgd_steps: int,
+             autoattack_images: int, autoattack_version: str | None, advgan_images: int, augment: str,
+             onepixel_train_images: int, advgan_samples: int, cgan_samples: int, train_images: int | None,
+             advgan_epochs: int | None, cgan_epochs: int | None, retrain_epochs: int, certified_weight: float,
+             out: Path, fail_under: tuple[str, ...], resume: bool, measure_only: bool, ablation: bool,
+             overwrite: bool, seed: int, device: str, quiet: bool) -> int:
     """Measure the target, retrain it on generated data, re-attack it from scratch, and report.
 
     Exit code 0 when every --fail-under gate passes, 1 when one fails, 2 on bad input.
