@@ -10,7 +10,8 @@ Files in ``out`` (see the README): ``run.json`` (the settings a resume must matc
 (one JSON line per image; rank 0 appends to it while attacking, other ranks append to
 ``records.rank-R.jsonl``, and rank 0 merges them into ``records.jsonl`` sorted by image index at the end
 and on resume), ``summary.json``, ``adversarial.pt``, ``examples.png``, ``heatmaps.png``, and
-``model.pt`` when the caller trains a model there.
+``model.pt`` when the caller trains a model there (``model_training.pt`` while it trains, so that a killed
+training resumes from its last epoch).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from .target import preflight
 RECORDS = "records.jsonl"
 TIME_LIMIT = "time_limit"  # the one setting a resume may change (raise): see _allow_longer_limit
 RUN_FILE = "run.json"
-OUTPUT_FILES = ("summary.json", RECORDS, RUN_FILE, "adversarial.pt", "examples.png", "heatmaps.png", "model.pt")
+MODEL_FILE, TRAINING_FILE = "model.pt", "model_training.pt"  # a model the caller trains in ``out``, and its progress
+OUTPUT_FILES = ("summary.json", RECORDS, RUN_FILE, "adversarial.pt", "examples.png", "heatmaps.png", MODEL_FILE,
+                TRAINING_FILE)
 _PART = re.compile(r"^records\.rank-(\d+)\.jsonl$")
 
 ModelSource = nn.Module | Callable[[], nn.Module]
@@ -128,14 +131,14 @@ def run_attack(model: ModelSource, data: Dataset, indices: Sequence[int] | torch
         if run.is_main:
             existed = out.exists()
             resume_mod.prepare_dir(out, [*OUTPUT_FILES, *(p.name for p in part_files(out))], resume, overwrite,
-                                   RUN_FILE, reads=[Path(p) for p in reads])
+                                   (RUN_FILE, TRAINING_FILE), reads=[Path(p) for p in reads])
             shared.value = existed, resume_mod.contents(out)
     existed, before = shared.value
     try:
         return _attack(model, chosen, idx, out, spec, opts, config, target, max_examples, run)
     except Exception:  # not KeyboardInterrupt: an interrupted run keeps its run.json and model.pt to --resume
         if run.is_main:  # a claim and a cached model, with no record yet, go
-            resume_mod.forget(out, before, existed, (RUN_FILE, "model.pt"))
+            resume_mod.forget(out, before, existed, (RUN_FILE, MODEL_FILE))
         raise
 
 

@@ -138,13 +138,14 @@ def refuse_resume_and_overwrite(resume: bool, overwrite: bool) -> None:
         raise InputError("--resume and --overwrite contradict each other; pick one")
 
 
-def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str,
+def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool, state: str | tuple[str, ...],
                 reads: Iterable[Path | None] = ()) -> None:
     """Refuse, clear or keep ``out`` for a run: earlier results are reused only with ``resume``.
 
     ``outputs`` names what a run writes in ``out`` (files or folders); ``overwrite`` removes just those.
-    ``state`` is the one of them that holds a run's fingerprint: outputs without it (a report copied in,
-    say) are not a run ``resume`` could continue, and are refused rather than silently replaced.
+    ``state`` is the one of them that holds a run's fingerprint (or several, each checked when it is read, such
+    as a training's state before the run's claim): outputs without one (a report copied in, say) are not a
+    run ``resume`` could continue, and are refused rather than silently replaced.
     ``reads`` are the files the run reads (its checkpoint): ``overwrite`` refuses to delete one of them,
     as it would when a model kept by an earlier run in ``out`` is given back as the checkpoint.
     """
@@ -154,8 +155,9 @@ def prepare_dir(out: Path, outputs: Iterable[str], resume: bool, overwrite: bool
     if earlier and not (resume or overwrite):
         raise InputError(f"{out} already holds results of an earlier run; pass --resume to continue it or "
                          f"--overwrite to start again")
-    if resume and earlier and not (out / state).exists():
-        raise InputError(f"{out} holds {earlier[0].name} but no saved state ({state}) of a run to continue; "
+    states = (state,) if isinstance(state, str) else state
+    if resume and earlier and not any((out / s).exists() for s in states):
+        raise InputError(f"{out} holds {earlier[0].name} but no saved state ({states[0]}) of a run to continue; "
                          f"pass --overwrite to start again")
     if resume and not earlier:
         log.info(f"--resume: nothing saved in {out} yet; starting a fresh run")

@@ -45,13 +45,15 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
     ``data`` is what the model will see: its image shape must match the model's. ``cache`` keeps a
     model trained here (e.g. ``out/model.pt``) and is read back when present; ``state`` keeps its training's
     progress after every epoch (:func:`advgen.train.fit`). ``test``, when given, is scored into the trained
-    model's metadata. The model is returned in eval mode on ``run.device``.
+    model's metadata. The model is returned in eval mode on ``run.device``. Once the model is in ``cache``, its
+    training's ``state`` is removed; a cache found beside a state (a kill between the two) is not read, since
+    only the state's fingerprint says which settings made it: the training resumes from the state instead.
     """
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, factory=user_factory(check_arch(arch) if arch else None))
         refuse_other_model(checkpoint, arch, ckpt.arch)
-    elif cache is not None and cache.is_file():
-        ckpt = load_checkpoint(cache, factory=user_factory(arch))
+    elif cache is not None and cache.is_file() and not (state is not None and Path(state).exists()):
+        ckpt = load_checkpoint(cache, factory=user_factory(arch))  # beside a training state, the state decides
     else:
         arch = arch or DEFAULT_ARCH
         train = train if train is not None else datasets.load(data_source, "train")
@@ -61,6 +63,8 @@ def load_target(run: Run, data: Dataset, checkpoint: Path | None = None, arch: s
         ckpt = train_classifier(train, test, arch, TrainConfig(seed=run.seed), device=run.device, state=state)
         if cache is not None:
             save_checkpoint(cache, ckpt)
+            if state is not None:
+                Path(state).unlink(missing_ok=True)
     if ckpt.input_shape and tuple(ckpt.input_shape) != data.input_shape:
         raise InputError(f"the model expects images of shape {tuple(ckpt.input_shape)}, "
                          f"but {data.name} has {data.input_shape}")

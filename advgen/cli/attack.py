@@ -14,7 +14,7 @@ import click
 import torch
 
 from .. import data as datasets
-from ..attack_run import run_attack
+from ..attack_run import MODEL_FILE, TRAINING_FILE, run_attack
 from ..errors import InputError
 from ..methods import METHODS, AttackOptions, check_params
 from ..outputs import AttackSummary
@@ -76,9 +76,12 @@ def attack(method: str, data_source: str, limit: int, arch: str | None, checkpoi
         # the checkpoint enters through the model's digest, so the same weights resume from any path to them
         config = {"method": method, "data": data_source, "limit": limit, "model": arch, "mode": mode,
                   "target": target, "bounds": not no_bounds, "levels": test.levels, **params}
-        cache = out / "model.pt" if checkpoint is None else None
-        summary = run_attack(lambda: load_target(run, test, checkpoint, arch, data_source, cache).model, test,
-                             indices[:limit], out, method=method,
+        cache, state = (out / MODEL_FILE, out / TRAINING_FILE) if checkpoint is None else (None, None)
+
+        def target_model() -> torch.nn.Module:
+            return load_target(run, test, checkpoint, arch, data_source, cache, state=state).model
+
+        summary = run_attack(target_model, test, indices[:limit], out, method=method,
                              options=AttackOptions(levels=test.levels, mode=mode, bounds=not no_bounds,
                                                    batch_size=batch_size, seed=seed, params=params),
                              config=config, target=target, resume=resume, overwrite=overwrite,
