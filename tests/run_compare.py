@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -57,3 +61,25 @@ def subprocess_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def kill_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], timeout: float = 300) -> bool:
+    """Run ``args`` as a child and SIGKILL it as soon as ``ready()`` holds: True when it was killed so, False when
+    it ended first (and then it must have ended well). A child that is not ready within ``timeout`` seconds
+    fails the test; none outlives the call."""
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while child.poll() is None and not ready():
+            assert time.monotonic() < deadline, f"not ready to kill within {timeout:g} s: {' '.join(args)}"
+            time.sleep(0.01)
+        killed = child.poll() is None
+        if killed:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+        assert killed or child.returncode == 0, f"ended with exit code {child.returncode}: {' '.join(args)}"
+        return killed
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

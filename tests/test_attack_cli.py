@@ -195,12 +195,9 @@ def test_wrong_image_shape_and_off_grid_data_are_input_errors(ckpt_path, tmp_pat
 def test_a_training_killed_in_attack_resumes_from_its_last_epoch(tmp_path):
     """Without --checkpoint, attack trains the model in OUT; SIGKILL after its first epoch, resume, and get the
     uninterrupted run's weights bit for bit, with the training state gone once the model is cached."""
-    import os
-    import signal
     import subprocess
-    import time
 
-    from run_compare import PYTHON, subprocess_env
+    from run_compare import PYTHON, kill_when, subprocess_env
 
     data = tmp_path / "digits.npz"
     gen = np.random.default_rng(0)
@@ -215,20 +212,8 @@ def test_a_training_killed_in_attack_resumes_from_its_last_epoch(tmp_path):
     assert ref.returncode == 0, ref.stderr
     assert not (tmp_path / "ref" / "model_training.pt").exists()
     out = tmp_path / "killed"
-    child = subprocess.Popen(args(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while child.poll() is None and time.monotonic() < deadline and not (out / "model_training.pt").exists():
-            time.sleep(0.01)
-        killed = child.poll() is None and not (out / "model.pt").exists()
-        if killed:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert killed, "the training finished before its first epoch's state was seen"  # 15 epochs of 1,000 images
+    killed = kill_when(args(out), env, lambda: (out / "model_training.pt").exists())
+    assert killed, "the run ended before its training's first epoch was seen"  # 15 epochs of 1,000 images
     assert (out / "model_training.pt").exists() and not (out / "model.pt").exists()
     resumed = subprocess.run([*args(out), "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -21,7 +18,7 @@ from advgen.errors import InputError
 from advgen.files import read_jsonl
 from advgen.methods import AttackOptions
 from advgen.models import save_checkpoint
-from run_compare import PYTHON, assert_same_run, clean_lines, subprocess_env, without_time
+from run_compare import PYTHON, assert_same_run, clean_lines, kill_when, subprocess_env, without_time
 
 
 @pytest.fixture(scope="module")
@@ -95,24 +92,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(ckpt_path, tmp_path):
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     args = cli_args(ckpt_path, out, n, "--mode", "first")
-    child = subprocess.Popen([PYTHON, "-m", "advgen", *args], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        records = out / "records.jsonl"
-        while child.poll() is None and time.monotonic() < deadline:
-            if records.exists() and records.stat().st_size and b"\n" in records.read_bytes():
-                break
-            time.sleep(0.01)
-        killed = child.poll() is None
-        if killed:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert killed or child.returncode == 0
+    records = out / "records.jsonl"
+    killed = kill_when([PYTHON, "-m", "advgen", *args], env,
+                       lambda: records.exists() and records.stat().st_size > 0 and b"\n" in records.read_bytes())
     if killed:
         assert len(read_jsonl(records)) < n or not (out / "summary.json").exists()
     resumed = subprocess.run([PYTHON, "-m", "advgen", *args, "--resume"], env=env, capture_output=True, text=True,

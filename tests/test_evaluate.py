@@ -6,10 +6,8 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -23,6 +21,7 @@ from advgen.harden import HardenConfig
 from advgen.models import load_checkpoint, save_checkpoint
 from advgen.report import load_report
 from advgen.train import predict
+from run_compare import kill_when
 
 
 def tiny_config(**kw) -> EvaluateConfig:
@@ -343,16 +342,8 @@ KILL_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ADVGEN_QUIET": "1"}
 @pytest.mark.parametrize("after", ["pgd_before.json", "retrained_training.pt"])  # a phase; an epoch of retraining
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, target_path, whole_run, after):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli_args(target_path, killed), env=KILL_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if (killed / "state" / after).exists():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "killed in time, before the run could finish"
+    assert kill_when(_cli_args(target_path, killed), KILL_ENV, lambda: (killed / "state" / after).exists()), \
+        "killed in time, before the run could finish"
     done = subprocess.run(_cli_args(target_path, killed) + ["--resume"], env=KILL_ENV, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
