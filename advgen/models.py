@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import InputError
 from .files import atomic_torch_save, safe_torch_load
-from .runtime import evaluating
+from .runtime import evaluating, own_random_state
 
 CHECKPOINT_FORMAT = "advgen.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -176,10 +176,9 @@ RANDOM_MODEL = ("the model gives different outputs for the same images in eval m
 def random_in_eval(model: nn.Module, images: torch.Tensor) -> bool:
     """Whether ``model`` in eval mode answers the first 8 ``images`` differently on two calls (auto-attack's
     pre-flight check for randomised defences). An exact answer, or a certificate, means nothing for such a model.
-    The global random stream is restored, so checking changes no result of a deterministic model."""
+    The global random streams are restored, so checking changes no result of a deterministic model."""
     probe = _probe(model, images)
-    devices = [probe.device] if probe.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), evaluating(model):
+    with own_random_state(probe.device), evaluating(model):
         a, b = model(probe.clone()), model(probe.clone())
     return not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
