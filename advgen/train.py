@@ -17,7 +17,7 @@ from .errors import InputError, check_fields
 from .models import Checkpoint, build, output_classes
 from .resume import fingerprint, load_training, save_training
 from .run import progress
-from .runtime import evaluating, resolve_device, seed_everything
+from .runtime import evaluating, own_random_state, resolve_device, seed_everything
 
 log = logging.getLogger("advgen")
 
@@ -104,34 +104,37 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     With ``state`` (a file) every finished epoch is saved there atomically, and a later call continues
     from it, bit for bit on the CPU, when its fingerprint matches: ``config``, the starting weights, the
     data, advgen's version and the caller's ``depends`` (a loss's settings); any other is refused in one line.
+    The run seeds Python, NumPy and torch with ``config.seed`` and gives the caller's streams back afterwards.
     """
     config = config or TrainConfig()
     dev = resolve_device(device)
-    wanted = None if state is None else fingerprint({"fit": asdict(config), **(depends or {})}, model=model, data=data)
-    gen = seed_everything(config.seed)
-    output_classes(model.to(dev), data.images, data.labels)  # a model that does not fit the data stops here
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
-                                                steps_per_epoch=steps_per_epoch)
-    saved = _Saved(Path(state), wanted, model, opt, sched, gen, dev) if state is not None else None
-    done, last, earlier = saved.restore() if saved is not None else (0, 0.0, 0.0)
-    start, loss = time.perf_counter() - earlier, torch.tensor(last)  # seconds count the killed run's epochs too
-    for epoch in progress(range(done, config.epochs), desc=desc, total=config.epochs - done, unit="epoch"):
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(data), config.batch_size):
-            idx = order[i:i + config.batch_size]
-            x, y = random_shift(data.images[idx], config.shift, gen).to(dev), data.labels[idx].to(dev)
-            loss = loss_fn(model, x, y, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if saved is not None:
-            saved.save(epoch + 1, float(loss.detach()), time.perf_counter() - start)
-    model.eval()
-    return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
+    with own_random_state(dev):  # the seeding below is this run's; the caller's streams come back after
+        wanted = None if state is None else fingerprint({"fit": asdict(config), **(depends or {})}, model=model,
+                                                        data=data)
+        gen = seed_everything(config.seed)
+        output_classes(model.to(dev), data.images, data.labels)  # a model that does not fit the data stops here
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = (len(data) + config.batch_size - 1) // config.batch_size
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+        saved = _Saved(Path(state), wanted, model, opt, sched, gen, dev) if state is not None else None
+        done, last, earlier = saved.restore() if saved is not None else (0, 0.0, 0.0)
+        start, loss = time.perf_counter() - earlier, torch.tensor(last)  # seconds count the killed run's epochs too
+        for epoch in progress(range(done, config.epochs), desc=desc, total=config.epochs - done, unit="epoch"):
+            order = torch.randperm(len(data), generator=gen)
+            for i in range(0, len(data), config.batch_size):
+                idx = order[i:i + config.batch_size]
+                x, y = random_shift(data.images[idx], config.shift, gen).to(dev), data.labels[idx].to(dev)
+                loss = loss_fn(model, x, y, epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if saved is not None:
+                saved.save(epoch + 1, float(loss.detach()), time.perf_counter() - start)
+        model.eval()
+        return TrainResult(config.epochs, float(loss.detach()), time.perf_counter() - start)
 
 
 @dataclass
@@ -186,8 +189,9 @@ def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch
     """
     config = config or TrainConfig()
     combined = concat([train_data, *(extra or [])])
-    seed_everything(config.seed)
-    model = build(arch, train_data.input_shape, train_data.num_classes)
+    with own_random_state(resolve_device(device)):
+        seed_everything(config.seed)
+        model = build(arch, train_data.input_shape, train_data.num_classes)
     result = fit(model, combined, config, device=device, state=state, depends={"arch": arch})
     meta = {"data": train_data.name, "train_images": len(combined), "config": asdict(config),
             "train_seconds": round(result.seconds, 3), "final_loss": result.final_loss,

@@ -1,9 +1,11 @@
-"""Compare two `advgen attack` output directories, ignoring only what may differ between runs: timing."""
+"""Compare two `advgen attack` output directories, ignoring only what may differ between runs (timing), and the
+random streams of this process before and after a call."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,12 +13,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from advgen.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("seconds", "seconds_per_image")
+
+
+def random_streams() -> tuple:
+    """Python's, NumPy's and torch's CPU random states, comparable with ``==``: a training or an attack called
+    from a user's own loop must leave them as it found them."""
+    return random.getstate(), np.random.get_state()[1].tobytes(), torch.get_rng_state().numpy().tobytes()
 
 
 def without_time(rec: dict) -> dict:

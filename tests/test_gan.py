@@ -12,6 +12,7 @@ from advgen.gan.advgan import cw_margin
 from advgen.gan.nets import PerturbationGenerator
 from advgen.gan.state import frozen
 from advgen.train import TrainConfig
+from run_compare import random_streams
 
 TINY_ADV = dict(epochs=1, batch_size=32, g_width=4, d_width=4)
 TINY_CGAN = dict(epochs=1, batch_size=32, z_dim=8, g_width=4, d_width=4)
@@ -161,6 +162,16 @@ def test_generator_checkpoints_round_trip(tmp_path, small_train, mnist_test):
                 "input_shape": [1, 28, 28], "num_classes": 0, "metrics": {}, "state_dict": {}}, tmp_path / "x.pt")
     with pytest.raises(InputError, match="unknown settings"):
         load_generator(tmp_path / "x.pt")
+
+
+def test_gan_training_leaves_the_callers_random_streams(trained_cnn, small_train):
+    data = small_train.head(32)
+    torch.manual_seed(7)
+    before = random_streams()
+    train_advgan(trained_cnn.model, data, AdvGANConfig(**TINY_ADV), "cpu")
+    assert random_streams() == before
+    train_cgan(data, CGANConfig(**TINY_CGAN), "cpu")
+    assert random_streams() == before
 
 
 def test_advgan_resume_equals_uninterrupted(tmp_path, trained_cnn, small_train):

@@ -7,6 +7,7 @@ from torch.nn import functional as F
 
 from advgen.errors import InputError
 from advgen.harden import HardenConfig, harden, short_ramps, worst_pixel
+from run_compare import random_streams
 
 
 def test_worst_pixel_changes_one_pixel_to_an_extreme_and_hurts(trained_cnn, mnist_test):
@@ -23,9 +24,11 @@ def test_worst_pixel_changes_one_pixel_to_an_extreme_and_hurts(trained_cnn, mnis
 
 def test_harden_returns_a_retrained_copy(trained_mlp, small_train, caplog):
     before = {k: v.clone() for k, v in trained_mlp.model.state_dict().items()}
+    streams = random_streams()
     with caplog.at_level(logging.WARNING, logger="advgen"):
         model, info = harden(trained_mlp.model, small_train.head(128), [small_train.subset(slice(128, 160))],
                              HardenConfig(epochs=1, pgd_steps=1), device="cpu")
+    assert random_streams() == streams  # PGD's starts and the sampled pixels drew from the retraining's own seed
     # one epoch against the default ramps: PGD ends at a third of its radius, the certified term never acts
     assert [r.getMessage() for r in caplog.records] == short_ramps(HardenConfig(epochs=1)) != []
     assert all(torch.equal(v, trained_mlp.model.state_dict()[k]) for k, v in before.items())

@@ -8,6 +8,7 @@ import torch
 import advgen
 from advgen.errors import InputError
 from advgen.files import read_jsonl
+from run_compare import random_streams
 
 
 def test_in_memory_records_equal_the_ones_run_attack_writes(trained_cnn, mnist_test, tmp_path):
@@ -74,10 +75,9 @@ def test_an_attack_in_memory_leaves_the_callers_random_streams_and_repeats(train
     x, y = mnist_test.images[:8], mnist_test.labels[:8]
     opts = advgen.AttackOptions(seed=3, params={"steps": 2} if method == "onepixel-de" else {"steps": 3})
     random.seed(11), np.random.seed(11), torch.manual_seed(11)
-    states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    before = random_streams()
     first = advgen.run_method(method, trained_cnn.model, x, y, options=opts)
-    assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
-    assert torch.equal(torch.get_rng_state(), states[2])
+    assert random_streams() == before
     again = advgen.run_method(method, trained_cnn.model, x, y, options=opts)
     assert [(r.status, r.adv_pred) for r in first] == [(r.status, r.adv_pred) for r in again]
     assert all(torch.equal(a.adversarial, b.adversarial) for a, b in zip(first, again) if a.adversarial is not None)
@@ -87,8 +87,8 @@ def test_an_autoattack_part_leaves_the_callers_random_streams(trained_cnn, mnist
     from advgen.autoattack import AutoAttackConfig
 
     torch.manual_seed(5)
-    state = torch.get_rng_state()
+    before = random_streams()
     config = AutoAttackConfig("cpu", steps=2, queries=20)
     flags = config.robust("square", trained_cnn.model, mnist_test.head(8), torch.device("cpu"))
-    assert torch.equal(torch.get_rng_state(), state)
+    assert random_streams() == before
     assert flags == config.robust("square", trained_cnn.model, mnist_test.head(8), torch.device("cpu"))

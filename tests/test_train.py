@@ -1,9 +1,13 @@
+import random
+
+import numpy as np
 import pytest
 import torch
 
 from advgen.errors import InputError
 from advgen.models import build
 from advgen.train import TrainConfig, accuracy, fit, random_shift, train_classifier
+from run_compare import random_streams
 
 
 def test_training_learns_and_is_deterministic(small_train, mnist_test):
@@ -34,6 +38,18 @@ def test_train_classifier_records_metadata(small_train, mnist_test):
                             extra=[small_train.subset(slice(200, 300))])
     assert ckpt.meta["train_images"] == 300 and 0 <= ckpt.meta["test_accuracy"] <= 1
     assert ckpt.meta["config"]["epochs"] == 1
+
+
+def test_training_leaves_the_callers_random_streams_and_repeats(small_train):
+    """The training seeds itself so that it repeats; the caller's own shuffling and sampling go on where they were."""
+    data, config = small_train.head(64), TrainConfig(epochs=1, seed=2)
+    runs = []
+    for caller_seed in (5, 6):
+        random.seed(caller_seed), np.random.seed(caller_seed), torch.manual_seed(caller_seed)
+        before = random_streams()
+        runs.append(train_classifier(data, None, "cnn", config, "cpu"))
+        assert random_streams() == before
+    assert all(torch.equal(p, q) for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()))
 
 
 def test_a_training_config_out_of_range_is_named():

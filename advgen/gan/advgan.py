@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from ..data import Dataset, on_grid, validate_images
 from ..errors import InputError, check_fields
 from ..models import output_classes
-from ..runtime import cpu_threads, resolve_device, seed_everything
+from ..runtime import cpu_threads, own_random_state, resolve_device, seed_everything
 from .nets import ImageDiscriminator, PerturbationGenerator
 from ..resume import fingerprint
 from .state import settings as _settings, frozen, run_epochs
@@ -130,8 +130,9 @@ def train_advgan(target: nn.Module, data: Dataset, config: AdvGANConfig | None =
     the same directory and settings resumes from it; on CPU the result equals an uninterrupted run.
     With ``test_data`` the returned metrics include the attack success rate on it. ``threads`` sets torch's
     CPU threads while training (None leaves them alone); one is fastest for these small nets on shared cores.
+    The caller's random streams are as they were afterwards.
     """
-    with cpu_threads(threads):
+    with cpu_threads(threads), own_random_state(resolve_device(device)):
         return _train(target, data, config, device, state_dir, test_data)
 
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from ..data import Dataset, as_labels
 from ..errors import InputError, check_fields
 from ..models import output_classes
-from ..runtime import cpu_threads, resolve_device, seed_everything
+from ..runtime import cpu_threads, own_random_state, resolve_device, seed_everything
 from ..train import TrainConfig, train_classifier
 from .nets import ConditionalGenerator, ImageDiscriminator
 from ..resume import fingerprint
@@ -85,8 +85,9 @@ def train_cgan(data: Dataset, config: CGANConfig | None = None, device: str | to
     the same directory and settings resumes from it; on CPU the result equals an uninterrupted run.
     ``threads`` sets torch's CPU threads while training (None leaves them alone); one is fastest for these
     small nets on shared cores.
+    The caller's random streams are as they were afterwards.
     """
-    with cpu_threads(threads):
+    with cpu_threads(threads), own_random_state(resolve_device(device)):
         return _train(data, config, device, state_dir)
 
 
