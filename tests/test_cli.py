@@ -88,3 +88,20 @@ def test_console_entry_point_exit_code(tmp_path):
 def test_missing_choice_option_is_still_one_line(capsys):
     code, _, err = run(["augment"], capsys)
     assert code == 2 and "--gan" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import click
+
+    from advgen.cli import cli
+
+    def commands(group, path):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, f"{path} {name}")
+            else:
+                yield f"{path} {name}", cmd
+
+    silent = [f"{path} {opt.opts[0]}" for path, cmd in commands(cli, "advgen") for opt in cmd.params
+              if isinstance(opt, click.Option) and not (opt.help or "").strip()]
+    assert silent == []

@@ -19,9 +19,12 @@ from .options import common, data_option, overwrite_option, refuse_clobber
 @data_option
 @click.option("--model", "arch", default="cnn", show_default=True, metavar="NAME|MODULE:FACTORY",
               help=f"Architecture to train: {', '.join(ARCHITECTURES)} or package.module:factory.")
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 65_536), default=TrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=TrainConfig.epochs, show_default=True,
+              help="Passes over the training data.")
+@click.option("--batch-size", type=click.IntRange(1, 65_536), default=TrainConfig.batch_size, show_default=True,
+              help="Images per optimiser step.")
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=TrainConfig.lr, show_default=True,
+              help="Peak learning rate of Adam's one-cycle schedule.")
 @click.option("--extra-data", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="More labelled training data (.npz/.pt), e.g. from `advgen augment`. Repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("checkpoints/model.pt"),
