@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from .distributed import DEFAULT_TIMEOUT, PeerFailed, device_for_rank, env_rank, launched
 from .errors import InputError
-from .runtime import resolve_device, seed_everything
+from .runtime import own_random_state, resolve_device, seed_everything
 
 T = TypeVar("T")
 log = logging.getLogger("advgen")
@@ -171,14 +171,17 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
           quiet: bool = False) -> Iterator[Run]:
     """Build the command's :class:`Run`: resolve the device once, join torchrun's group, set the logger.
 
-    Seeds Python, NumPy and torch with ``seed``. Without torchrun this touches no process group.
+    Seeds Python, NumPy and torch with ``seed`` for the block, and gives the caller's streams back after it: a
+    command called from Python (``advgen.evaluate``) does not reset the caller's shuffling. Without torchrun this
+    touches no process group.
     """
     dev = resolve_device(device)
     out = Path(out) if out is not None else None
     if not launched():
         configure_logging(quiet, True)
-        seed_everything(seed)
-        yield Run(dev, seed, out)
+        with own_random_state(dev):
+            seed_everything(seed)
+            yield Run(dev, seed, out)
         return
     dev = device_for_rank(dev)
     owned = not dist.is_initialized()
@@ -192,8 +195,9 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
     try:
         run = Run(dev, seed, out, dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
         configure_logging(quiet, run.is_main)
-        seed_everything(seed)
-        yield run
+        with own_random_state(dev):
+            seed_everything(seed)
+            yield run
         if owned:
             # Leave together: a rank that tears gloo down while rank 0 still writes the report can abort at
             # exit ("terminate called without an active exception"), failing a run whose results are written.

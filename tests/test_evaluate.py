@@ -21,7 +21,7 @@ from advgen.harden import HardenConfig
 from advgen.models import load_checkpoint, save_checkpoint
 from advgen.report import load_report
 from advgen.train import predict
-from run_compare import kill_when
+from run_compare import kill_when, random_streams
 
 
 def tiny_config(**kw) -> EvaluateConfig:
@@ -171,7 +171,10 @@ def test_a_model_in_memory_is_measured_as_its_checkpoint_and_left_as_it_was(fini
     _, full = finished
     model = trained_mlp.model.train()  # in train mode, as a caller's model may be
     weights = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)  # a state no seeded run leaves behind
+    streams = random_streams()
     report = evaluate(tiny_config(measure_only=True), tmp_path / "mem", model=model, device="cpu", quiet=True)
+    assert random_streams() == streams
     assert _outcomes(report.to_dict())["before"] == _outcomes(full.to_dict())["before"]
     assert report.config["arch"] == "Sequential (in memory)" and report.config["checkpoint"] is None
     assert model.training and all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())

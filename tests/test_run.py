@@ -9,6 +9,7 @@ import torch
 
 from advgen.run import Run, configure_logging, log, progress, speaking, start
 from advgen.runtime import machine_info
+from run_compare import random_streams
 
 
 def test_quiet_is_one_switch_for_chatter_and_progress(capsys, monkeypatch):
@@ -37,6 +38,14 @@ def test_start_resolves_the_device_once_and_seeds():
         a = torch.rand(3)
     with start("cpu", seed=5):
         assert torch.equal(a, torch.rand(3))
+
+
+def test_start_gives_the_callers_random_streams_back():
+    torch.manual_seed(9)
+    before = random_streams()
+    with start("cpu", seed=5):
+        torch.rand(3)
+    assert random_streams() == before
 
 
 def test_machine_info_describes_the_run():
