@@ -53,6 +53,18 @@ def configure_logging(quiet: bool = False, is_main: bool | None = None) -> None:
         log.propagate = False
 
 
+@contextlib.contextmanager
+def _speaking(quiet: bool, is_main: bool) -> Iterator[None]:
+    """:func:`configure_logging` for a block; afterwards the ``advgen`` logger's level is as it was, so a command
+    called from Python with ``quiet=True`` does not keep the library quiet after it."""
+    before = log.level
+    configure_logging(quiet, is_main)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 class _Stderr(logging.StreamHandler):
     """A handler on whatever ``sys.stderr`` is when a record is written (click and pytest swap it)."""
 
@@ -171,15 +183,14 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
           quiet: bool = False) -> Iterator[Run]:
     """Build the command's :class:`Run`: resolve the device once, join torchrun's group, set the logger.
 
-    Seeds Python, NumPy and torch with ``seed`` for the block, and gives the caller's streams back after it: a
-    command called from Python (``advgen.evaluate``) does not reset the caller's shuffling. Without torchrun this
-    touches no process group.
+    Seeds Python, NumPy and torch with ``seed`` and sets the logger's level (``quiet``) for the block, and gives
+    the caller's streams and level back after it: a command called from Python (``advgen.evaluate``) neither
+    resets the caller's shuffling nor keeps advgen quiet afterwards. Without torchrun this touches no process group.
     """
     dev = resolve_device(device)
     out = Path(out) if out is not None else None
     if not launched():
-        configure_logging(quiet, True)
-        with own_random_state(dev):
+        with _speaking(quiet, True), own_random_state(dev):
             seed_everything(seed)
             yield Run(dev, seed, out)
         return
@@ -194,8 +205,7 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
             dist.init_process_group("gloo", timeout=DEFAULT_TIMEOUT)
     try:
         run = Run(dev, seed, out, dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-        configure_logging(quiet, run.is_main)
-        with own_random_state(dev):
+        with _speaking(quiet, run.is_main), own_random_state(dev):
             seed_everything(seed)
             yield run
         if owned:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 import torch
 
 from advgen.run import Run, configure_logging, log, progress, speaking, start
@@ -40,12 +41,20 @@ def test_start_resolves_the_device_once_and_seeds():
         assert torch.equal(a, torch.rand(3))
 
 
-def test_start_gives_the_callers_random_streams_back():
+def test_start_gives_the_callers_random_streams_and_logging_level_back(monkeypatch):
+    monkeypatch.delenv("ADVGEN_QUIET", raising=False)
     torch.manual_seed(9)
     before = random_streams()
-    with start("cpu", seed=5):
+    log.setLevel(logging.NOTSET)  # a notebook that never configured advgen's logger
+    with start("cpu", seed=5, quiet=True):
         torch.rand(3)
-    assert random_streams() == before
+        assert log.level == logging.WARNING
+    assert random_streams() == before and log.level == logging.NOTSET
+    log.setLevel(logging.INFO)
+    with pytest.raises(RuntimeError), start("cpu", quiet=True):
+        raise RuntimeError("a command that fails")
+    assert log.level == logging.INFO
+    configure_logging(quiet=True)
 
 
 def test_machine_info_describes_the_run():
