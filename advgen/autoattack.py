@@ -31,7 +31,7 @@ from .data import Dataset
 from .errors import InputError
 from .models import output_classes
 from .train import still_correct
-from .runtime import evaluating, own_random_state, seed_everything
+from .runtime import evaluating, seeded
 
 PARTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -96,8 +96,7 @@ class AutoAttackConfig:
     def robust(self, part: str, model: nn.Module, data: Dataset, device: torch.device) -> list[bool]:
         """Per image of ``data``: still classified correctly after ``part`` (seeded; the caller's random streams
         are left as they were)."""
-        with own_random_state(device), evaluating(model, device):
-            seed_everything(self.seed)
+        with seeded(self.seed, device), evaluating(model, device):
             attack = self.build(part, model, output_classes(model, data.images, data.labels))
             return still_correct(model, attack, data.images, data.labels, device).tolist()
 

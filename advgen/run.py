@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from .distributed import DEFAULT_TIMEOUT, PeerFailed, device_for_rank, env_rank, launched
 from .errors import InputError
-from .runtime import own_random_state, resolve_device, seed_everything
+from .runtime import resolve_device, seeded
 
 T = TypeVar("T")
 log = logging.getLogger("advgen")
@@ -190,8 +190,7 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
     dev = resolve_device(device)
     out = Path(out) if out is not None else None
     if not launched():
-        with _speaking(quiet, True), own_random_state(dev):
-            seed_everything(seed)
+        with _speaking(quiet, True), seeded(seed, dev):
             yield Run(dev, seed, out)
         return
     dev = device_for_rank(dev)
@@ -205,8 +204,7 @@ def start(device: str | torch.device = "auto", seed: int = 0, out: str | Path | 
             dist.init_process_group("gloo", timeout=DEFAULT_TIMEOUT)
     try:
         run = Run(dev, seed, out, dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-        with _speaking(quiet, run.is_main), own_random_state(dev):
-            seed_everything(seed)
+        with _speaking(quiet, run.is_main), seeded(seed, dev):
             yield run
         if owned:
             # Leave together: a rank that tears gloo down while rank 0 still writes the report can abort at

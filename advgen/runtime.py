@@ -63,6 +63,17 @@ def own_random_state(device: torch.device | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[torch.Generator]:
+    """A block of work with its own seed: Python, NumPy and torch seeded with ``seed`` inside (the generator of
+    :func:`seed_everything` is yielded), the caller's streams given back after (:func:`own_random_state`).
+
+    A training, an attack or a whole command repeats from its seed, and leaves a user's own loop where it was.
+    """
+    with own_random_state(device):
+        yield seed_everything(seed)
+
+
+@contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting), then restore it.
 

@@ -17,7 +17,7 @@ from .errors import InputError, check_fields
 from .models import Checkpoint, build, output_classes
 from .resume import fingerprint, load_training, save_training
 from .run import progress
-from .runtime import evaluating, own_random_state, resolve_device, seed_everything
+from .runtime import evaluating, resolve_device, seeded
 
 log = logging.getLogger("advgen")
 
@@ -108,10 +108,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, devi
     """
     config = config or TrainConfig()
     dev = resolve_device(device)
-    with own_random_state(dev):  # the seeding below is this run's; the caller's streams come back after
+    with seeded(config.seed, dev) as gen:
         wanted = None if state is None else fingerprint({"fit": asdict(config), **(depends or {})}, model=model,
                                                         data=data)
-        gen = seed_everything(config.seed)
         output_classes(model.to(dev), data.images, data.labels)  # a model that does not fit the data stops here
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -189,8 +188,7 @@ def train_classifier(train_data: Dataset, test_data: Dataset | None = None, arch
     """
     config = config or TrainConfig()
     combined = concat([train_data, *(extra or [])])
-    with own_random_state(resolve_device(device)):
-        seed_everything(config.seed)
+    with seeded(config.seed, resolve_device(device)):
         model = build(arch, train_data.input_shape, train_data.num_classes)
     result = fit(model, combined, config, device=device, state=state, depends={"arch": arch})
     meta = {"data": train_data.name, "train_images": len(combined), "config": asdict(config),

@@ -1,9 +1,11 @@
-"""The model is left as the caller had it: every submodule's train/eval mode, weights and buffers."""
+"""The caller's state is left as it was: every submodule's train/eval mode, weights and buffers, and the random streams."""
 
 from __future__ import annotations
 
 import copy
+import random
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,7 +13,8 @@ import advgen
 from advgen import onepixel
 from advgen.autoattack import AutoAttackConfig
 from advgen.methods import AttackOptions
-from advgen.runtime import evaluating
+from advgen.runtime import evaluating, seeded
+from run_compare import random_streams
 
 
 def _fine_tuning_setup(trained_cnn) -> nn.Sequential:
@@ -76,3 +79,14 @@ def test_run_attack_takes_the_seed_of_its_run(trained_cnn, mnist_test, tmp_path)
     adv = [torch.load(tmp_path / f"s{s}" / "adversarial.pt", weights_only=True) for s in (0, 5)]
     assert adv[0]["images"].shape == adv[1]["images"].shape
     assert not torch.equal(adv[0]["images"], adv[1]["images"])  # PGD's random start follows the seed
+
+
+def test_a_seeded_block_repeats_its_draws_and_gives_the_callers_streams_back():
+    torch.manual_seed(4), random.seed(4), np.random.seed(4)
+    before = random_streams()
+    draws = []
+    for _ in range(2):
+        with seeded(7) as gen:
+            draws.append((torch.rand(2), random.random(), np.random.rand(), torch.rand(2, generator=gen)))
+        assert random_streams() == before
+    assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(*draws))
