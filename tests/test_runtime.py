@@ -1,4 +1,4 @@
-"""The caller's state is left as it was: every submodule's train/eval mode, weights and buffers, and the random streams."""
+"""The caller's state is left as it was: every submodule's mode, weights and buffers, and the random streams."""
 
 from __future__ import annotations
 
